@@ -1,0 +1,125 @@
+"""Loading the WSGI application a vassal names (module, wsgi-file, callable, chdir...).
+
+Failures become one line naming the vassal and the cause. A traceback is shown
+only when it is the application's own (it raised while importing), because
+that is the one a user can act on.
+"""
+from __future__ import annotations
+
+import glob
+import importlib
+import importlib.util
+import os
+import site
+import sys
+import traceback
+from typing import Callable
+
+from emperor.config import Config
+
+
+class AppError(Exception):
+    """The app could not be loaded; `detail` is the app's own traceback, if any."""
+
+    def __init__(self, message: str, detail: str = "") -> None:
+        super().__init__(message)
+        self.detail = detail
+
+
+def prepare_environment(config: Config) -> None:
+    """Process-wide settings that must precede the import: env, chdir, paths, virtualenv."""
+    for item in config.env:
+        key, sep, value = item.partition("=")
+        if not sep:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    if config.chdir:
+        try:
+            os.chdir(config.chdir)
+        except OSError as e:
+            raise AppError(f"{config.name}: chdir {config.chdir}: {e.strerror}") from None
+    if config.virtualenv:
+        _activate_virtualenv(config)
+    for path in reversed(config.pythonpath):
+        for p in sorted(glob.glob(path)) or [path]:
+            if p not in sys.path:
+                sys.path.insert(0, p)
+    # like `python app.py`, the current directory is importable
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+
+
+def _activate_virtualenv(config: Config) -> None:
+    venv = config.virtualenv
+    pattern = os.path.join(venv, "lib", "python%d.%d" % sys.version_info[:2], "site-packages")
+    if not os.path.isdir(venv):
+        raise AppError(f"{config.name}: virtualenv {venv}: no such directory")
+    if not os.path.isdir(pattern):
+        raise AppError(f"{config.name}: virtualenv {venv} has no {os.path.relpath(pattern, venv)} "
+                       f"(made for another Python than {sys.version_info[0]}.{sys.version_info[1]}?)")
+    before = list(sys.path)
+    site.addsitedir(pattern)
+    # venv packages take precedence over the interpreter's own site-packages
+    added = [p for p in sys.path if p not in before]
+    sys.path[:] = added + before
+    os.environ["VIRTUAL_ENV"] = venv
+
+
+def load(config: Config) -> Callable:
+    """Import and return the WSGI callable."""
+    prepare_environment(config)
+    if config.module:
+        modname, _, attr = config.module.partition(":")
+        attr = attr or config.callable
+        try:
+            module = importlib.import_module(modname)
+        except ModuleNotFoundError as e:
+            if e.name and (modname == e.name or modname.startswith(e.name + ".")):
+                raise AppError(f"{config.name}: module {modname!r} not found "
+                               f"(sys.path: {', '.join(sys.path[:4])}...)") from None
+            raise AppError(f"{config.name}: module {modname!r} failed to import: "
+                           f"{type(e).__name__}: {e}", _app_traceback()) from None
+        except BaseException as e:
+            if isinstance(e, (KeyboardInterrupt,)):
+                raise
+            raise AppError(f"{config.name}: module {modname!r} failed to import: "
+                           f"{type(e).__name__}: {e}", _app_traceback()) from None
+        where = f"module {modname!r}"
+    else:
+        path = config.wsgi_file
+        if not os.path.isfile(path):
+            raise AppError(f"{config.name}: wsgi-file {path}: no such file")
+        spec = importlib.util.spec_from_file_location("uwsgi_file_" + _safe(path), path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException as e:
+            if isinstance(e, KeyboardInterrupt):
+                raise
+            raise AppError(f"{config.name}: wsgi-file {path} failed to import: "
+                           f"{type(e).__name__}: {e}", _app_traceback()) from None
+        attr = config.callable
+        where = f"wsgi-file {path}"
+    app = getattr(module, attr, None)
+    if app is None:
+        raise AppError(f"{config.name}: {where} has no callable {attr!r}")
+    if not callable(app):
+        raise AppError(f"{config.name}: {where}: {attr!r} is not callable")
+    return app
+
+
+def _safe(path: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in path)
+
+
+def _app_traceback() -> str:
+    """The traceback without our own frames: the part the user's code is in."""
+    etype, value, tb = sys.exc_info()
+    frames = traceback.extract_tb(tb)
+    here = os.path.dirname(__file__)
+    keep = [f for f in frames if not f.filename.startswith(here) and "<frozen importlib" not in f.filename]
+    lines = ["Traceback (most recent call last):\n"] + traceback.format_list(keep)
+    lines += traceback.format_exception_only(etype, value)
+    return "".join(lines).rstrip()

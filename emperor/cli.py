@@ -1,0 +1,99 @@
+"""Command line: `emperor run|master|status|restart` and uWSGI's --reload/--stop PIDFILE.
+
+Every failure a user can cause ends in one line on stderr and a non-zero exit,
+never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+
+PIDFILE_SIGNALS = {
+    "reload": signal.SIGHUP,
+    "stop": signal.SIGINT,
+    "pause": signal.SIGTSTP,
+    "resume": signal.SIGTSTP,
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="emperor", description="Keeps one master per vassal file; uWSGI-compatible.")
+    for name in PIDFILE_SIGNALS:
+        p.add_argument(f"--{name}", metavar="PIDFILE", help=f"{name} the master whose pidfile this is")
+    sub = p.add_subparsers(dest="command")
+    m = sub.add_parser("master", help="run one master in the foreground")
+    m.add_argument("file", help="vassal file (FILE.ini or FILE.ini:section)")
+    m.add_argument("--preflight", action="store_true", help=argparse.SUPPRESS)
+    r = sub.add_parser("run", help="run the emperor over a vassals directory")
+    r.add_argument("directory", nargs="?", default="vassals.d")
+    r.add_argument("--grace", type=float, default=30.0, help="seconds vassals get to drain on SIGTERM")
+    r.add_argument("--tyrant", action="store_true", help="run each vassal as its file's owner (root only)")
+    r.add_argument("--control", help="control socket path")
+    r.add_argument("--metrics", help="serve Prometheus metrics on HOST:PORT")
+    r.add_argument("--shutdown-delay", type=float, default=0.0)
+    s = sub.add_parser("status", help="live view of the vassals")
+    s.add_argument("name", nargs="?")
+    s.add_argument("--once", action="store_true")
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--control")
+    s.add_argument("--directory", default="vassals.d")
+    rs = sub.add_parser("restart", help="clear a vassal's backoff and start or reload it now")
+    rs.add_argument("name")
+    rs.add_argument("--control")
+    rs.add_argument("--directory", default="vassals.d")
+    return p
+
+
+def _signal_pidfile(action: str, path: str) -> int:
+    from emperor.pidfile import PidfileError, read_master_pid
+
+    try:
+        pid = read_master_pid(path)
+    except PidfileError as e:
+        print(f"emperor: {e}", file=sys.stderr)
+        return 1
+    try:
+        os.kill(pid, PIDFILE_SIGNALS[action])
+    except ProcessLookupError:
+        print(f"emperor: {path}: process {pid} is gone", file=sys.stderr)
+        return 1
+    except PermissionError:
+        print(f"emperor: {path}: not allowed to signal process {pid}", file=sys.stderr)
+        return 1
+    print(f"emperor: sent {signal.Signals(PIDFILE_SIGNALS[action]).name} to master {pid} ({action})")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    for action in PIDFILE_SIGNALS:
+        path = getattr(args, action)
+        if path:
+            return _signal_pidfile(action, path)
+    if args.command == "master":
+        if args.preflight:
+            from emperor.preflight import preflight
+
+            return preflight(args.file)
+        from emperor.master import run_master
+
+        try:
+            return run_master(args.file)
+        except KeyboardInterrupt:
+            return 0
+    if args.command == "run":
+        from emperor.emperor import run_emperor
+
+        return run_emperor(args)
+    if args.command == "status":
+        from emperor.status import run_status
+
+        return run_status(args)
+    if args.command == "restart":
+        from emperor.status import run_restart
+
+        return run_restart(args)
+    _parser().print_help()
+    return 2

@@ -1,0 +1,805 @@
+"""The master: owns the sockets, keeps the workers alive, obeys the signal table.
+
+It never serves a request. Signal handlers only append to a queue (and the
+interpreter writes the wakeup byte); the one event loop in `Master.loop` does
+all the work, so no handler ever races another.
+
+Reload design: the master first runs a *preflight* (a throwaway process that
+parses the new config and imports the app); only if that passes does it
+`execve` itself, with its listening sockets, its notify pipe and the running
+generation's scoreboard inherited. The new image loads the app, forks the new
+generation, and only once every new worker is accepting does it tell the
+previous generation to finish its requests and leave. The old workers are
+still its children across `execve`, and both generations accept on the same
+kernel sockets, so there is no moment with nobody accepting.
+"""
+from __future__ import annotations
+
+import collections
+import json
+import os
+import select
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from emperor import log as logmod
+from emperor import notify, pidfile, sockets
+from emperor.app import AppError, load as load_app
+from emperor.config import Config, ConfigError, load_config
+from emperor.scoreboard import Scoreboard
+from emperor.states import MasterState, StateMachine
+from emperor.worker import Worker
+
+log = logmod.log
+
+# The master's signal table: signal -> handler method (on_<action>). SPEC 4.2.
+SIGNALS: dict[int, str] = {
+    signal.SIGHUP: "graceful_reload",
+    signal.SIGTERM: "brutal_reload",      # graceful stop with die-on-term
+    signal.SIGINT: "stop",
+    signal.SIGQUIT: "stop",
+    signal.SIGUSR1: "log_stats",
+    signal.SIGUSR2: "log_workers",
+    signal.SIGURG: "restore_snapshot",
+    signal.SIGTSTP: "toggle_pause",
+    signal.SIGWINCH: "wake_workers",
+    signal.SIGCHLD: "reap",
+}
+
+# What a master hands to its next image, besides UWSGI_RELOADS and EMPEROR_SOCKETS.
+ENV_NOTIFY = "EMPEROR_NOTIFY"          # "r,w" of the worker -> master pipe
+ENV_OLD = "EMPEROR_OLD_GENERATIONS"    # generations still running, to drain
+ENV_SNAPSHOT = "EMPEROR_SNAPSHOT"      # the paused previous generation
+ENV_STATE = "EMPEROR_MASTER_STATE"     # started-at, paused flag, original cwd
+ENV_CHANNEL = "EMPEROR_CHANNEL"        # socket to the emperor, when run by one
+ENV_HELD = "EMPEROR_HELD_SOCKETS"      # for the preflight: addresses we already hold
+INTERNAL_ENV = (ENV_NOTIFY, ENV_OLD, ENV_SNAPSHOT, ENV_STATE, ENV_HELD, sockets.ENV, "UWSGI_RELOADS")
+
+RESPAWN_MIN_INTERVAL = 1.0
+
+
+@dataclass
+class Generation:
+    """The workers of one load of the code and config, and their scoreboard."""
+
+    number: int
+    board: Scoreboard
+    slots: list[int | None]                      # pid per slot
+    ready: set[int] = field(default_factory=set)  # slots that reported READY
+    respawns: list[int] = field(default_factory=list)
+    last_spawn: list[float] = field(default_factory=list)
+    harakiri: list[int] = field(default_factory=list)
+    draining_since: float | None = None
+    paused: bool = False
+
+    def __post_init__(self) -> None:
+        n = len(self.slots)
+        self.respawns = self.respawns or [0] * n
+        self.last_spawn = self.last_spawn or [0.0] * n
+        self.harakiri = self.harakiri or [0] * n
+
+    def pids(self) -> list[int]:
+        return [p for p in self.slots if p]
+
+    def export(self) -> str:
+        pids = ",".join(str(p or 0) for p in self.slots)
+        return f"{self.number}/{self.board.export()}/{pids}/{int(self.paused)}"
+
+    @classmethod
+    def adopt(cls, spec: str) -> "Generation":
+        number, board, pids, paused = spec.split("/")
+        slots = [int(p) or None for p in pids.split(",")] if pids else []
+        gen = cls(int(number), Scoreboard.adopt(board), slots)
+        gen.ready = {i for i, p in enumerate(slots) if p}
+        gen.paused = paused == "1"
+        return gen
+
+
+class Master:
+    def __init__(self, config_path: str, environ: dict[str, str] | None = None) -> None:
+        self.config_path = os.path.abspath(config_path)
+        self.environ = dict(os.environ if environ is None else environ)
+        self.config: Config | None = None
+        self.name = os.path.basename(config_path.split(":")[0])
+        self.state = StateMachine(MasterState.STARTING, log)
+        self.pending: collections.deque[int] = collections.deque()
+        self.listeners: list[sockets.Listener] = []
+        self.app: Callable | None = None
+        self.current: Generation | None = None
+        self.draining: list[Generation] = []
+        self.snapshot: Generation | None = None
+        self.reloads = int(self.environ.get("UWSGI_RELOADS", "0") or 0)
+        self.started_at = time.time()
+        self.cwd = os.getcwd()
+        self.paused = False
+        self.preflight_pid: int | None = None
+        self.preflight_out = b""
+        self.preflight_fd: int | None = None
+        self.preflight_again = False
+        self.reload_kind = ""
+        self.respawn_at: dict[tuple[int, int], float] = {}
+        self.stats_sock: socket.socket | None = None
+        self.channel: socket.socket | None = None
+        self.touch: object | None = None
+        self.loyal = False
+        self.last_reload_error = ""
+        self.pidfile_written = False
+        self.stop_kind = ""
+        self.stop_deadline = 0.0
+        self._orig_env = dict(self.environ)
+
+    # ---------- start-up ----------
+    def main(self) -> int:
+        logmod.set_prefix(f"[{self.name}]")
+        self.wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        for sig in SIGNALS:
+            signal.signal(sig, self._on_signal)
+        signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+        # a re-executed image starts with every signal blocked (see _execve)
+        signal.pthread_sigmask(signal.SIG_SETMASK, set())
+        try:
+            self.start()
+        except (ConfigError, sockets.SocketError) as e:
+            log(str(e) if str(e).startswith(self.name) else f"{self.name}: {e}")
+            self._tell_emperor(f"error {e}")
+            self.kill_all(signal.SIGKILL)
+            return 1
+        except AppError as e:
+            if e.detail:
+                logmod.write_raw(e.detail + "\n")
+            log(str(e))
+            self._tell_emperor(f"error {e}")
+            self.kill_all(signal.SIGKILL)
+            return 1
+        return self.loop()
+
+    def start(self) -> None:
+        env = self.environ
+        state = env.pop(ENV_STATE, "")
+        if state:
+            started, paused, cwd = state.split(",", 2)
+            self.started_at, self.paused, self.cwd = float(started), paused == "1", cwd
+        self._adopt_channel(env)
+        self.config = config = load_config(self.config_path, vassals_dir=env.get("EMPEROR_VASSALS_DIR"))
+        for w in config.warnings:
+            log(w)
+        if config.logto:
+            logmod.redirect(config.logto)
+        notify_fds = env.pop(ENV_NOTIFY, "")
+        if notify_fds:
+            self.notify_r, self.notify_w = (int(x) for x in notify_fds.split(","))
+        else:
+            self.notify_r, self.notify_w = os.pipe2(os.O_NONBLOCK)
+        os.set_blocking(self.notify_r, False)
+        self.draining = [Generation.adopt(s) for s in filter(None, env.pop(ENV_OLD, "").split(";"))]
+        snap = env.pop(ENV_SNAPSHOT, "")
+        self.snapshot = Generation.adopt(snap) if snap else None
+        if self.draining:
+            self.state.state = MasterState.RELOADING  # the previous image logged the edge
+        wanted = [(sockets.HTTP, a) for a in config.http_sockets] + \
+                 [(sockets.UWSGI, a) for a in config.uwsgi_sockets]
+        if config.stats:
+            wanted.append(("stats", config.stats))
+        inherited_env = dict(env)
+        all_listeners = sockets.open_listeners(wanted, config.listen, config.chmod_socket, inherited_env)
+        for k in (sockets.ENV, "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"):
+            env.pop(k, None)
+        self.listeners = [l for l in all_listeners if l.kind != "stats"]
+        for l in all_listeners:
+            if l.kind == "stats":
+                self.stats_sock = l.sock
+                self.stats_listener = l
+        self._drop_privileges()
+        self._setup_touch_reload()
+        if not config.lazy_apps:
+            self.app = load_app(config)
+        self.current = self._new_generation()
+        if self.reloads == 0:
+            log(f"serving {', '.join(f'{l.kind}://{l.address}' for l in self.listeners)} "
+                f"with {config.processes} worker(s) x {config.threads} thread(s), pid {os.getpid()}")
+        else:
+            log(f"generation {self.reloads} loaded, pid {os.getpid()}")
+        self._tell_emperor("spawned")
+        for slot in range(config.processes):
+            self.spawn(self.current, slot)
+
+    def _adopt_channel(self, env: dict[str, str]) -> None:
+        fd = env.get(ENV_CHANNEL)
+        if fd:
+            try:
+                self.channel = socket.socket(fileno=int(fd))
+                self.channel.setblocking(False)
+            except OSError:
+                self.channel = None
+
+    def _drop_privileges(self) -> None:
+        config = self.config
+        if os.getuid() != 0 or not (config.uid or config.gid):
+            return
+        import grp
+        import pwd
+
+        if config.gid:
+            gid = int(config.gid) if config.gid.isdigit() else grp.getgrnam(config.gid).gr_gid
+            os.setgroups([])
+            os.setgid(gid)
+        if config.uid:
+            uid = int(config.uid) if config.uid.isdigit() else pwd.getpwnam(config.uid).pw_uid
+            os.setuid(uid)
+
+    def _setup_touch_reload(self) -> None:
+        if self.config.touch_reload:
+            from emperor.touch import TouchWatcher
+
+            self.touch = TouchWatcher(self.config.touch_reload)
+
+    def _new_generation(self) -> Generation:
+        c = self.config
+        return Generation(self.reloads, Scoreboard(c.processes, c.threads), [None] * c.processes)
+
+    # ---------- workers ----------
+    def spawn(self, gen: Generation, slot: int) -> None:
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+        try:
+            pid = os.fork()
+        except OSError as e:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+            log(f"fork failed: {e.strerror}; retrying in 1s")
+            self.respawn_at[(gen.number, slot)] = time.monotonic() + 1
+            return
+        if pid == 0:
+            self._become_worker(gen, slot)
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        gen.slots[slot] = pid
+        gen.ready.discard(slot)
+        gen.last_spawn[slot] = time.monotonic()
+        gen.board.spawned(slot, pid, gen.number, gen.respawns[slot])
+
+    def _become_worker(self, gen: Generation, slot: int) -> None:
+        # Runs in the child, signals blocked. Drop what only the master uses.
+        try:
+            signal.set_wakeup_fd(-1)
+            for fd in (self.wake_r, self.notify_r):
+                os.close(fd)
+            for sock in (self.stats_sock, self.channel):
+                if sock is not None:
+                    sock.close()
+            if self.touch is not None:
+                self.touch.close()
+            for g in self.draining + ([self.snapshot] if self.snapshot else []):
+                g.board.close()
+            config = self.config
+            worker = Worker(config=config, slot=slot, listeners=self.listeners, app=self.app,
+                            board=gen.board, notify_fd=self.notify_w,
+                            load_app=lambda: load_app(config))
+            worker.paused = self.paused
+            worker.run()
+        finally:
+            os._exit(1)
+
+    def signal_generation(self, gen: Generation, sig: int) -> None:
+        for pid in gen.pids():
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def generations(self) -> list[Generation]:
+        gens = [g for g in [self.current, self.snapshot] if g] + self.draining
+        return gens
+
+    def kill_all(self, sig: int) -> None:
+        for gen in self.generations():
+            self.signal_generation(gen, sig)
+        if self.preflight_pid:
+            try:
+                os.kill(self.preflight_pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def on_reap(self, why: str = "SIGCHLD") -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            code = os.waitstatus_to_exitcode(status)
+            if pid == self.preflight_pid:
+                self._preflight_done(code)
+                continue
+            self._worker_exited(pid, code)
+
+    def _worker_exited(self, pid: int, code: int) -> None:
+        for gen in self.generations():
+            if pid not in gen.slots:
+                continue
+            slot = gen.slots.index(pid)
+            gen.slots[slot] = None
+            gen.ready.discard(slot)
+            if gen is not self.current or self.state.state == MasterState.STOPPING:
+                if gen in self.draining and not gen.pids():
+                    self.draining.remove(gen)
+                    gen.board.close()
+                    log(f"generation {gen.number} has left")
+                return
+            how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exited {code}"
+            log(f"worker {slot + 1} (pid {pid}) {how}; respawning")
+            gen.respawns[slot] += 1
+            wait = gen.last_spawn[slot] + RESPAWN_MIN_INTERVAL - time.monotonic()
+            if wait > 0 and code != 0:
+                self.respawn_at[(gen.number, slot)] = time.monotonic() + wait
+            else:
+                self.spawn(gen, slot)
+            return
+
+    # ---------- the loop ----------
+    def _on_signal(self, signum: int, frame) -> None:
+        self.pending.append(signum)
+
+    def loop(self) -> int:
+        ep = select.epoll()
+        ep.register(self.wake_r, select.EPOLLIN)
+        ep.register(self.notify_r, select.EPOLLIN)
+        if self.stats_sock is not None:
+            ep.register(self.stats_sock.fileno(), select.EPOLLIN)
+        if self.channel is not None:
+            ep.register(self.channel.fileno(), select.EPOLLIN)
+        if self.touch is not None:
+            ep.register(self.touch.fileno(), select.EPOLLIN)
+        self.ep = ep
+        while True:
+            self.dispatch_signals()
+            if self.state.state == MasterState.STOPPING and not self._children_left():
+                return self._exit()
+            timeout = self._next_timeout()
+            try:
+                events = ep.poll(timeout)
+            except InterruptedError:
+                events = []
+            for fd, _ in events:
+                if fd == self.wake_r:
+                    _drain(fd)
+                elif fd == self.notify_r:
+                    self._read_notify()
+                elif self.stats_sock is not None and fd == self.stats_sock.fileno():
+                    self._serve_stats()
+                elif self.channel is not None and fd == self.channel.fileno():
+                    self._read_channel()
+                elif self.touch is not None and fd == self.touch.fileno():
+                    if self.touch.changed():
+                        log("touch-reload file changed")
+                        self.on_graceful_reload("touch-reload")
+                elif fd == self.preflight_fd:
+                    self._read_preflight()
+            self._run_timers()
+
+    def dispatch_signals(self) -> None:
+        while self.pending:
+            sig = self.pending.popleft()
+            action = SIGNALS.get(sig)
+            if action:
+                getattr(self, "on_" + action)(signal.Signals(sig).name)
+
+    def _children_left(self) -> bool:
+        return any(g.pids() for g in self.generations()) or bool(self.preflight_pid)
+
+    def _next_timeout(self) -> float:
+        deadlines = list(self.respawn_at.values())
+        if self.config.harakiri and self.state.state != MasterState.STOPPING:
+            deadlines.append(time.monotonic() + 1.0)
+        mercy = self.config.worker_reload_mercy
+        for gen in self.draining:
+            if gen.draining_since is not None:
+                deadlines.append(gen.draining_since + mercy)
+        if self.state.state == MasterState.STOPPING:
+            deadlines.append(self.stop_deadline)
+        if not deadlines:
+            return -1
+        return max(min(deadlines) - time.monotonic(), 0.0)
+
+    def _run_timers(self) -> None:
+        now = time.monotonic()
+        for key, when in list(self.respawn_at.items()):
+            if when <= now:
+                del self.respawn_at[key]
+                number, slot = key
+                if self.current and self.current.number == number and self.state.state != MasterState.STOPPING \
+                        and self.current.slots[slot] is None:
+                    self.spawn(self.current, slot)
+        mercy = self.config.worker_reload_mercy
+        for gen in self.draining:
+            if gen.draining_since is not None and now >= gen.draining_since + mercy and gen.pids():
+                log(f"generation {gen.number} still busy after worker-reload-mercy ({mercy}s): killing")
+                self.signal_generation(gen, signal.SIGKILL)
+                gen.draining_since = None
+        if self.state.state == MasterState.STOPPING and now >= self.stop_deadline and self._children_left():
+            log("workers still busy after the mercy period: killing")
+            self.kill_all(signal.SIGKILL)
+            self.stop_deadline = now + 5
+        if self.config.harakiri:
+            self._check_harakiri(now)
+
+    def _check_harakiri(self, now: float) -> None:
+        limit = self.config.harakiri
+        for gen in [self.current] + self.draining:
+            if gen is None:
+                continue
+            for slot, pid in enumerate(gen.slots):
+                if not pid:
+                    continue
+                for core in gen.board.worker(slot)["cores"]:
+                    since = core["busy_since"]
+                    if since and now - since > limit:
+                        log(f"HARAKIRI: worker {slot + 1} (pid {pid}) ran {core['method']} {core['path']} "
+                            f"for {now - since:.1f}s (limit {limit}s): killing it")
+                        gen.harakiri[slot] += 1
+                        try:
+                            os.kill(pid, signal.SIGKILL)
+                        except ProcessLookupError:
+                            pass
+                        break
+
+    # ---------- messages ----------
+    def _read_notify(self) -> None:
+        data = _drain(self.notify_r)
+        for kind, slot, pid in notify.parse(data):
+            if kind == notify.READY:
+                self._worker_ready(pid)
+            elif kind == notify.RELOAD:
+                log(f"reload requested by the application (pid {pid})")
+                self.on_graceful_reload("emperor.reload()")
+            elif kind == notify.RETIRING:
+                log(f"worker {slot + 1} (pid {pid}) retiring after max-requests")
+
+    def _worker_ready(self, pid: int) -> None:
+        gen = self.current
+        if gen is None or pid not in gen.slots:
+            return
+        gen.ready.add(gen.slots.index(pid))
+        if len(gen.ready) < len(gen.slots) or self.state.state not in (MasterState.STARTING, MasterState.RELOADING):
+            return
+        # the whole new generation accepts: now the previous ones may leave
+        for old in self.draining:
+            if old.draining_since is None:
+                self._retire(old)
+        if not self.pidfile_written:
+            self._write_pidfiles()
+        why = "workers ready" if self.reloads == 0 else f"generation {self.reloads} ready"
+        self.state.to(MasterState.PAUSED if self.paused else MasterState.RUNNING, why)
+        self._tell_emperor("ready")
+
+    def _retire(self, gen: Generation) -> None:
+        if self.config.snapshot and self.snapshot is None and not gen.paused and gen.number == self.reloads - 1:
+            self.snapshot = gen
+            self.draining.remove(gen)
+            gen.paused = True
+            self.signal_generation(gen, signal.SIGTSTP)
+            log(f"generation {gen.number} kept as snapshot (SIGURG restores it)")
+            return
+        gen.draining_since = time.monotonic()
+        self.signal_generation(gen, signal.SIGCONT)  # a paused generation must wake to leave
+        self.signal_generation(gen, signal.SIGTERM)
+
+    def _write_pidfiles(self) -> None:
+        for path in (self.config.pidfile, self.config.safe_pidfile):
+            if path:
+                pidfile.write(path, os.getpid())
+        self.pidfile_written = True
+
+    def _tell_emperor(self, message: str) -> None:
+        if self.channel is None:
+            return
+        try:
+            self.channel.send(message.replace("\n", " ").encode()[:4000] + b"\n")
+        except OSError:
+            pass
+
+    def _read_channel(self) -> None:
+        try:
+            data = self.channel.recv(4096)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            log("the emperor is gone: stopping")
+            self.ep.unregister(self.channel.fileno())
+            self.channel.close()
+            self.channel = None
+            self.on_stop("emperor gone")
+            return
+        for line in data.decode(errors="replace").splitlines():
+            if line.strip() == "graceful stop":
+                self.graceful_stop("emperor asked")
+            elif line.strip() == "reload":
+                self.on_graceful_reload("emperor asked")
+
+    def _serve_stats(self) -> None:
+        from emperor.stats import document
+
+        while True:
+            try:
+                conn, _ = self.stats_sock.accept()
+            except (BlockingIOError, OSError):
+                return
+            try:
+                body = json.dumps(document(self)).encode()
+                if self.config.stats_http:
+                    body = (b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n"
+                            b"Content-Length: %d\r\n\r\n" % len(body)) + body
+                conn.setblocking(True)
+                conn.settimeout(2)
+                conn.sendall(body)
+            except OSError:
+                pass
+            finally:
+                conn.close()
+
+    # ---------- the signal table's actions ----------
+    def on_graceful_reload(self, why: str) -> None:
+        if self.state.state == MasterState.STOPPING:
+            return
+        if self.preflight_pid:
+            self.preflight_again = True  # the file may have changed again: check the newest
+            return
+        self.state.to(MasterState.RELOADING, why)
+        self._tell_emperor("reloading")
+        self._start_preflight()
+
+    def on_brutal_reload(self, why: str) -> None:
+        if self.config.die_on_term:
+            self.graceful_stop(why + ", die-on-term")
+            return
+        if self.state.state == MasterState.STOPPING:
+            return
+        self.state.to(MasterState.RELOADING, why + ": brutal")
+        self._tell_emperor("reloading")
+        self.kill_all(signal.SIGKILL)
+        self._wait_children(2.0)
+        self.current = None
+        self.draining = []
+        self.snapshot = None
+        self._execve()
+
+    def on_stop(self, why: str) -> None:
+        if self.state.state == MasterState.STOPPING and self.stop_kind == "now":
+            return
+        self.state.to(MasterState.STOPPING, why)
+        self.stop_kind = "now"
+        self._tell_emperor("stopping")
+        self.kill_all(signal.SIGKILL)
+        self.stop_deadline = time.monotonic() + 5
+
+    def graceful_stop(self, why: str) -> None:
+        if self.state.state == MasterState.STOPPING:
+            return
+        self.state.to(MasterState.STOPPING, why)
+        self.stop_kind = "graceful"
+        self._tell_emperor("stopping")
+        for gen in self.generations():
+            self.signal_generation(gen, signal.SIGCONT)
+            self.signal_generation(gen, signal.SIGTERM)
+        if self.preflight_pid:
+            os.kill(self.preflight_pid, signal.SIGKILL)
+        self.stop_deadline = time.monotonic() + self.config.worker_reload_mercy
+
+    def on_log_stats(self, why: str) -> None:
+        from emperor.stats import document
+
+        lines = ["statistics (SIGUSR1); effective config:"] + ["  " + l for l in self.config.ini_lines()]
+        doc = document(self)
+        for w in doc["workers"]:
+            lines.append(f"  worker {w['id']} pid {w['pid']}: {w['requests']} requests, "
+                         f"{w['exceptions']} exceptions, status {w['status']}, "
+                         f"avg {w['avg_rt'] / 1000:.2f} ms, rss {w['rss'] // 1024} KiB")
+        log("\n".join(lines))
+
+    def on_log_workers(self, why: str) -> None:
+        from emperor.stats import document
+
+        doc = document(self)
+        lines = [f"worker status (SIGUSR2), state {self.state.state.value}:"]
+        for w in doc["workers"]:
+            line = f"  worker {w['id']} pid {w['pid']}: {w['status']}"
+            for core in w["cores"]:
+                if core.get("busy_for"):
+                    line += f"; {core['method']} {core['path']} running {core['busy_for']:.2f}s"
+            lines.append(line)
+        log("\n".join(lines))
+
+    def on_restore_snapshot(self, why: str) -> None:
+        snap = self.snapshot
+        if snap is None:
+            log(f"{why}: no snapshot to restore (set snapshot = true to keep one)")
+            return
+        if self.state.state == MasterState.STOPPING:
+            return
+        self.snapshot = None
+        cur = self.current
+        snap.paused = False
+        self.signal_generation(snap, signal.SIGCONT)
+        self.current = snap
+        if cur is not None:
+            self.draining.append(cur)
+            cur.draining_since = time.monotonic()
+            self.signal_generation(cur, signal.SIGTERM)
+        log(f"{why}: restored generation {snap.number}; generation {cur.number if cur else '?'} leaves")
+
+    def on_toggle_pause(self, why: str) -> None:
+        if self.state.state == MasterState.STOPPING:
+            return
+        self.paused = not self.paused
+        sig = signal.SIGTSTP if self.paused else signal.SIGCONT
+        if self.current:
+            self.signal_generation(self.current, sig)
+        if self.state.state in (MasterState.RUNNING, MasterState.PAUSED):
+            self.state.to(MasterState.PAUSED if self.paused else MasterState.RUNNING, why)
+        else:
+            log(f"{why}: {'paused' if self.paused else 'resumed'} while {self.state.state.value}")
+
+    def on_wake_workers(self, why: str) -> None:
+        for gen in self.generations():
+            self.signal_generation(gen, signal.SIGWINCH)
+
+    # ---------- reload machinery ----------
+    def _start_preflight(self) -> None:
+        self.preflight_again = False
+        env = self._clean_env()
+        held = ";".join(f"{l.kind}={l.address}" for l in self.listeners)
+        if self.config.stats:
+            held += f";stats={self.config.stats}"
+        env[ENV_HELD] = held
+        r, w = os.pipe2(os.O_CLOEXEC)
+        argv = [sys.executable, "-m", "emperor", "master", "--preflight", self.config_path]
+        actions = [(os.POSIX_SPAWN_DUP2, w, 1), (os.POSIX_SPAWN_DUP2, w, 2)]
+        try:
+            self.preflight_pid = os.posix_spawn(sys.executable, argv, env, file_actions=actions)
+        except OSError as e:
+            os.close(r)
+            os.close(w)
+            self._reload_failed(f"cannot run the preflight: {e}")
+            return
+        os.close(w)
+        os.set_blocking(r, False)
+        self.preflight_fd = r
+        self.preflight_out = b""
+        self.ep.register(r, select.EPOLLIN)
+
+    def _read_preflight(self) -> None:
+        try:
+            data = os.read(self.preflight_fd, 65536)
+        except BlockingIOError:
+            return
+        if data:
+            self.preflight_out += data[:65536 - len(self.preflight_out)]
+        else:
+            self.ep.unregister(self.preflight_fd)
+            os.close(self.preflight_fd)
+            self.preflight_fd = None
+
+    def _preflight_done(self, code: int) -> None:
+        self.preflight_pid = None
+        if self.preflight_fd is not None:
+            while True:
+                try:
+                    data = os.read(self.preflight_fd, 65536)
+                except BlockingIOError:
+                    break
+                if not data:
+                    break
+                self.preflight_out += data
+            self.ep.unregister(self.preflight_fd)
+            os.close(self.preflight_fd)
+            self.preflight_fd = None
+        if self.state.state == MasterState.STOPPING:
+            return
+        if code != 0:
+            out = self.preflight_out.decode(errors="replace").rstrip()
+            self._reload_failed(out or f"preflight exited {code}")
+            return
+        if self.preflight_again:
+            self._start_preflight()
+            return
+        self._execve()
+
+    def _reload_failed(self, output: str) -> None:
+        if output:
+            logmod.write_raw(output + "\n")
+        last = output.splitlines()[-1] if output else "unknown error"
+        self.last_reload_error = last
+        log(f"reload failed, generation {self.reloads} keeps serving: {last}")
+        self._tell_emperor(f"reload failed {last}")
+        self.state.to(MasterState.PAUSED if self.paused else MasterState.RUNNING, "reload failed")
+
+    def _clean_env(self) -> dict[str, str]:
+        env = {k: v for k, v in self._orig_env.items() if k not in INTERNAL_ENV}
+        return env
+
+    def _execve(self) -> None:
+        """Become the next generation's master: same PID, same sockets, new code."""
+        env = self._clean_env()
+        keep = [l.sock for l in self.listeners]
+        if self.stats_sock is not None:
+            keep.append(self.stats_sock)
+        listeners = list(self.listeners)
+        if self.stats_sock is not None:
+            listeners.append(self.stats_listener)
+        env[sockets.ENV] = sockets.export(listeners)
+        env["UWSGI_RELOADS"] = str(self.reloads + 1)
+        env[ENV_NOTIFY] = f"{self.notify_r},{self.notify_w}"
+        gens = ([self.current] if self.current else []) + self.draining
+        env[ENV_OLD] = ";".join(g.export() for g in gens)
+        if self.snapshot:
+            env[ENV_SNAPSHOT] = self.snapshot.export()
+        env[ENV_STATE] = f"{self.started_at},{int(self.paused)},{self.cwd}"
+        fds = [s.fileno() for s in keep] + [self.notify_r, self.notify_w]
+        fds += [g.board.fd for g in gens + ([self.snapshot] if self.snapshot else [])]
+        if self.channel is not None:
+            fds.append(self.channel.fileno())
+            env[ENV_CHANNEL] = str(self.channel.fileno())
+        for fd in fds:
+            os.set_inheritable(fd, True)
+        argv = [sys.executable, "-m", "emperor", "master", self.config_path]
+        logmod.flush_std()
+        # Signals stay blocked across execve until the new image has its handlers:
+        # a SIGHUP in that window would otherwise kill the master (default action).
+        signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+        try:
+            os.chdir(self.cwd)
+        except OSError:
+            pass
+        try:
+            os.execve(sys.executable, argv, env)
+        except OSError as e:
+            signal.pthread_sigmask(signal.SIG_SETMASK, set())
+            self._reload_failed(f"execve {sys.executable}: {e.strerror}")
+
+    def _wait_children(self, limit: float) -> None:
+        deadline = time.monotonic() + limit
+        while self._children_left() and time.monotonic() < deadline:
+            try:
+                pid, status = os.waitpid(-1, 0)
+            except ChildProcessError:
+                break
+            if pid == self.preflight_pid:
+                self.preflight_pid = None
+            for gen in self.generations():
+                if pid in gen.slots:
+                    gen.slots[gen.slots.index(pid)] = None
+
+    def _exit(self) -> int:
+        for path in (self.config.pidfile, self.config.safe_pidfile):
+            if path:
+                pidfile.remove(path, os.getpid())
+        if self.config.vacuum:
+            for l in self.listeners + ([self.stats_listener] if self.stats_sock else []):
+                if l.is_unix:
+                    try:
+                        os.unlink(l.address)
+                    except OSError:
+                        pass
+        log("stopped")
+        return 0
+
+
+def _drain(fd: int) -> bytes:
+    chunks = []
+    while True:
+        try:
+            data = os.read(fd, 65536)
+        except (BlockingIOError, InterruptedError):
+            break
+        if not data:
+            break
+        chunks.append(data)
+    return b"".join(chunks)
+
+
+def run_master(path: str) -> int:
+    return Master(path).main()

@@ -1,0 +1,74 @@
+"""Pidfiles, written atomically, and checked before any signal is sent through one.
+
+PIDs get reused: a stale pidfile must never make us signal some other
+process. A PID counts only if it is alive and its command line shows it is
+an emperor master (`python -m emperor master ...` or the `emperor` script).
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+
+
+class PidfileError(Exception):
+    """One line saying what is wrong with the pidfile."""
+
+
+def write(path: str, pid: int) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".pid-", dir=directory)
+    try:
+        os.write(fd, f"{pid}\n".encode())
+        os.fchmod(fd, 0o644)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def remove(path: str, pid: int) -> None:
+    """Remove the pidfile only if it is still ours."""
+    try:
+        with open(path) as f:
+            if f.read().strip() == str(pid):
+                os.unlink(path)
+    except OSError:
+        pass
+
+
+def cmdline(pid: int) -> list[str]:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
+    except OSError:
+        return []
+
+
+def is_master(pid: int) -> bool:
+    args = cmdline(pid)
+    if "master" not in args:
+        return False
+    i = args.index("master")
+    before = args[:i]
+    return any(a == "emperor" or a.endswith("/emperor") for a in before)
+
+
+def read_master_pid(path: str) -> int:
+    """The PID in `path` if it names a live emperor master; PidfileError otherwise."""
+    try:
+        with open(path) as f:
+            text = f.read(64)
+    except FileNotFoundError:
+        raise PidfileError(f"{path}: no such pidfile") from None
+    except OSError as e:
+        raise PidfileError(f"{path}: {e.strerror}") from None
+    text = text.strip()
+    if not text:
+        raise PidfileError(f"{path}: pidfile is empty")
+    if not text.isdigit() or int(text) <= 1:
+        raise PidfileError(f"{path}: pidfile does not hold a PID: {text[:20]!r}")
+    pid = int(text)
+    if not os.path.exists(f"/proc/{pid}"):
+        raise PidfileError(f"{path}: stale pidfile: no process {pid}")
+    if not is_master(pid):
+        raise PidfileError(f"{path}: stale pidfile: process {pid} is not an emperor master")
+    return pid

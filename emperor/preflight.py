@@ -1,0 +1,44 @@
+"""The reload preflight: run in a throwaway process before the master re-executes.
+
+If the new config does not parse, a new socket cannot be bound or the app
+fails to import, the master must keep its current generation serving; doing
+the check in a separate process costs the serving generation nothing.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+from emperor import sockets
+from emperor.app import AppError, load
+from emperor.config import ConfigError, load_config
+
+
+def preflight(path: str) -> int:
+    try:
+        config = load_config(path, vassals_dir=os.environ.get("EMPEROR_VASSALS_DIR"))
+        held = set()
+        for item in filter(None, os.environ.get("EMPEROR_HELD_SOCKETS", "").split(";")):
+            kind, _, address = item.partition("=")
+            held.add((kind, address))
+        wanted = [(sockets.HTTP, a) for a in config.http_sockets] + \
+                 [(sockets.UWSGI, a) for a in config.uwsgi_sockets]
+        if config.stats:
+            wanted.append(("stats", config.stats))
+        for kind, address in wanted:
+            if (kind, address) in held:
+                continue
+            family, addr = sockets.parse_address(address)
+            if family == sockets.socket.AF_UNIX:
+                continue  # binding would replace a live file; checked for real after execve
+            sockets.bind(kind, address, 1).sock.close()
+        load(config)
+    except (ConfigError, sockets.SocketError) as e:
+        print(str(e), file=sys.stderr)
+        return 1
+    except AppError as e:
+        if e.detail:
+            print(e.detail, file=sys.stderr)
+        print(str(e), file=sys.stderr)
+        return 1
+    return 0

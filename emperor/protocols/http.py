@@ -1,0 +1,276 @@
+"""HTTP/1.0 and 1.1 request heads, parsed strictly into a WSGI environ.
+
+Hand-written rather than httptools or h11: for the small heads this server
+sees, a few C-level bytes methods (find, split, translate, count) beat a
+callback-driven parser called from Python (figures in docs/benchmarks.md).
+Strictness is the point: anything ambiguous (both Content-Length and
+Transfer-Encoding, a list-form length, bare CR or LF, obs-fold, control
+characters) is refused with a 4xx, because an ambiguity is what request
+smuggling through a front proxy is built on.
+"""
+from __future__ import annotations
+
+import re
+
+# tchar from RFC 9110 5.6.2; bytes.translate(None, TOKEN) leaves only the bad ones.
+TOKEN = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+# Control characters other than HT, and DEL; CR and LF are checked by counting.
+_CTL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_VERSIONS = {b"HTTP/1.1": "HTTP/1.1", b"HTTP/1.0": "HTTP/1.0"}
+_VERSION_SHAPE = re.compile(rb"HTTP/[0-9]\.[0-9]")
+
+REASONS = {
+    100: "Continue", 200: "OK", 204: "No Content", 400: "Bad Request", 404: "Not Found",
+    408: "Request Timeout", 411: "Length Required", 413: "Content Too Large",
+    414: "URI Too Long", 431: "Request Header Fields Too Large",
+    500: "Internal Server Error", 501: "Not Implemented", 503: "Service Unavailable",
+    505: "HTTP Version Not Supported",
+}
+
+
+class HTTPError(Exception):
+    """A request we refuse: answered with `status` and the connection closed."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+def error_response(status: int, detail: str = "") -> bytes:
+    """A minimal response that never echoes anything from the request."""
+    reason = REASONS.get(status, "Error")
+    body = f"{status} {reason}\n".encode()
+    return (f"HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body
+
+
+# Environ keys for header names seen before: most requests repeat the same few.
+_key_cache: dict[bytes, str] = {}
+
+
+def _environ_key(name: bytes) -> str | None:
+    key = _key_cache.get(name)
+    if key is None:
+        if b"_" in name:
+            # X_Forwarded_For would collide with X-Forwarded-For in the environ;
+            # dropping it (as nginx and gunicorn do) closes a spoofing hole.
+            return None
+        upper = name.decode("latin-1").upper().replace("-", "_")
+        key = upper if upper in ("CONTENT_TYPE", "CONTENT_LENGTH") else "HTTP_" + upper
+        if len(_key_cache) < 512:
+            _key_cache[name] = key
+    return key
+
+
+class Head:
+    """What the worker needs beyond the environ to frame the exchange."""
+
+    __slots__ = ("environ", "keep_alive", "length", "chunked", "expect_continue", "version")
+
+    def __init__(self, environ: dict, keep_alive: bool, length: int, chunked: bool,
+                 expect_continue: bool, version: str) -> None:
+        self.environ = environ
+        self.keep_alive = keep_alive
+        self.length = length
+        self.chunked = chunked
+        self.expect_continue = expect_continue
+        self.version = version
+
+
+def find_head(buf: bytes | bytearray, limit: int) -> int:
+    """Index just past the blank line ending the head, -1 if incomplete.
+
+    Raises 414/431 once `limit` bytes arrived without a complete head, so a
+    client cannot make the worker buffer without bound.
+    """
+    end = buf.find(b"\r\n\r\n", 0, limit + 4)
+    if end >= 0:
+        return end + 4
+    if len(buf) > limit:
+        if buf.find(b"\r\n", 0, limit) < 0:
+            raise HTTPError(414, "request line longer than buffer-size")
+        raise HTTPError(431, "request head larger than buffer-size")
+    return -1
+
+
+def parse_head(head: bytes, base: dict) -> Head:
+    """Parse a complete head (ending in CRLF CRLF) into a Head; raises HTTPError."""
+    text = head[:-4]
+    lines = text.split(b"\r\n")
+    if text.count(b"\r") != len(lines) - 1 or text.count(b"\n") != len(lines) - 1:
+        raise HTTPError(400, "bare CR or LF in request head")
+    if _CTL.search(text):
+        raise HTTPError(400, "control character in request head")
+    parts = lines[0].split(b" ")
+    if len(parts) != 3:
+        raise HTTPError(400, "malformed request line")
+    method, target, version_b = parts
+    version = _VERSIONS.get(version_b)
+    if version is None:
+        if _VERSION_SHAPE.fullmatch(version_b):
+            raise HTTPError(505, "unsupported HTTP version")
+        raise HTTPError(400, "malformed HTTP version")
+    if not method or method.translate(None, TOKEN):
+        raise HTTPError(400, "malformed method")
+    if not target or b"#" in target:
+        raise HTTPError(400, "malformed request target")
+
+    environ = base.copy()
+    method_s = method.decode("ascii")
+    environ["REQUEST_METHOD"] = method_s
+    environ["SERVER_PROTOCOL"] = version
+    uri = target.decode("latin-1")
+    environ["REQUEST_URI"] = uri
+    if target[0] != 47:  # '/'
+        if target.startswith((b"http://", b"https://")):
+            # absolute-form: take the path, the Host header wins over nothing else
+            rest = uri.split("://", 1)[1]
+            slash = rest.find("/")
+            uri = rest[slash:] if slash >= 0 else "/"
+        elif target == b"*" and method == b"OPTIONS":
+            uri = "*"
+        else:
+            raise HTTPError(400, "malformed request target")
+    path, _, query = uri.partition("?")
+    environ["PATH_INFO"] = _unquote(path)
+    environ["QUERY_STRING"] = query
+
+    length_s: bytes | None = None
+    te: bytes | None = None
+    connection = b""
+    expect = b""
+    host_seen = False
+    for line in lines[1:]:
+        name, sep, value = line.partition(b":")
+        if not sep or not name or name.translate(None, TOKEN):
+            raise HTTPError(400, "malformed header line")
+        value = value.strip(b" \t")
+        lname = name.lower()
+        if lname == b"content-length":
+            if length_s is not None or not value.isdigit() or len(value) > 18:
+                raise HTTPError(400, "malformed or repeated Content-Length")
+            length_s = value
+        elif lname == b"transfer-encoding":
+            if te is not None:
+                raise HTTPError(400, "repeated Transfer-Encoding")
+            te = value.lower()
+        elif lname == b"connection":
+            connection = value.lower()
+        elif lname == b"expect":
+            expect = value.lower()
+        elif lname == b"host":
+            if host_seen:
+                raise HTTPError(400, "repeated Host")
+            host_seen = True
+        key = _environ_key(name)
+        if key is None:
+            continue
+        v = value.decode("latin-1")
+        old = environ.get(key)
+        if old is not None and key.startswith("HTTP_"):
+            v = old + ("; " if key == "HTTP_COOKIE" else ", ") + v
+        environ[key] = v
+
+    if version == "HTTP/1.1" and not host_seen:
+        raise HTTPError(400, "HTTP/1.1 request without Host")
+    chunked = False
+    length = 0
+    if te is not None:
+        if length_s is not None:
+            raise HTTPError(400, "both Content-Length and Transfer-Encoding")
+        if version == "HTTP/1.0":
+            raise HTTPError(400, "Transfer-Encoding in an HTTP/1.0 request")
+        if te != b"chunked":
+            raise HTTPError(501, "unsupported Transfer-Encoding")
+        chunked = True
+        environ.pop("HTTP_TRANSFER_ENCODING", None)
+    elif length_s is not None:
+        length = int(length_s)
+    if version == "HTTP/1.1":
+        keep_alive = b"close" not in connection
+    else:
+        keep_alive = b"keep-alive" in connection
+    return Head(environ, keep_alive, length, chunked,
+                expect == b"100-continue" and version == "HTTP/1.1", version)
+
+
+def _unquote(path: str) -> str:
+    """Percent-decode PATH_INFO as WSGI wants it: bytes as latin-1 code points."""
+    if "%" not in path:
+        return path
+    from urllib.parse import unquote_to_bytes
+
+    return unquote_to_bytes(path).decode("latin-1")
+
+
+class ChunkedDecoder:
+    """Incremental decoder for a chunked request body.
+
+    Fed raw bytes, returns decoded bytes; `done` once the last chunk and its
+    trailers were read. Sizes are bounded so a hostile size line cannot make
+    us allocate or loop forever.
+    """
+
+    MAX_LINE = 4096
+
+    def __init__(self) -> None:
+        self.buf = b""
+        self.remaining = 0       # bytes left in the current chunk
+        self.state = "size"      # size | data | crlf | trailer | done
+        self.done = False
+
+    def feed(self, data: bytes) -> bytes:
+        self.buf += data
+        out = []
+        while True:
+            if self.state == "size":
+                i = self.buf.find(b"\r\n")
+                if i < 0:
+                    if len(self.buf) > self.MAX_LINE:
+                        raise HTTPError(400, "chunk size line too long")
+                    break
+                line = self.buf[:i].split(b";", 1)[0].strip(b" \t")
+                self.buf = self.buf[i + 2:]
+                if not line or len(line) > 15 or line.translate(None, b"0123456789abcdefABCDEF"):
+                    raise HTTPError(400, "malformed chunk size")
+                self.remaining = int(line, 16)
+                self.state = "data" if self.remaining else "trailer"
+            elif self.state == "data":
+                if not self.buf:
+                    break
+                piece = self.buf[:self.remaining]
+                self.buf = self.buf[len(piece):]
+                self.remaining -= len(piece)
+                out.append(piece)
+                if self.remaining == 0:
+                    self.state = "crlf"
+            elif self.state == "crlf":
+                if len(self.buf) < 2:
+                    break
+                if self.buf[:2] != b"\r\n":
+                    raise HTTPError(400, "missing CRLF after chunk")
+                self.buf = self.buf[2:]
+                self.state = "size"
+            elif self.state == "trailer":
+                i = self.buf.find(b"\r\n")
+                if i < 0:
+                    if len(self.buf) > self.MAX_LINE:
+                        raise HTTPError(400, "trailer too long")
+                    break
+                line = self.buf[:i]
+                self.buf = self.buf[i + 2:]
+                if not line:
+                    self.state = "done"
+                    self.done = True
+                    break
+                if _CTL.search(line) or b"\r" in line or b"\n" in line:
+                    raise HTTPError(400, "malformed trailer")
+            else:
+                break
+        return b"".join(out)
+
+    def leftover(self) -> bytes:
+        """Bytes after the body: the next pipelined request."""
+        rest, self.buf = self.buf, b""
+        return rest

@@ -1,0 +1,59 @@
+"""The uwsgi binary protocol, as nginx's `uwsgi_pass` speaks it.
+
+Header: modifier1 (u8), datasize (u16 little-endian), modifier2 (u8); then
+datasize bytes of `u16 len, key, u16 len, value` pairs, already CGI-shaped
+(REQUEST_METHOD, PATH_INFO, HTTP_HOST...); then CONTENT_LENGTH body bytes.
+The response is plain HTTP, ended by closing the connection.
+"""
+from __future__ import annotations
+
+from emperor.protocols.http import HTTPError
+
+
+def find_packet(buf: bytes | bytearray, limit: int) -> int:
+    """Length of the complete header + vars block, -1 if incomplete."""
+    if len(buf) < 4:
+        return -1
+    size = buf[1] | (buf[2] << 8)
+    if size > limit:
+        raise HTTPError(400, "uwsgi packet larger than buffer-size")
+    if buf[0] != 0:
+        raise HTTPError(400, f"unsupported uwsgi modifier1 {buf[0]}")
+    return 4 + size if len(buf) >= 4 + size else -1
+
+
+def parse_vars(packet: bytes, base: dict) -> dict:
+    environ = base.copy()
+    pos, end = 4, len(packet)
+    while pos < end:
+        if pos + 2 > end:
+            raise HTTPError(400, "truncated uwsgi key")
+        klen = packet[pos] | (packet[pos + 1] << 8)
+        pos += 2
+        key = packet[pos:pos + klen]
+        pos += klen
+        if pos + 2 > end:
+            raise HTTPError(400, "truncated uwsgi value")
+        vlen = packet[pos] | (packet[pos + 1] << 8)
+        pos += 2
+        if pos + vlen > end:
+            raise HTTPError(400, "truncated uwsgi value")
+        environ[key.decode("latin-1")] = packet[pos:pos + vlen].decode("latin-1")
+        pos += vlen
+    environ.setdefault("REQUEST_METHOD", "GET")
+    environ.setdefault("PATH_INFO", "/")
+    environ.setdefault("QUERY_STRING", "")
+    environ.setdefault("SERVER_PROTOCOL", "HTTP/1.0")
+    length = environ.get("CONTENT_LENGTH", "")
+    if length and not length.isdigit():
+        raise HTTPError(400, "malformed CONTENT_LENGTH")
+    return environ
+
+
+def encode_vars(environ: dict[str, str], modifier1: int = 0) -> bytes:
+    """Build a request packet; used by tests and the benchmark, not the server."""
+    body = bytearray()
+    for k, v in environ.items():
+        kb, vb = k.encode("latin-1"), v.encode("latin-1")
+        body += len(kb).to_bytes(2, "little") + kb + len(vb).to_bytes(2, "little") + vb
+    return bytes([modifier1]) + len(body).to_bytes(2, "little") + b"\x00" + bytes(body)

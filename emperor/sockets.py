@@ -1,0 +1,179 @@
+"""Listening sockets: bound once, inherited across every `execve`.
+
+A reload must never close and re-bind a socket: the kernel keeps queueing
+connections on a listening socket only while it stays open. The master passes
+its sockets to its next image by descriptor number in EMPEROR_SOCKETS (the same
+idea as systemd's LISTEN_FDS, which is honoured too).
+"""
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import stat
+from dataclasses import dataclass
+
+ENV = "EMPEROR_SOCKETS"
+
+HTTP = "http"
+UWSGI = "uwsgi"
+
+
+class SocketError(Exception):
+    """A socket could not be bound; str() is one line naming the address."""
+
+
+@dataclass
+class Listener:
+    kind: str          # HTTP or UWSGI
+    address: str       # as written in the config (the identity across reloads)
+    sock: socket.socket
+
+    @property
+    def fd(self) -> int:
+        return self.sock.fileno()
+
+    @property
+    def is_unix(self) -> bool:
+        return self.sock.family == socket.AF_UNIX
+
+
+def parse_address(address: str) -> tuple[int, object]:
+    """'host:port', ':port', '[::1]:port' or a UNIX path -> (family, sockaddr)."""
+    if "/" in address or ":" not in address:
+        return socket.AF_UNIX, address
+    host, _, port = address.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        return socket.AF_INET6, (host[1:-1], int(port))
+    if not host or host == "*":
+        host = "0.0.0.0"
+    return socket.AF_INET, (host, int(port))
+
+
+def bind(kind: str, address: str, backlog: int, chmod: str | None = None) -> Listener:
+    family, addr = parse_address(address)
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        if family == socket.AF_UNIX:
+            _remove_stale_unix(str(addr))
+        else:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(addr)
+        if family == socket.AF_UNIX and chmod:
+            os.chmod(str(addr), int(chmod, 8))
+        sock.listen(backlog)
+    except OSError as e:
+        sock.close()
+        why = "address already in use" if e.errno == errno.EADDRINUSE else (e.strerror or str(e)).lower()
+        raise SocketError(f"cannot bind {kind} socket {address}: {why}") from None
+    sock.setblocking(False)
+    sock.set_inheritable(True)
+    return Listener(kind, address, sock)
+
+
+def _remove_stale_unix(path: str) -> None:
+    """A UNIX socket file nobody listens on is stale; one in use means a conflict."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        return  # bind will fail with a clear error
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except OSError:
+        os.unlink(path)
+    finally:
+        probe.close()
+
+
+def export(listeners: list[Listener]) -> str:
+    """The value of EMPEROR_SOCKETS for the next image."""
+    return ";".join(f"{l.fd}={l.kind}={l.address}" for l in listeners)
+
+
+def adopt(environ: dict[str, str]) -> dict[tuple[str, str], socket.socket]:
+    """Sockets handed over by the previous image (or by systemd), by (kind, address)."""
+    found: dict[tuple[str, str], socket.socket] = {}
+    spec = environ.pop(ENV, "")
+    for item in filter(None, spec.split(";")):
+        fd, kind, address = item.split("=", 2)
+        try:
+            sock = socket.socket(fileno=int(fd))
+        except OSError:
+            continue
+        found[(kind, address)] = sock
+    return found
+
+
+def systemd_sockets(environ: dict[str, str]) -> list[socket.socket]:
+    """Sockets from systemd socket activation, if they were meant for this process."""
+    if environ.get("LISTEN_PID") != str(os.getpid()):
+        return []
+    n = int(environ.pop("LISTEN_FDS", "0") or 0)
+    environ.pop("LISTEN_PID", None)
+    environ.pop("LISTEN_FDNAMES", None)
+    return [socket.socket(fileno=3 + i) for i in range(n)]
+
+
+def _same_address(sock: socket.socket, address: str) -> bool:
+    family, addr = parse_address(address)
+    if sock.family != family:
+        return False
+    name = sock.getsockname()
+    if family == socket.AF_UNIX:
+        return name == addr
+    return tuple(name[:2]) == tuple(addr) or (addr[1] == name[1] and addr[0] in ("0.0.0.0", "::"))
+
+
+def open_listeners(wanted: list[tuple[str, str]], backlog: int, chmod: str | None,
+                   environ: dict[str, str]) -> list[Listener]:
+    """Adopt inherited sockets that are still wanted, bind new ones, close dropped ones.
+
+    A socket is reused only if it is the same kind at the same address: a reload
+    that changes a socket's address really moves it.
+    """
+    inherited = adopt(environ)
+    activated = systemd_sockets(environ)
+    out: list[Listener] = []
+    for kind, address in wanted:
+        sock = inherited.pop((kind, address), None)
+        if sock is None:
+            for cand in activated:
+                if _same_address(cand, address):
+                    sock = cand
+                    activated.remove(cand)
+                    break
+        if sock is not None:
+            sock.setblocking(False)
+            sock.set_inheritable(True)
+            try:
+                sock.listen(backlog)  # a changed `listen` takes effect on reload
+            except OSError:
+                pass
+            out.append(Listener(kind, address, sock))
+        else:
+            out.append(bind(kind, address, backlog, chmod))
+    for (kind, address), sock in inherited.items():
+        _close_dropped(address, sock)
+    for sock in activated:
+        sock.close()
+    return out
+
+
+def _close_dropped(address: str, sock: socket.socket) -> None:
+    family = sock.family
+    sock.close()
+    if family == socket.AF_UNIX and "/" in address:
+        try:
+            os.unlink(address)
+        except OSError:
+            pass
+
+
+def inode(sock: socket.socket) -> int:
+    """The kernel socket's inode: proof that a reload kept the same socket."""
+    return os.fstat(sock.fileno()).st_ino

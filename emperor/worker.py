@@ -1,0 +1,481 @@
+"""A worker: accepts connections and runs the application, one event loop per thread.
+
+Each loop ("core", as uWSGI calls it) waits in epoll on the listening sockets
+and its keep-alive connections, so one slow or idle client never holds the
+worker: only the application call itself is synchronous. Listening sockets are
+registered with EPOLLEXCLUSIVE so a new connection wakes one worker, not all.
+
+Worker signal table (sent by the master; see master.py for the master's own):
+"""
+from __future__ import annotations
+
+import collections
+import ctypes
+import errno
+import os
+import select
+import signal
+import socket
+import sys
+import threading
+import time
+from typing import Callable
+
+from emperor import log as logmod
+from emperor import notify
+from emperor.config import Config
+from emperor.protocols import uwsgi as uwsgi_proto
+from emperor.protocols.http import HTTPError, error_response, find_head, parse_head
+from emperor.scoreboard import CoreCounters, Scoreboard
+from emperor.sockets import HTTP, Listener
+from emperor.wsgi import ClientGone, Input, base_environ, run
+
+GRACEFUL, NOW, PAUSE, RESUME, WAKE = "graceful stop", "stop now", "pause", "resume", "wake"
+
+SIGNALS: dict[int, str] = {
+    signal.SIGTERM: GRACEFUL,   # finish the request in hand, close idle connections, exit
+    signal.SIGHUP: GRACEFUL,
+    signal.SIGINT: NOW,         # exit at once
+    signal.SIGQUIT: NOW,
+    signal.SIGTSTP: PAUSE,      # stop accepting; connections wait in the backlog
+    signal.SIGCONT: RESUME,
+    signal.SIGWINCH: WAKE,      # only wakes the loop so it re-reads its orders
+}
+__doc__ += "\n".join(f"    {signal.Signals(s).name:8} {a}" for s, a in SIGNALS.items())
+
+_EPOLL_ACCEPT = select.EPOLLIN | getattr(select, "EPOLLEXCLUSIVE", 0)
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(sig: int = signal.SIGKILL) -> None:
+    """Ask the kernel to signal us when our parent dies: no orphan keeps a port."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
+    except OSError:
+        pass
+
+
+class Conn:
+    """One client connection; non-blocking, with explicit waits bounded by socket-timeout."""
+
+    __slots__ = ("sock", "fd", "buf", "listener", "peer", "base", "deadline", "timeout", "_poll")
+
+    def __init__(self, sock: socket.socket, listener: Listener, peer: tuple, base: dict,
+                 timeout: float) -> None:
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.buf = b""
+        self.listener = listener
+        self.peer = peer
+        self.base = base
+        self.timeout = timeout
+        self.deadline = time.monotonic() + timeout
+        self._poll = None
+
+    def _wait(self, events: int) -> None:
+        if self._poll is None:
+            self._poll = select.poll()
+            self._poll.register(self.fd, select.POLLIN | select.POLLOUT)
+        self._poll.modify(self.fd, events)
+        if not self._poll.poll(self.timeout * 1000):
+            raise ClientGone("timed out")
+
+    def take(self, n: int) -> bytes:
+        """Up to n body bytes: buffered first, then from the socket (waiting at most socket-timeout)."""
+        if self.buf:
+            data, self.buf = self.buf[:n], self.buf[n:]
+            return data
+        while True:
+            try:
+                data = self.sock.recv(min(n, 65536))
+            except BlockingIOError:
+                self._wait(select.POLLIN)
+                continue
+            except OSError as e:
+                raise ClientGone(str(e)) from None
+            if not data:
+                raise ClientGone("client closed the connection")
+            return data
+
+    def sendall(self, data: bytes) -> int:
+        view = memoryview(data)
+        total = len(data)
+        while view:
+            try:
+                n = self.sock.send(view)
+            except BlockingIOError:
+                self._wait(select.POLLOUT)
+                continue
+            except OSError as e:
+                raise ClientGone(str(e)) from None
+            view = view[n:]
+        return total
+
+    def sendfile(self, f, offset: int, count: int) -> int:
+        sent = 0
+        while sent < count:
+            try:
+                n = os.sendfile(self.fd, f.fileno(), offset + sent, count - sent)
+            except BlockingIOError:
+                self._wait(select.POLLOUT)
+                continue
+            except OSError as e:
+                raise ClientGone(str(e)) from None
+            if n == 0:
+                break
+            sent += n
+        return sent
+
+    def has_pending_data(self) -> bool:
+        if self.buf:
+            return True
+        try:
+            return bool(self.sock.recv(1, socket.MSG_PEEK))
+        except BlockingIOError:
+            return False
+        except OSError:
+            return False
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+class Core:
+    """One event loop (one thread) of a worker."""
+
+    def __init__(self, worker: "Worker", index: int, wake_fd: int) -> None:
+        self.worker = worker
+        self.index = index
+        self.ep = select.epoll()
+        self.conns: dict[int, Conn] = {}
+        self.counters = CoreCounters(worker.board, worker.slot, index)
+        self.wake_fd = wake_fd
+        self.ep.register(wake_fd, select.EPOLLIN)
+        self.wake_w = -1
+        self.accepting = False
+        self.reading = True
+        self.logbuf: list[str] = []
+        self.next_sweep = 0.0
+
+    # -- orders from the worker --
+    def apply_orders(self) -> None:
+        w = self.worker
+        want_accept = not (w.stopping or w.paused)
+        if want_accept != self.accepting:
+            for l in w.listeners:
+                if want_accept:
+                    self.ep.register(l.fd, _EPOLL_ACCEPT)
+                else:
+                    self.ep.unregister(l.fd)
+            self.accepting = want_accept
+        want_read = not w.paused
+        if want_read != self.reading:
+            for fd in self.conns:
+                if want_read:
+                    self.ep.register(fd, select.EPOLLIN)
+                else:
+                    self.ep.unregister(fd)
+            self.reading = want_read
+            if want_read:
+                now = time.monotonic()
+                for conn in self.conns.values():
+                    conn.deadline = now + conn.timeout
+        if w.stopping and not w.paused:
+            for conn in list(self.conns.values()):
+                if not conn.has_pending_data():
+                    self.close(conn)  # idle keep-alive: nothing in flight to lose
+
+    def loop(self) -> None:
+        w = self.worker
+        listeners = {l.fd: l for l in w.listeners}
+        timeout_s = w.config.socket_timeout
+        self.apply_orders()
+        while not w.exiting:
+            if w.stopping and not self.conns:
+                break
+            if self.conns and self.reading:
+                now = time.monotonic()
+                if now >= self.next_sweep:
+                    self.sweep(now)
+                    self.next_sweep = now + 1.0
+                timeout = max(self.next_sweep - now, 0.0) if self.conns else -1
+            else:
+                timeout = -1
+            try:
+                events = self.ep.poll(timeout)
+            except InterruptedError:
+                events = []
+            for fd, _ in events:
+                conn = self.conns.get(fd)
+                if conn is not None:
+                    if self.reading:
+                        self.on_readable(conn)
+                elif fd == self.wake_fd:
+                    w.on_wake(self)
+                elif fd in listeners and self.accepting:
+                    self.on_accept(listeners[fd], timeout_s)
+            if self.logbuf:
+                logmod.write_raw("".join(self.logbuf))
+                self.logbuf.clear()
+
+    def sweep(self, now: float) -> None:
+        for conn in [c for c in self.conns.values() if c.deadline <= now]:
+            if conn.buf:
+                try:
+                    conn.sock.send(error_response(408))
+                except OSError:
+                    pass
+            self.close(conn)
+
+    def close(self, conn: Conn) -> None:
+        if self.conns.pop(conn.fd, None) is not None and self.reading:
+            try:
+                self.ep.unregister(conn.fd)
+            except OSError:
+                pass
+        conn.close()
+
+    def on_accept(self, listener: Listener, timeout_s: float) -> None:
+        w = self.worker
+        base = w.bases[listener.fd]
+        for _ in range(4):
+            try:
+                sock, peer = listener.sock.accept()
+            except BlockingIOError:
+                return
+            except OSError as e:
+                if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    self.logbuf.append(logmod.line(f"accept: {e.strerror}"))
+                return
+            sock.setblocking(False)
+            if sock.family != socket.AF_UNIX:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn = Conn(sock, listener, peer, base, timeout_s)
+            self.conns[conn.fd] = conn
+            self.ep.register(conn.fd, select.EPOLLIN)
+            # the request is usually there already: skip one trip through epoll
+            self.on_readable(conn)
+            if w.stopping or w.paused:
+                return
+
+    def on_readable(self, conn: Conn) -> None:
+        try:
+            data = conn.sock.recv(65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            self.close(conn)
+            return
+        if not data:
+            self.close(conn)
+            return
+        conn.buf = conn.buf + data if conn.buf else data
+        try:
+            if conn.listener.kind == HTTP:
+                self.serve_http(conn)
+            else:
+                self.serve_uwsgi(conn)
+        except HTTPError as e:
+            self.refuse(conn, e)
+
+    def refuse(self, conn: Conn, e: HTTPError) -> None:
+        self.logbuf.append(logmod.line(f"{_peer(conn)} refused: {e.status} {e.detail}"))
+        try:
+            conn.sock.send(error_response(e.status))
+        except OSError:
+            pass
+        self.close(conn)
+
+    def serve_http(self, conn: Conn) -> None:
+        w = self.worker
+        limit = w.config.buffer_size
+        while conn.buf:
+            end = find_head(conn.buf, limit)
+            if end < 0:
+                return
+            head, conn.buf = conn.buf[:end], conn.buf[end:]
+            h = parse_head(head, conn.base)
+            environ = h.environ
+            inp = Input(conn, h.length, h.chunked, h.expect_continue)
+            environ["wsgi.input"] = inp
+            if conn.listener.is_unix:
+                environ["REMOTE_ADDR"] = "127.0.0.1"
+                environ["REMOTE_PORT"] = "0"
+            else:
+                environ["REMOTE_ADDR"] = conn.peer[0]
+                environ["REMOTE_PORT"] = str(conn.peer[1])
+            out = self.handle(environ, conn, "HTTP/1.1", h.keep_alive and not w.stopping,
+                              h.version == "HTTP/1.1")
+            if not (out and inp.drain()) or w.exiting:
+                self.close(conn)
+                return
+            conn.deadline = time.monotonic() + conn.timeout
+            if w.paused or w.stopping:
+                if w.stopping and not conn.has_pending_data():
+                    self.close(conn)
+                return
+
+    def serve_uwsgi(self, conn: Conn) -> None:
+        n = uwsgi_proto.find_packet(conn.buf, self.worker.config.buffer_size)
+        if n < 0:
+            return
+        packet, conn.buf = conn.buf[:n], conn.buf[n:]
+        environ = uwsgi_proto.parse_vars(packet, conn.base)
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        environ["wsgi.input"] = Input(conn, length, False, False)
+        if environ.get("HTTPS") in ("on", "1") or environ.get("UWSGI_SCHEME") == "https":
+            environ["wsgi.url_scheme"] = "https"
+        version = environ["SERVER_PROTOCOL"]
+        if version not in ("HTTP/1.0", "HTTP/1.1"):
+            version = "HTTP/1.1"
+        self.handle(environ, conn, version, False, False)
+        self.close(conn)
+
+    def handle(self, environ: dict, conn: Conn, version: str, keep_alive: bool, http11: bool) -> bool:
+        """Run one request; True if the connection may carry another."""
+        w = self.worker
+        started = time.monotonic()
+        method = environ["REQUEST_METHOD"]
+        path = environ["PATH_INFO"]
+        self.counters.begin(started, method, path)
+        w.requests_in_flight += 1
+        try:
+            out = run(w.app, environ, conn, version=version, keep_alive=keep_alive, http11=http11,
+                      allow_chunked=conn.listener.kind == HTTP)
+        finally:
+            w.requests_in_flight -= 1
+        now = time.monotonic()
+        self.counters.end(now, started, out.sent, out.failed)
+        if not w.config.disable_logging:
+            qs = environ.get("QUERY_STRING")
+            self.logbuf.append(logmod.line(
+                f"{_peer(conn)} {method} {environ.get('REQUEST_URI') or path + ('?' + qs if qs else '')}"
+                f" => {out.status} {out.sent} bytes in {(now - started) * 1000:.2f} ms"))
+        w.count_request()
+        return out.keep_alive
+
+
+def _peer(conn: Conn) -> str:
+    return conn.peer[0] if conn.peer and isinstance(conn.peer, tuple) else "unix"
+
+
+class Worker:
+    """One forked worker process. `run()` never returns: it ends the process."""
+
+    def __init__(self, *, config: Config, slot: int, listeners: list[Listener], app: Callable | None,
+                 board: Scoreboard, notify_fd: int, load_app: Callable[[], Callable]) -> None:
+        self.config = config
+        self.slot = slot
+        self.listeners = listeners
+        self.app = app
+        self.board = board
+        self.notify_fd = notify_fd
+        self.load_app = load_app
+        self.stopping = False
+        self.paused = False
+        self.exiting = False
+        self.requests = 0
+        self.requests_in_flight = 0
+        self.pending: collections.deque[int] = collections.deque()
+        self.cores: list[Core] = []
+        self.bases = {l.fd: self._base(l) for l in listeners}
+
+    def _base(self, l: Listener) -> dict:
+        if l.is_unix:
+            name, port = "localhost", "0"
+        else:
+            name, port = l.sock.getsockname()[:2]
+            name, port = str(name), str(port)
+        return base_environ(name, port, self.config.threads > 1)
+
+    def _on_signal(self, signum: int, frame) -> None:
+        self.pending.append(signum)
+
+    def run(self) -> None:
+        """Entered right after fork, with signals still blocked by the master."""
+        code = 0
+        try:
+            main_r, main_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+            for sig in SIGNALS:
+                signal.signal(sig, self._on_signal)
+            for sig in (signal.SIGUSR1, signal.SIGUSR2, signal.SIGURG):
+                signal.signal(sig, signal.SIG_IGN)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            signal.set_wakeup_fd(main_w, warn_on_full_buffer=False)
+            die_with_parent()
+            signal.pthread_sigmask(signal.SIG_SETMASK, set())
+            logmod.set_prefix(f"[{self.config.name} worker {self.slot + 1}]")
+            os.environ[notify.ENV] = str(self.notify_fd)
+            if self.app is None:
+                self.app = self.load_app()
+            main = Core(self, 0, main_r)
+            main.wake_w = main_w
+            self.cores.append(main)
+            threads = []
+            for i in range(1, self.config.threads):
+                r, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+                core = Core(self, i, r)
+                core.wake_w = wfd
+                self.cores.append(core)
+                t = threading.Thread(target=core.loop, name=f"core-{i}", daemon=True)
+                threads.append(t)
+            self.board.set_ready(self.slot)
+            notify.send(self.notify_fd, notify.READY, self.slot)
+            for t in threads:
+                t.start()
+            self.cores[0].loop()
+            for t in threads:
+                t.join(timeout=self.config.worker_reload_mercy)
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 1
+        except BaseException as e:
+            logmod.log(f"worker failed: {type(e).__name__}: {e}")
+            code = 1
+        finally:
+            logmod.flush_std()
+            os._exit(code)
+
+    def on_wake(self, core: Core) -> None:
+        """Read the wake pipe; the main core also turns recorded signals into orders."""
+        try:
+            while os.read(core.wake_fd, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        if core.index != 0:
+            core.apply_orders()
+            return
+        while self.pending:
+            action = SIGNALS.get(self.pending.popleft())
+            if action == GRACEFUL:
+                self.stopping = True
+            elif action == NOW:
+                self.exiting = True
+                logmod.flush_std()
+                os._exit(0)
+            elif action == PAUSE:
+                self.paused = True
+            elif action == RESUME:
+                self.paused = False
+        self.board.set_flags(self.slot, self.paused, not (self.paused or self.stopping))
+        core.apply_orders()
+        for c in self.cores[1:]:
+            os.write(c.wake_w, b"x")
+
+    def count_request(self) -> None:
+        self.requests += 1
+        mr = self.config.max_requests
+        if mr and self.requests >= mr and not self.stopping:
+            logmod.log(f"max-requests ({mr}) reached, retiring")
+            notify.send(self.notify_fd, notify.RETIRING, self.slot)
+            self.stopping = True
+            self.broadcast()
+
+    def broadcast(self) -> None:
+        """Make every core re-read its orders."""
+        for c in self.cores:
+            os.write(c.wake_w, b"x")
