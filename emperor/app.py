@@ -9,6 +9,7 @@ from __future__ import annotations
 import glob
 import importlib
 import importlib.util
+from importlib.machinery import SourceFileLoader
 import os
 import site
 import sys
@@ -90,7 +91,9 @@ def load(config: Config) -> Callable:
         path = config.wsgi_file
         if not os.path.isfile(path):
             raise AppError(f"{config.name}: wsgi-file {path}: no such file")
-        spec = importlib.util.spec_from_file_location("uwsgi_file_" + _safe(path), path)
+        name = "uwsgi_file_" + _safe(path)
+        # SourceFileLoader: `.wsgi` and `.py` files alike (the default finder only knows `.py`)
+        spec = importlib.util.spec_from_file_location(name, path, loader=SourceFileLoader(name, path))
         module = importlib.util.module_from_spec(spec)
         sys.modules[spec.name] = module
         try:

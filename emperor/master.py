@@ -129,6 +129,7 @@ class Master:
         self.last_reload_error = ""
         self.pidfile_written = False
         self.stop_kind = ""
+        self.awaiting_generation = True   # until this image's first generation is all ready
         self.stop_deadline = 0.0
         self._orig_env = dict(self.environ)
 
@@ -153,6 +154,11 @@ class Master:
                 logmod.write_raw(e.detail + "\n")
             log(str(e))
             self._tell_emperor(f"error {e}")
+            self.kill_all(signal.SIGKILL)
+            return 1
+        except OSError as e:
+            log(f"{self.name}: cannot start: {e.strerror or e}")
+            self._tell_emperor(f"error cannot start: {e.strerror or e}")
             self.kill_all(signal.SIGKILL)
             return 1
         return self.loop()
@@ -462,17 +468,20 @@ class Master:
         if gen is None or pid not in gen.slots:
             return
         gen.ready.add(gen.slots.index(pid))
-        if len(gen.ready) < len(gen.slots) or self.state.state not in (MasterState.STARTING, MasterState.RELOADING):
+        if len(gen.ready) < len(gen.slots) or not self.awaiting_generation:
             return
+        self.awaiting_generation = False
         # the whole new generation accepts: now the previous ones may leave
         for old in self.draining:
             if old.draining_since is None:
                 self._retire(old)
         if not self.pidfile_written:
             self._write_pidfiles()
+        self._tell_emperor("ready")
+        if self.preflight_pid:
+            return  # another reload is already under way
         why = "workers ready" if self.reloads == 0 else f"generation {self.reloads} ready"
         self.state.to(MasterState.PAUSED if self.paused else MasterState.RUNNING, why)
-        self._tell_emperor("ready")
 
     def _retire(self, gen: Generation) -> None:
         if self.config.snapshot and self.snapshot is None and not gen.paused and gen.number == self.reloads - 1:

@@ -45,6 +45,7 @@ __doc__ += "\n".join(f"    {signal.Signals(s).name:8} {a}" for s, a in SIGNALS.i
 
 _EPOLL_ACCEPT = select.EPOLLIN | getattr(select, "EPOLLEXCLUSIVE", 0)
 PR_SET_PDEATHSIG = 1
+STOP_LINGER = 1.0  # seconds an idle keep-alive connection may stay open after a graceful stop
 
 
 def die_with_parent(sig: int = signal.SIGKILL) -> None:
@@ -185,9 +186,14 @@ class Core:
                 for conn in self.conns.values():
                     conn.deadline = now + conn.timeout
         if w.stopping and not w.paused:
-            for conn in list(self.conns.values()):
-                if not conn.has_pending_data():
-                    self.close(conn)  # idle keep-alive: nothing in flight to lose
+            # Closing an idle keep-alive connection races with a request the client
+            # may be sending right now. Instead each connection gets its next
+            # response with `Connection: close`; one that stays idle for the short
+            # linger is closed (the same race as any idle timeout, no more).
+            limit = time.monotonic() + min(STOP_LINGER, w.config.socket_timeout)
+            for conn in self.conns.values():
+                conn.deadline = min(conn.deadline, limit)
+            self.next_sweep = min(self.next_sweep, limit)
 
     def loop(self) -> None:
         w = self.worker
@@ -315,9 +321,7 @@ class Core:
                 return
             conn.deadline = time.monotonic() + conn.timeout
             if w.paused or w.stopping:
-                if w.stopping and not conn.has_pending_data():
-                    self.close(conn)
-                return
+                return  # a stopping worker answers the next request with Connection: close
 
     def serve_uwsgi(self, conn: Conn) -> None:
         n = uwsgi_proto.find_packet(conn.buf, self.worker.config.buffer_size)

@@ -78,8 +78,9 @@ class Proc:
         self.log_path = log or cwd / "proc.log"
         self._log = open(self.log_path, "ab")
         e = dict(os.environ)
+        extra = (env or {}).get("PYTHONPATH")
         e.update(env or {})
-        e["PYTHONPATH"] = str(ROOT) + os.pathsep + e.get("PYTHONPATH", "")
+        e["PYTHONPATH"] = os.pathsep.join(filter(None, [extra, str(ROOT), os.environ.get("PYTHONPATH")]))
         self.popen = subprocess.Popen(argv, cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT, env=e)
         self.pid = self.popen.pid
 

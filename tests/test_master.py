@@ -1,0 +1,264 @@
+"""The serving master: start-up, bad configuration, worker supervision (issue 2)."""
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import socket
+import sys
+import time
+
+import pytest
+
+from conftest import HELLO_APP, free_port, wait_for
+
+
+def get(port: int, path: str = "/", headers: dict | None = None, timeout: float = 5.0):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    c.request("GET", path, headers=headers or {})
+    r = c.getresponse()
+    body = r.read()
+    c.close()
+    return r, body
+
+
+def worker_pids(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(x) for x in f.read().split()]
+
+
+def test_serves_hello_with_two_workers(master):
+    m = master("processes = 2\n", HELLO_APP)
+    r, body = get(m.port)
+    assert r.status == 200 and body == b"Hello, World!"
+    assert len(worker_pids(m.pid)) == 2
+
+
+def test_sigint_stops_everything_exit_0(master):
+    m = master("processes = 2\n", HELLO_APP)
+    workers = worker_pids(m.pid)
+    m.signal(signal.SIGINT)
+    assert m.wait(10) == 0
+    for w in workers:
+        assert not os.path.exists(f"/proc/{w}") or open(f"/proc/{w}/stat").read().split()[2] == "Z"
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", m.port), timeout=1).close()
+
+
+def test_sigquit_stops_too(master):
+    m = master("", HELLO_APP)
+    m.signal(signal.SIGQUIT)
+    assert m.wait(10) == 0
+
+
+def test_killed_worker_is_respawned(master):
+    m = master("processes = 2\n", HELLO_APP)
+    victim = worker_pids(m.pid)[0]
+    os.kill(victim, signal.SIGKILL)
+    wait_for(lambda: victim not in worker_pids(m.pid) and len(worker_pids(m.pid)) == 2, 5)
+    m.wait_log("killed by SIGKILL; respawning")
+    assert get(m.port)[0].status == 200
+
+
+def test_request_log_line(master):
+    m = master("", HELLO_APP)
+    get(m.port, "/some/path?x=1")
+    log = m.wait_log("GET /some/path?x=1 => 200")
+    assert "bytes in" in log
+
+
+def test_disable_logging(master):
+    m = master("disable-logging = true\n", HELLO_APP)
+    get(m.port, "/quiet")
+    time.sleep(0.3)
+    assert "/quiet" not in m.log
+
+
+def test_harakiri_kills_a_stuck_request(master):
+    app = """
+import time
+def application(environ, start_response):
+    if environ["PATH_INFO"] == "/stuck":
+        time.sleep(30)
+    start_response("200 OK", [])
+    return [b"ok"]
+"""
+    m = master("harakiri = 1\nprocesses = 1\n", app)
+    before = worker_pids(m.pid)
+    with pytest.raises((http.client.RemoteDisconnected, ConnectionError, socket.timeout)):
+        get(m.port, "/stuck", timeout=8)
+    log = m.wait_log("HARAKIRI")
+    assert "GET /stuck" in log
+    wait_for(lambda: worker_pids(m.pid) and worker_pids(m.pid) != before, 5)
+    assert get(m.port)[0].status == 200
+
+
+def test_max_requests_retires_worker(master):
+    m = master("max-requests = 3\nprocesses = 1\n", HELLO_APP)
+    pids = set()
+    for _ in range(7):
+        r, _ = get(m.port)
+        pids.add(r.getheader("X-Pid"))
+        time.sleep(0.05)
+    assert len(pids) >= 2
+    assert "max-requests (3) reached" in m.log
+
+
+def test_threads_serve_concurrently(master):
+    app = """
+import time
+def application(environ, start_response):
+    time.sleep(0.5)
+    start_response("200 OK", [])
+    return [b"ok"]
+"""
+    m = master("processes = 1\nthreads = 4\n", app)
+    import threading
+    results = []
+    def one():
+        results.append(get(m.port)[0].status)
+    ts = [threading.Thread(target=one) for _ in range(4)]
+    t0 = time.monotonic()
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert results == [200] * 4
+    assert time.monotonic() - t0 < 1.5
+
+
+def one_line_error(log: str) -> list[str]:
+    return [l for l in log.splitlines() if l.strip()]
+
+
+def test_missing_module_is_one_clear_line(master):
+    m = master("module = no_such_module_xyz\n", wait=False)
+    assert m.wait(15) != 0
+    log = m.log
+    assert "module 'no_such_module_xyz' not found" in log
+    assert "Traceback" not in log
+
+
+def test_app_raising_at_import_shows_its_traceback_and_one_line(master):
+    app = """
+raise RuntimeError("database is down")
+"""
+    m = master("", app, wait=False)
+    assert m.wait(15) != 0
+    log = m.log
+    assert "RuntimeError: database is down" in log
+    assert "failed to import" in log
+    assert "emperor/app.py" not in log  # the traceback is the application's own
+
+
+def test_port_already_taken(master):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(1)
+    port = s.getsockname()[1]
+    try:
+        m = master("", HELLO_APP, wait=False, port=port)
+        assert m.wait(15) != 0
+        assert f"cannot bind http socket 127.0.0.1:{port}: address already in use" in m.log
+        assert "Traceback" not in m.log
+    finally:
+        s.close()
+
+
+def test_config_error_names_file_and_line(master):
+    m = master("processes = four\n", HELLO_APP, wait=False)
+    assert m.wait(15) != 0
+    assert 'app.ini:4: processes: expected an integer, got "four"' in m.log
+    assert "Traceback" not in m.log
+
+
+def test_unreadable_file(procs, tmp_path):
+    p = procs([sys.executable, "-m", "emperor", "master", str(tmp_path / "missing.ini")], tmp_path)
+    assert p.wait(15) != 0
+    assert "missing.ini" in p.log and "Traceback" not in p.log
+
+
+def test_uwsgi_socket_serves(master):
+    from emperor.protocols.uwsgi import encode_vars
+    port2 = free_port()
+    m = master(f"socket = 127.0.0.1:{port2}\n", HELLO_APP)
+    s = socket.create_connection(("127.0.0.1", port2), timeout=5)
+    s.sendall(encode_vars({"REQUEST_METHOD": "GET", "PATH_INFO": "/", "QUERY_STRING": "",
+                           "SERVER_PROTOCOL": "HTTP/1.1", "HTTP_HOST": "x"}))
+    data = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    s.close()
+    assert data.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert data.endswith(b"Hello, World!")
+
+
+def test_unix_http_socket_with_vacuum(procs, tmp_path):
+    sock_path = tmp_path / "app.sock"
+    (tmp_path / "wsgiapp.py").write_text(HELLO_APP)
+    ini = tmp_path / "u.ini"
+    ini.write_text(f"[uwsgi]\nhttp-socket = {sock_path}\nchdir = {tmp_path}\nmodule = wsgiapp\n"
+                   "vacuum = true\nchmod-socket = 660\n")
+    p = procs([sys.executable, "-m", "emperor", "master", str(ini)], tmp_path)
+    p.wait_log("running (workers ready)")
+    assert oct(os.stat(sock_path).st_mode & 0o777) == "0o660"
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(str(sock_path))
+    s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+    assert b"Hello, World!" in s.recv(4096)
+    s.close()
+    p.signal(signal.SIGINT)
+    assert p.wait(10) == 0
+    assert not sock_path.exists()
+
+
+def test_env_pythonpath_and_wsgi_file(procs, tmp_path):
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    (lib / "helper.py").write_text("VALUE = 'from-pythonpath'\n")
+    (tmp_path / "site.wsgi").write_text(
+        "import os, helper\n"
+        "def app(environ, start_response):\n"
+        "    start_response('200 OK', [])\n"
+        "    return [(helper.VALUE + ' ' + os.environ['GREETING']).encode()]\n")
+    port = free_port()
+    ini = tmp_path / "w.ini"
+    ini.write_text(f"[uwsgi]\nhttp-socket = 127.0.0.1:{port}\nwsgi-file = {tmp_path}/site.wsgi\n"
+                   f"callable = app\npythonpath = {lib}\nenv = GREETING=hi there\n")
+    p = procs([sys.executable, "-m", "emperor", "master", str(ini)], tmp_path)
+    p.wait_log("running (workers ready)")
+    assert get(port)[1] == b"from-pythonpath hi there"
+
+
+def test_virtualenv_packages_are_importable(procs, tmp_path):
+    venv = tmp_path / "venv"
+    site = venv / "lib" / ("python%d.%d" % sys.version_info[:2]) / "site-packages"
+    site.mkdir(parents=True)
+    (site / "venvonly.py").write_text("NAME = 'venv-package'\n")
+    (tmp_path / "wsgiapp.py").write_text(
+        "import venvonly\n"
+        "def application(environ, start_response):\n"
+        "    start_response('200 OK', [])\n"
+        "    return [venvonly.NAME.encode()]\n")
+    port = free_port()
+    ini = tmp_path / "v.ini"
+    ini.write_text(f"[uwsgi]\nhttp-socket = 127.0.0.1:{port}\nchdir = {tmp_path}\nmodule = wsgiapp\n"
+                   f"virtualenv = {venv}\n")
+    p = procs([sys.executable, "-m", "emperor", "master", str(ini)], tmp_path)
+    p.wait_log("running (workers ready)")
+    assert get(port)[1] == b"venv-package"
+
+
+def test_lazy_apps_import_in_each_worker(master):
+    app = """
+import os
+LOADED_IN = os.getpid()
+def application(environ, start_response):
+    start_response("200 OK", [])
+    return [str(LOADED_IN == os.getpid()).encode()]
+"""
+    m = master("lazy-apps = true\n", app)
+    assert get(m.port)[1] == b"True"

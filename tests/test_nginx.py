@@ -1,0 +1,296 @@
+"""A real nginx in front of a master, through `uwsgi_pass` (SPEC section 5, uwsgi protocol).
+
+nginx comes from Debian's package (scripts/install-test-deps.sh installs it); the
+test is skipped, saying so, when the binary is missing. nginx runs as a non-daemon
+child with its own prefix, config, pid and temp paths in tmp_path, on a free
+loopback port; it and the master are killed by PID at teardown (conftest.procs).
+The application echoes, as JSON, what it saw in the WSGI environ.
+"""
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import os
+import shutil
+import socket
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import free_port, wait_port
+
+pytestmark = pytest.mark.timeout(90)
+
+NGINX = shutil.which("nginx") or next(
+    (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/local/nginx/sbin/nginx")
+     if os.access(p, os.X_OK)), None)
+
+ECHO_APP = r'''
+import hashlib, json
+
+def application(environ, start_response):
+    if environ["PATH_INFO"] == "/big":
+        n = int(environ["QUERY_STRING"] or 0)
+        body = bytes(range(256)) * (n // 256)
+        start_response("200 OK", [("Content-Type", "application/octet-stream"),
+                                  ("Content-Length", str(len(body)))])
+        return [body]
+    data = environ["wsgi.input"].read()
+    seen = {
+        "method": environ["REQUEST_METHOD"],
+        # PATH_INFO is bytes-as-latin-1 (PEP 3333): give back the real bytes, as hex
+        "path_hex": environ["PATH_INFO"].encode("latin-1").hex(),
+        "request_uri": environ.get("REQUEST_URI"),
+        "query": environ["QUERY_STRING"],
+        "content_type": environ.get("CONTENT_TYPE"),
+        "content_length": environ.get("CONTENT_LENGTH"),
+        "headers": {k: v for k, v in environ.items() if k.startswith("HTTP_")},
+        "body_len": len(data),
+        "body_sha256": hashlib.sha256(data).hexdigest(),
+        "body_head": data[:64].decode("latin-1"),
+        "scheme": environ["wsgi.url_scheme"],
+        "protocol": environ["SERVER_PROTOCOL"],
+    }
+    body = json.dumps(seen).encode()
+    start_response("200 OK", [("Content-Type", "application/json"),
+                              ("Content-Length", str(len(body)))])
+    return [body]
+'''
+
+# The stock params, for systems whose nginx ships none (Debian's is preferred).
+UWSGI_PARAMS = """
+uwsgi_param  QUERY_STRING       $query_string;
+uwsgi_param  REQUEST_METHOD     $request_method;
+uwsgi_param  CONTENT_TYPE       $content_type;
+uwsgi_param  CONTENT_LENGTH     $content_length;
+uwsgi_param  REQUEST_URI        $request_uri;
+uwsgi_param  PATH_INFO          $document_uri;
+uwsgi_param  DOCUMENT_ROOT      $document_root;
+uwsgi_param  SERVER_PROTOCOL    $server_protocol;
+uwsgi_param  REQUEST_SCHEME     $scheme;
+uwsgi_param  HTTPS              $https if_not_empty;
+uwsgi_param  REMOTE_ADDR        $remote_addr;
+uwsgi_param  REMOTE_PORT        $remote_port;
+uwsgi_param  SERVER_PORT        $server_port;
+uwsgi_param  SERVER_NAME        $server_name;
+"""
+
+
+def nginx_conf(prefix: Path, port: int, upstream_port: int) -> str:
+    params = Path(NGINX).resolve().parent.parent.parent / "etc/nginx/uwsgi_params"
+    if not params.is_file():
+        params = Path("/etc/nginx/uwsgi_params")
+    if not params.is_file():
+        params = prefix / "uwsgi_params"
+        params.write_text(UWSGI_PARAMS)
+    user = "user root;" if os.geteuid() == 0 else ""
+    temps = "\n".join(f"    {kind}_temp_path {prefix}/tmp/{kind};"
+                      for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    return textwrap.dedent(f"""\
+        {user}
+        worker_processes 1;
+        events {{ worker_connections 128; }}
+        http {{
+            access_log off;
+        {temps}
+            client_max_body_size 16m;
+            server {{
+                listen 127.0.0.1:{port};
+                server_name localhost;
+                location / {{
+                    include {params};
+                    uwsgi_pass 127.0.0.1:{upstream_port};
+                    uwsgi_read_timeout 20s;
+                }}
+            }}
+        }}
+        """)
+
+
+def start_stack(tmp_path: Path, procs, app_source: str) -> int:
+    """nginx -> uwsgi_pass -> an emperor master serving `app_source`; returns nginx's port."""
+    if NGINX is None:
+        pytest.skip("nginx binary not found: run scripts/install-test-deps.sh (Debian package nginx-light or nginx)")
+    (tmp_path / "stackapp.py").write_text(app_source)
+    up = free_port()
+    (tmp_path / "app.ini").write_text(textwrap.dedent(f"""\
+        [uwsgi]
+        socket = 127.0.0.1:{up}
+        chdir = {tmp_path}
+        module = stackapp:application
+        processes = 2
+        disable-logging = true
+        """))
+    master = procs([sys.executable, "-m", "emperor", "master", str(tmp_path / "app.ini")], tmp_path,
+                   log=tmp_path / "master.log")
+    master.wait_log("running (workers ready)", timeout=20)
+
+    prefix = tmp_path / "nginx"
+    for d in ("logs", "tmp"):
+        (prefix / d).mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    (prefix / "nginx.conf").write_text(nginx_conf(prefix, port, up))
+    nginx = procs([NGINX, "-e", "stderr", "-p", str(prefix), "-c", str(prefix / "nginx.conf"),
+                   "-g", f"daemon off; pid {prefix}/nginx.pid; error_log stderr;"],
+                  tmp_path, log=tmp_path / "nginx.log")
+    try:
+        wait_port(port, timeout=10)
+    except TimeoutError:
+        pytest.fail("nginx did not start:\n" + nginx.log)
+    return port
+
+
+@pytest.fixture
+def stack(tmp_path, procs):
+    """nginx's port, in front of a master serving the echo app (both killed by PID at teardown)."""
+    return start_stack(tmp_path, procs, ECHO_APP)
+
+
+def request(port: int, method: str, target: str, body=None, headers: dict | None = None,
+            chunked: bool = False) -> tuple[int, bytes, http.client.HTTPResponse]:
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+    try:
+        c.request(method, target, body=body, headers=headers or {}, encode_chunked=chunked)
+        r = c.getresponse()
+        return r.status, r.read(), r
+    finally:
+        c.close()
+
+
+def echo(port: int, method: str, target: str, **kw) -> dict:
+    status, data, _ = request(port, method, target, **kw)
+    assert status == 200, data[:500]
+    return json.loads(data)
+
+
+def test_get_method_path_query(stack):
+    seen = echo(stack, "GET", "/hello/world?a=1&b=two%20words&c=%E2%9C%93")
+    assert seen["method"] == "GET"
+    assert bytes.fromhex(seen["path_hex"]) == b"/hello/world"
+    assert seen["query"] == "a=1&b=two%20words&c=%E2%9C%93"  # the query stays encoded
+    assert seen["request_uri"] == "/hello/world?a=1&b=two%20words&c=%E2%9C%93"
+    assert seen["body_len"] == 0
+    assert seen["scheme"] == "http"
+    assert seen["protocol"] == "HTTP/1.1"
+    assert seen["headers"]["HTTP_HOST"] == "127.0.0.1"  # Debian's params: $host, no port
+
+
+def test_percent_encoded_path(stack):
+    seen = echo(stack, "GET", "/caf%C3%A9/a%20b/100%25?x=%2F")
+    # nginx decodes $document_uri; WSGI carries the bytes as latin-1 code points
+    assert bytes.fromhex(seen["path_hex"]) == "/café/a b/100%".encode()
+    assert seen["request_uri"] == "/caf%C3%A9/a%20b/100%25?x=%2F"
+    assert seen["query"] == "x=%2F"
+
+
+@pytest.mark.parametrize("method", ["PUT", "DELETE", "PATCH", "OPTIONS"])
+def test_other_methods(stack, method):
+    seen = echo(stack, method, "/m")
+    assert seen["method"] == method
+
+
+def test_custom_headers(stack):
+    seen = echo(stack, "GET", "/h", headers={
+        "X-Custom-Thing": "some value, with: punctuation",
+        "X-Request-Id": "abc-123",
+        "Accept-Language": "fr-CH, fr;q=0.9, en;q=0.8",
+        "Cookie": "a=1; b=2",
+        "User-Agent": "emperor-test/1.0",
+    })
+    h = seen["headers"]
+    assert h["HTTP_X_CUSTOM_THING"] == "some value, with: punctuation"
+    assert h["HTTP_X_REQUEST_ID"] == "abc-123"
+    assert h["HTTP_ACCEPT_LANGUAGE"] == "fr-CH, fr;q=0.9, en;q=0.8"
+    assert h["HTTP_COOKIE"] == "a=1; b=2"
+    assert h["HTTP_USER_AGENT"] == "emperor-test/1.0"
+
+
+def test_post_small_body(stack):
+    body = b'{"name": "emperor", "n": 42}'
+    seen = echo(stack, "POST", "/submit?x=1", body=body, headers={"Content-Type": "application/json"})
+    assert seen["method"] == "POST"
+    assert seen["content_type"] == "application/json"
+    assert seen["content_length"] == str(len(body))
+    assert seen["body_len"] == len(body)
+    assert seen["body_head"] == body.decode()
+    assert seen["body_sha256"] == hashlib.sha256(body).hexdigest()
+
+
+def test_post_large_body(stack):
+    body = os.urandom(1 << 20)  # 1 MiB: nginx spools it to its client_body temp file first
+    seen = echo(stack, "POST", "/upload", body=body, headers={"Content-Type": "application/octet-stream"})
+    assert seen["content_length"] == str(len(body))
+    assert seen["body_len"] == len(body)
+    assert seen["body_sha256"] == hashlib.sha256(body).hexdigest()
+
+
+def test_post_chunked_body(stack):
+    parts = [b"first chunk;", os.urandom(70000), b"", b"last"]
+    whole = b"".join(parts)
+    seen = echo(stack, "POST", "/chunked", body=iter([p for p in parts if p]), chunked=True,
+                headers={"Content-Type": "application/octet-stream"})
+    # nginx reads the chunked body whole and hands the upstream a Content-Length
+    assert seen["content_length"] == str(len(whole))
+    assert seen["body_len"] == len(whole)
+    assert seen["body_sha256"] == hashlib.sha256(whole).hexdigest()
+    # nginx 1.22 still forwards the client's header although the body is no longer chunked
+    # (uWSGI's apps see the same); a raw WSGI app must trust CONTENT_LENGTH / wsgi.input.
+    assert seen["headers"].get("HTTP_TRANSFER_ENCODING") in (None, "chunked")
+
+
+FLASK_APP = """
+import hashlib
+from flask import Flask, request
+application = Flask(__name__)
+
+@application.post("/upload")
+def upload():
+    data = request.get_data()
+    return {"len": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+"""
+
+
+@pytest.mark.xfail(reason="nginx forwards HTTP_TRANSFER_ENCODING=chunked with a de-chunked body and a "
+                          "CONTENT_LENGTH; Werkzeug then ignores CONTENT_LENGTH and, without "
+                          "wsgi.input_terminated, reads an empty body (uWSGI 2.0 behaves the same). "
+                          "Fix in the server: set wsgi.input_terminated=True (our wsgi.input never "
+                          "reads past the body) or drop HTTP_TRANSFER_ENCODING when CONTENT_LENGTH is set.",
+                   strict=False)
+def test_flask_chunked_upload_behind_nginx(tmp_path, procs):
+    pytest.importorskip("flask")
+    port = start_stack(tmp_path, procs, FLASK_APP)
+    whole = b"x" * 50000 + b"end"
+    status, data, _ = request(port, "POST", "/upload", body=iter([whole[:20000], whole[20000:]]),
+                              chunked=True, headers={"Content-Type": "application/octet-stream"})
+    assert status == 200, data
+    assert json.loads(data) == {"len": len(whole), "sha256": hashlib.sha256(whole).hexdigest()}
+
+
+def test_large_response(stack):
+    n = 2 << 20
+    status, data, r = request(stack, "GET", f"/big?{n}")
+    assert status == 200
+    assert len(data) == n == int(r.getheader("Content-Length"))
+    assert data == bytes(range(256)) * (n // 256)
+
+
+def test_many_requests_keepalive_client(stack):
+    """One client connection to nginx, many upstream connections: every answer is whole."""
+    c = http.client.HTTPConnection("127.0.0.1", stack, timeout=20)
+    try:
+        deadline = time.monotonic() + 20
+        for i in range(200):
+            assert time.monotonic() < deadline
+            c.request("POST", f"/n/{i}?i={i}", body=str(i).encode())
+            r = c.getresponse()
+            seen = json.loads(r.read())
+            assert r.status == 200
+            assert bytes.fromhex(seen["path_hex"]) == f"/n/{i}".encode()
+            assert seen["query"] == f"i={i}"
+            assert seen["body_head"] == str(i)
+    finally:
+        c.close()

@@ -1,0 +1,85 @@
+"""pidfile and the uWSGI-style convenience commands --reload/--stop/--pause/--resume."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, wait_for
+from test_reload import app_source
+from test_master import get
+
+
+def emperor(*args: str, timeout: float = 20) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-m", "emperor", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+@pytest.fixture
+def served(master, tmp_path):
+    pid = tmp_path / "app.pid"
+    m = master(f"pidfile = {pid}\n", app_source("v"))
+    wait_for(lambda: pid.exists(), 5)
+    return m, pid
+
+
+def test_pidfile_written_atomically_with_master_pid(served):
+    m, pid = served
+    assert pid.read_text().strip() == str(m.pid)
+
+
+def test_reload_pidfile_sends_sighup(served):
+    m, pid = served
+    r = emperor("--reload", str(pid))
+    assert r.returncode == 0, r.stderr
+    m.wait_log("generation 1 ready")
+
+
+def test_pause_and_resume_pidfile(served):
+    m, pid = served
+    assert emperor("--pause", str(pid)).returncode == 0
+    m.wait_log("running -> paused")
+    assert emperor("--resume", str(pid)).returncode == 0
+    m.wait_log("paused -> running")
+
+
+def test_stop_pidfile_stops_and_removes_pidfile(served):
+    m, pid = served
+    assert emperor("--stop", str(pid)).returncode == 0
+    assert m.wait(10) == 0
+    assert not pid.exists()
+
+
+@pytest.mark.parametrize("content,message", [
+    (None, "no such pidfile"),
+    ("", "pidfile is empty"),
+    ("garbage\n", "does not hold a PID"),
+    ("999999999\n", "stale pidfile: no process"),
+])
+def test_bad_pidfiles_are_refused(tmp_path, content, message):
+    path = tmp_path / "bad.pid"
+    if content is not None:
+        path.write_text(content)
+    r = emperor("--reload", str(path))
+    assert r.returncode != 0
+    assert message in r.stderr
+    assert "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_stale_pidfile_naming_another_process_sends_nothing(tmp_path):
+    """PIDs get reused: a pidfile naming a live process that is not a master is refused."""
+    victim = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        path = tmp_path / "reused.pid"
+        path.write_text(f"{victim.pid}\n")
+        r = emperor("--stop", str(path))
+        assert r.returncode != 0 and "is not an emperor master" in r.stderr
+        assert victim.poll() is None
+    finally:
+        victim.kill()
+        victim.wait()

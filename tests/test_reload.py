@@ -1,0 +1,351 @@
+"""Graceful and brutal reloads: same PID, same kernel sockets, no failed request (issue 3)."""
+from __future__ import annotations
+
+import http.client
+import os
+import resource
+import shutil
+import signal
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, free_port, wait_for
+from loadgen import Load
+from test_master import get, worker_pids
+
+VERSIONED_APP = """
+import os, time
+VERSION = {version!r}
+def application(environ, start_response):
+    if environ["PATH_INFO"] == "/slow":
+        time.sleep(float(environ["QUERY_STRING"] or 1))
+    if environ["PATH_INFO"] == "/reload":
+        import emperor
+        emperor.reload()
+    start_response("200 OK", [("X-Gen", os.environ.get("UWSGI_RELOADS", "0")), ("X-Pid", str(os.getpid()))])
+    return [VERSION.encode()]
+"""
+
+
+def app_source(version: str) -> str:
+    return VERSIONED_APP.format(version=version)
+
+
+def listen_inode(port: int) -> int:
+    """The inode of the kernel socket listening on 127.0.0.1:port."""
+    want = f"0100007F:{port:04X}"
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            cols = line.split()
+            if cols[1] == want and cols[3] == "0A":
+                return int(cols[9])
+    raise LookupError(f"nothing listens on port {port}")
+
+
+def reload_and_wait(m, sig=signal.SIGHUP, gen: int = 1, timeout: float = 15) -> None:
+    m.signal(sig)
+    m.wait_log(f"generation {gen} ready", timeout=timeout)
+
+
+def test_sighup_keeps_pid_and_socket_and_loads_new_code(master, tmp_path):
+    m = master("processes = 2\n", app_source("v1"))
+    inode = listen_inode(m.port)
+    assert get(m.port)[1] == b"v1"
+    (tmp_path / "wsgiapp.py").write_text(app_source("v2"))
+    reload_and_wait(m)
+    r, body = get(m.port)
+    assert body == b"v2" and r.getheader("X-Gen") == "1"
+    assert listen_inode(m.port) == inode
+    assert os.path.exists(f"/proc/{m.pid}") and "running" in m.log
+    wait_for(lambda: len(worker_pids(m.pid)) == 2, 10)
+
+
+def test_sighup_picks_up_edited_ini(master):
+    m = master("processes = 1\n", app_source("v1"))
+    m.ini.write_text(m.ini.read_text().replace("processes = 1", "processes = 3"))
+    reload_and_wait(m)
+    wait_for(lambda: len(worker_pids(m.pid)) == 3, 10)
+
+
+def test_uwsgi_reloads_counts_generations(master):
+    m = master("", app_source("v"))
+    for gen in (1, 2, 3):
+        reload_and_wait(m, gen=gen)
+        assert get(m.port)[0].getheader("X-Gen") == str(gen)
+
+
+def test_in_flight_request_completes_with_old_code(master, tmp_path):
+    m = master("processes = 1\n", app_source("old"))
+    result = {}
+
+    def slow():
+        result["resp"] = get(m.port, "/slow?1.5", timeout=10)
+
+    t = threading.Thread(target=slow)
+    t.start()
+    time.sleep(0.3)
+    (tmp_path / "wsgiapp.py").write_text(app_source("new"))
+    m.signal(signal.SIGHUP)
+    t.join(10)
+    r, body = result["resp"]
+    assert r.status == 200 and body == b"old"
+    m.wait_log("generation 1 ready")
+    assert get(m.port)[1] == b"new"
+
+
+def test_preflight_failure_keeps_current_generation(master, tmp_path):
+    m = master("processes = 2\n", app_source("good"))
+    workers = sorted(worker_pids(m.pid))
+    (tmp_path / "wsgiapp.py").write_text("raise ImportError('broken deploy')\n")
+    m.signal(signal.SIGHUP)
+    log = m.wait_log("reload failed")
+    assert "ImportError: broken deploy" in log
+    assert "Traceback" in log  # the application's own traceback is shown
+    assert get(m.port)[1] == b"good"
+    assert sorted(worker_pids(m.pid)) == workers
+    # fixing the code and reloading again works
+    (tmp_path / "wsgiapp.py").write_text(app_source("fixed"))
+    reload_and_wait(m)
+    assert get(m.port)[1] == b"fixed"
+
+
+def test_preflight_rejects_invalid_config(master):
+    m = master("", app_source("good"))
+    m.ini.write_text(m.ini.read_text() + "processes = many\n")
+    m.signal(signal.SIGHUP)
+    log = m.wait_log("reload failed")
+    assert 'processes: expected an integer, got "many"' in log
+    assert get(m.port)[1] == b"good"
+
+
+def test_sigterm_is_a_brutal_reload(master):
+    m = master("processes = 1\n", app_source("v"))
+    inode = listen_inode(m.port)
+    errors = []
+
+    def slow():
+        try:
+            get(m.port, "/slow?5", timeout=10)
+        except Exception as e:
+            errors.append(e)
+
+    t = threading.Thread(target=slow)
+    t.start()
+    time.sleep(0.3)
+    m.signal(signal.SIGTERM)
+    t.join(10)
+    assert errors, "the in-flight request should have been cut"
+    m.wait_log("generation 1 loaded")
+    wait_for(lambda: get(m.port)[0].getheader("X-Gen") == "1", 10)
+    assert listen_inode(m.port) == inode
+
+
+def test_die_on_term_stops_gracefully(master):
+    m = master("die-on-term = true\nprocesses = 1\n", app_source("v"))
+    result = {}
+
+    def slow():
+        result["resp"] = get(m.port, "/slow?1", timeout=10)
+
+    t = threading.Thread(target=slow)
+    t.start()
+    time.sleep(0.3)
+    m.signal(signal.SIGTERM)
+    t.join(10)
+    assert result["resp"][0].status == 200
+    assert m.wait(10) == 0
+
+
+def test_sigusr1_logs_statistics(master):
+    m = master("processes = 2\n", app_source("v"))
+    get(m.port)
+    m.signal(signal.SIGUSR1)
+    log = m.wait_log("statistics (SIGUSR1)")
+    assert "processes = 2" in log
+    assert "worker 1 pid" in log and "requests" in log
+
+
+def test_sigusr2_logs_worker_status_and_keeps_serving(master):
+    m = master("processes = 1\nthreads = 2\n", app_source("v"))
+    t = threading.Thread(target=lambda: get(m.port, "/slow?1.5", timeout=10))
+    t.start()
+    time.sleep(0.4)
+    m.signal(signal.SIGUSR2)
+    log = m.wait_log("worker status (SIGUSR2)")
+    wait_for(lambda: "GET /slow running" in m.log, 5)
+    assert get(m.port)[0].status == 200
+    t.join(10)
+    assert os.path.exists(f"/proc/{m.pid}")
+
+
+def test_sigtstp_pauses_and_waiting_clients_are_served_on_resume(master):
+    m = master("processes = 2\n", app_source("v"))
+    m.signal(signal.SIGTSTP)
+    m.wait_log("running -> paused")
+    time.sleep(0.2)
+    s = socket.create_connection(("127.0.0.1", m.port), timeout=10)  # accepted by the kernel backlog
+    s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    s.settimeout(0.7)
+    with pytest.raises(socket.timeout):
+        s.recv(100)
+    m.signal(signal.SIGTSTP)
+    m.wait_log("paused -> running")
+    s.settimeout(5)
+    data = s.recv(4096)
+    assert data.startswith(b"HTTP/1.1 200 OK")
+    s.close()
+
+
+def test_sigurg_without_snapshot_changes_nothing(master):
+    m = master("", app_source("v"))
+    m.signal(signal.SIGURG)
+    m.wait_log("no snapshot to restore")
+    assert get(m.port)[1] == b"v"
+
+
+def test_sigurg_restores_snapshot_instantly(master, tmp_path):
+    m = master("snapshot = true\nprocesses = 2\n", app_source("v1"))
+    (tmp_path / "wsgiapp.py").write_text(app_source("v2"))
+    reload_and_wait(m)
+    m.wait_log("kept as snapshot")
+    assert get(m.port)[1] == b"v2"
+    m.signal(signal.SIGURG)
+    m.wait_log("restored generation 0")
+    wait_for(lambda: get(m.port)[1] == b"v1", 5)
+    for _ in range(10):
+        assert get(m.port)[1] == b"v1"
+
+
+def test_touch_reload(master, tmp_path):
+    trigger = tmp_path / "deploy.trigger"
+    trigger.write_text("")
+    m = master(f"touch-reload = {trigger}\n", app_source("v"))
+    time.sleep(0.1)
+    os.utime(trigger, None)
+    m.wait_log("generation 1 ready")
+
+
+def test_application_can_ask_for_reload(master):
+    m = master("", app_source("v"))
+    assert get(m.port, "/reload")[0].status == 200
+    m.wait_log("reload requested by the application")
+    m.wait_log("generation 1 ready")
+
+
+def test_reload_upgrades_emperor_itself(procs, tmp_path):
+    """A new emperor installed in place is what the re-executed master runs."""
+    pkg = tmp_path / "site"
+    shutil.copytree(ROOT / "emperor", pkg / "emperor", ignore=shutil.ignore_patterns("__pycache__"))
+    port = free_port()
+    (tmp_path / "wsgiapp.py").write_text(
+        "import emperor\n"
+        "def application(environ, start_response):\n"
+        "    start_response('200 OK', [])\n"
+        "    return [emperor.__version__.encode()]\n")
+    ini = tmp_path / "app.ini"
+    ini.write_text(f"[uwsgi]\nhttp-socket = 127.0.0.1:{port}\nchdir = {tmp_path}\nmodule = wsgiapp\n")
+    env = {"PYTHONPATH": str(pkg)}
+    p = procs([sys.executable, "-m", "emperor", "master", str(ini)], tmp_path, env=env)
+    p.wait_log("running (workers ready)")
+    inode = listen_inode(port)
+    before = get(port)[1]
+    init = pkg / "emperor" / "__init__.py"
+    init.write_text(init.read_text().replace('__version__ = "', '__version__ = "99.'))
+    p.signal(signal.SIGHUP)
+    p.wait_log("generation 1 ready")
+    assert get(port)[1] == b"99." + before
+    assert listen_inode(port) == inode
+
+
+def test_graceful_reloads_under_load_fail_no_request(master):
+    """20 graceful reloads under keep-alive and new-connection load: 0 failed."""
+    m = master("processes = 2\n", app_source("v"))
+    with Load(m.port, keepalive=2, fresh=2) as load:
+        for gen in range(1, 21):
+            reload_and_wait(m, gen=gen)
+            time.sleep(0.1)
+    r = load.result
+    assert r.ok > 200
+    assert r.failed == 0, r.errors
+
+
+def test_brutal_reloads_under_load_keep_serving(master):
+    """20 brutal reloads: in-flight requests may be cut, the master keeps serving."""
+    m = master("processes = 2\n", app_source("v"))
+    with Load(m.port, keepalive=2, fresh=2) as load:
+        for gen in range(1, 21):
+            m.signal(signal.SIGTERM)
+            m.wait_log(f"generation {gen} ready", timeout=15)
+    assert load.result.ok > 100
+    assert get(m.port)[0].getheader("X-Gen") == "20"
+
+
+def test_burst_of_sighups_leaves_one_generation(master):
+    m = master("processes = 2\n", app_source("v"))
+    for _ in range(10):
+        m.signal(signal.SIGHUP)
+    time.sleep(0.5)
+    wait_for(lambda: "reloading -> running" in m.log and len(worker_pids(m.pid)) == 2
+             and "generation 0 has left" in m.log, 20)
+    time.sleep(1.0)
+    wait_for(lambda: len(worker_pids(m.pid)) == 2, 10)
+    assert get(m.port)[0].status == 200
+
+
+def test_sighup_during_reload_then_sigint_leaves_no_orphan(master):
+    m = master("processes = 2\n", app_source("v"))
+    m.signal(signal.SIGHUP)
+    time.sleep(0.05)
+    m.signal(signal.SIGHUP)
+    time.sleep(0.05)
+    from conftest import descendants
+    kids = descendants(m.pid)
+    m.signal(signal.SIGINT)
+    assert m.wait(10) == 0
+    time.sleep(0.2)
+    for k in kids + descendants(m.pid):
+        assert not os.path.exists(f"/proc/{k}") or open(f"/proc/{k}/stat").read().split()[2] == "Z"
+
+
+def test_sigtstp_while_reloading_keeps_pause(master):
+    m = master("processes = 1\n", app_source("v"))
+    m.signal(signal.SIGHUP)
+    m.signal(signal.SIGTSTP)
+    m.wait_log("generation 1 ready")
+    s = socket.create_connection(("127.0.0.1", m.port), timeout=5)
+    s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    s.settimeout(0.5)
+    with pytest.raises(socket.timeout):
+        s.recv(100)
+    m.signal(signal.SIGTSTP)
+    s.settimeout(5)
+    assert s.recv(100).startswith(b"HTTP/1.1 200")
+    s.close()
+
+
+def test_reload_fast_with_huge_descriptor_limit(master):
+    """No descriptor loop up to the limit: every descriptor is O_CLOEXEC, so execve closes them.
+
+    The limit is raised as far as this machine allows (1048576 where the hard
+    limit permits; containers here cap it lower).
+    """
+    old = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = 1 << 20
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, target))
+    except (ValueError, OSError):
+        target = old[1]
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, old[1]))
+    try:
+        m = master("", app_source("v"))
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, old)
+    assert str(target) in open(f"/proc/{m.pid}/limits").read()
+    t0 = time.monotonic()
+    reload_and_wait(m, timeout=10)
+    assert time.monotonic() - t0 < 5
