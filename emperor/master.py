@@ -219,8 +219,16 @@ class Master:
             try:
                 self.channel = socket.socket(fileno=int(fd))
                 self.channel.setblocking(False)
+                # not for the preflight; _execve makes it inheritable again
+                os.set_inheritable(self.channel.fileno(), False)
             except OSError:
                 self.channel = None
+                return
+            # Backstop for a lost EOF: the kernel kills us when the emperor dies.
+            # It survives execve; a lost race (emperor already gone) still ends in EOF.
+            from emperor.worker import die_with_parent
+
+            die_with_parent(signal.SIGKILL)
 
     def _drop_privileges(self) -> None:
         config = self.config
