@@ -129,6 +129,7 @@ class Master:
         self.last_reload_error = ""
         self.pidfile_written = False
         self.stop_kind = ""
+        self.last_requests: dict[int, int] = {}  # per worker pid, for the stats' delta_requests
         self.awaiting_generation = True   # until this image's first generation is all ready
         self.stop_deadline = 0.0
         self._orig_env = dict(self.environ)

@@ -73,7 +73,7 @@ def document(master: "Master") -> dict:
                 })
             workers.append({
                 "id": slot + 1, "pid": pid, "accepting": int(bool(pid) and not w["paused"] and not gen.paused),
-                "requests": requests, "delta_requests": 0, "exceptions": sum(c["exceptions"] for c in w["cores"]),
+                "requests": requests, "delta_requests": requests - master.last_requests.get(pid, requests), "exceptions": sum(c["exceptions"] for c in w["cores"]),
                 "harakiri_count": gen.harakiri[slot], "signals": 0, "signal_queue": 0, "status": status,
                 "rss": rss, "vsz": vsz, "running_time": rt_sum,
                 "last_spawn": int(w["last_spawn"]), "respawn_count": w["respawn_count"],
@@ -82,6 +82,7 @@ def document(master: "Master") -> dict:
                           "exceptions": 0, "chdir": master.config.chdir or ""}],
                 "cores": cores, "generation": gen.number,
             })
+    master.last_requests = {w["pid"]: w["requests"] for w in workers}
     load = sum(1 for w in workers for c in w["cores"] if c["in_request"])
     return {
         "version": "2.0.31-emperor", "listen_queue": total_queue, "listen_queue_errors": 0,
