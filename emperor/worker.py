@@ -287,6 +287,9 @@ class Core:
                 self.serve_uwsgi(conn)
         except HTTPError as e:
             self.refuse(conn, e)
+        except Exception as e:  # a bug of ours must cost one connection, never the worker
+            self.logbuf.append(logmod.line(f"{_peer(conn)} internal error: {type(e).__name__}: {e}"))
+            self.refuse(conn, HTTPError(500, "internal error"))
 
     def refuse(self, conn: Conn, e: HTTPError) -> None:
         self.logbuf.append(logmod.line(f"{_peer(conn)} refused: {e.status} {e.detail}"))
@@ -379,6 +382,7 @@ class Worker:
         self.board = board
         self.notify_fd = notify_fd
         self.load_app = load_app
+        self.master_pid = 0  # set by the master before run(): its own PID
         self.stopping = False
         self.paused = False
         self.exiting = False
@@ -411,6 +415,8 @@ class Worker:
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             signal.set_wakeup_fd(main_w, warn_on_full_buffer=False)
             die_with_parent()
+            if os.getppid() != self.master_pid:
+                os._exit(0)  # the master died between fork and prctl: nobody to serve for
             signal.pthread_sigmask(signal.SIG_SETMASK, set())
             logmod.set_prefix(f"[{self.config.name} worker {self.slot + 1}]")
             os.environ[notify.ENV] = str(self.notify_fd)

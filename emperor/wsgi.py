@@ -16,7 +16,7 @@ from email.utils import formatdate
 from typing import Any, Callable
 
 from emperor.log import log
-from emperor.protocols.http import ChunkedDecoder, HTTPError, REASONS
+from emperor.protocols.http import ChunkedDecoder, HTTPError, error_response
 
 _NO_BODY_STATUS = (204, 304)
 
@@ -32,6 +32,8 @@ class Input:
     really wants the body, and so that a large upload is never buffered whole.
     """
 
+    _ok = True  # set False on the instance once the body turned out malformed or cut short
+
     def __init__(self, conn: Any, length: int, chunked: bool, expect_continue: bool) -> None:
         self._conn = conn
         self._remaining = length
@@ -39,6 +41,11 @@ class Input:
         self._buf = b""
         self._eof = not chunked and length == 0
         self._expect = expect_continue
+
+    def _fail(self, e: Exception) -> None:
+        self._eof = True
+        self._ok = False
+        raise e
 
     def _fill(self, want: int) -> bool:
         if self._eof:
@@ -49,13 +56,18 @@ class Input:
             if not conn.buf:
                 conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
         if self._decoder is None:
-            raw = conn.take(min(max(want, 8192), self._remaining))
+            try:
+                raw = conn.take(min(max(want, 8192), self._remaining))
+            except ClientGone as e:
+                self._fail(e)
             self._remaining -= len(raw)
             self._buf += raw
             self._eof = self._remaining == 0
         else:
-            raw = conn.take(65536)
-            self._buf += self._decoder.feed(raw)
+            try:
+                self._buf += self._decoder.feed(conn.take(65536))
+            except (ClientGone, HTTPError) as e:
+                self._fail(e)
             if self._decoder.done:
                 conn.buf = self._decoder.leftover() + conn.buf
                 self._eof = True
@@ -110,6 +122,8 @@ class Input:
 
     def drain(self, limit: int = 1 << 20) -> bool:
         """Discard what the app left unread; True if the connection can carry another request."""
+        if self._eof:
+            return self._ok
         if self._expect:
             return False  # the client may or may not send the body now: ambiguous
         try:
@@ -235,10 +249,9 @@ def run(app: Callable, environ: dict, conn: Any, *, version: str, keep_alive: bo
         for name, value in headers:
             lname = name.lower()
             if lname == "content-length":
-                try:
-                    framing["length"] = int(value)
-                except ValueError:
+                if not (value.isascii() and value.isdigit()):
                     raise ValueError(f"invalid Content-Length {value!r} from the application")
+                framing["length"] = int(value)
             elif lname == "connection":
                 if "close" in value.lower():
                     framing["close"] = True
@@ -261,6 +274,9 @@ def run(app: Callable, environ: dict, conn: Any, *, version: str, keep_alive: bo
             lines.append(f"Content-Length: {total}\r\n")
         if not has_date:
             lines.append(f"Date: {http_date()}\r\n")
+        if "HTTP_EXPECT" in environ and getattr(environ["wsgi.input"], "_expect", False):
+            # no 100 Continue went out: whether the body follows is ambiguous, so this is the last response
+            framing["close"] = True
         if framing["close"]:
             lines.append("Connection: close\r\n")
         elif not http11:
@@ -268,7 +284,7 @@ def run(app: Callable, environ: dict, conn: Any, *, version: str, keep_alive: bo
         lines.append("\r\n")
         state[2] = True
         framing["no_body"] = no_body
-        framing["left"] = framing["length"]
+        framing["left"] = None if no_body else framing["length"]
         return "".join(lines).encode("latin-1")
 
     def body_bytes(data: bytes) -> bytes:
@@ -307,9 +323,12 @@ def run(app: Callable, environ: dict, conn: Any, *, version: str, keep_alive: bo
             out.sent += conn.sendall(send_head(size))
             count = size if framing["length"] is None else min(framing["length"], size)
             if not framing["no_body"] and count:
-                out.sent += conn.sendfile(result.filelike, offset, count)
+                sent = conn.sendfile(result.filelike, offset, count)
+                out.sent += sent
+                if sent < count:
+                    framing["close"] = True  # the file shrank under us
             framing["left"] = 0
-            if framing["length"] is not None and count < framing["length"]:
+            if framing["length"] is not None and count < framing["length"] and not framing["no_body"]:
                 framing["close"] = True
         elif isinstance(result, (list, tuple)):
             body = b"".join(result)
@@ -345,6 +364,17 @@ def run(app: Callable, environ: dict, conn: Any, *, version: str, keep_alive: bo
     except ClientGone:
         out.failed = True
         framing["close"] = True
+    except HTTPError as e:
+        # a malformed request body, met while the app read wsgi.input
+        out.failed = True
+        framing["close"] = True
+        log(f"request body refused: {e.status} {e.detail}")
+        if not state[2]:
+            out.status = e.status
+            try:
+                out.sent += conn.sendall(error_response(e.status))
+            except (ClientGone, OSError):
+                pass
     except Exception:
         out.failed = True
         framing["close"] = True

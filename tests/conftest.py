@@ -64,7 +64,12 @@ def descendants(pid: int) -> list[int]:
 
 
 def kill_tree(pid: int) -> None:
-    for p in descendants(pid) + [pid]:
+    """Freeze the root first so it cannot respawn what is killed next, then kill all."""
+    try:
+        os.kill(pid, signal.SIGSTOP)
+    except ProcessLookupError:
+        pass
+    for p in [pid] + descendants(pid):
         try:
             os.kill(p, signal.SIGKILL)
         except ProcessLookupError:

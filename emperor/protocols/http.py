@@ -104,7 +104,14 @@ def parse_head(head: bytes, base: dict) -> Head:
         raise HTTPError(400, "control character in request head")
     parts = lines[0].split(b" ")
     if len(parts) != 3:
-        raise HTTPError(400, "malformed request line")
+        if lines[0] or len(lines) < 2:
+            raise HTTPError(400, "malformed request line")
+        # RFC 9112 2.2: an empty line before the request line (a client's stray
+        # CRLF after a body) is ignored
+        del lines[0]
+        parts = lines[0].split(b" ")
+        if len(parts) != 3:
+            raise HTTPError(400, "malformed request line")
     method, target, version_b = parts
     version = _VERSIONS.get(version_b)
     if version is None:
@@ -219,6 +226,7 @@ class ChunkedDecoder:
         self.remaining = 0       # bytes left in the current chunk
         self.state = "size"      # size | data | crlf | trailer | done
         self.done = False
+        self.trailer = 0         # trailer bytes so far, bounded like one line
 
     def feed(self, data: bytes) -> bytes:
         self.buf += data
@@ -230,10 +238,16 @@ class ChunkedDecoder:
                     if len(self.buf) > self.MAX_LINE:
                         raise HTTPError(400, "chunk size line too long")
                     break
-                line = self.buf[:i].split(b";", 1)[0].strip(b" \t")
+                if i > self.MAX_LINE:
+                    raise HTTPError(400, "chunk size line too long")
+                line, semi, ext = self.buf[:i].partition(b";")
+                line = line.strip(b" \t")
                 self.buf = self.buf[i + 2:]
                 if not line or len(line) > 15 or line.translate(None, b"0123456789abcdefABCDEF"):
                     raise HTTPError(400, "malformed chunk size")
+                if semi and (b"\n" in ext or _CTL.search(ext)):
+                    # a bare LF here is read as the line's end by some proxies: smuggling
+                    raise HTTPError(400, "malformed chunk extension")
                 self.remaining = int(line, 16)
                 self.state = "data" if self.remaining else "trailer"
             elif self.state == "data":
@@ -255,9 +269,12 @@ class ChunkedDecoder:
             elif self.state == "trailer":
                 i = self.buf.find(b"\r\n")
                 if i < 0:
-                    if len(self.buf) > self.MAX_LINE:
+                    if len(self.buf) + self.trailer > self.MAX_LINE:
                         raise HTTPError(400, "trailer too long")
                     break
+                self.trailer += i + 2
+                if self.trailer > self.MAX_LINE:
+                    raise HTTPError(400, "trailer too long")
                 line = self.buf[:i]
                 self.buf = self.buf[i + 2:]
                 if not line:

@@ -45,7 +45,7 @@ def parse_vars(packet: bytes, base: dict) -> dict:
     environ.setdefault("QUERY_STRING", "")
     environ.setdefault("SERVER_PROTOCOL", "HTTP/1.0")
     length = environ.get("CONTENT_LENGTH", "")
-    if length and not length.isdigit():
+    if length and not (length.isascii() and length.isdigit()):  # "²".isdigit() is True
         raise HTTPError(400, "malformed CONTENT_LENGTH")
     return environ
 

@@ -3,6 +3,7 @@
 Markers written on close() go to MARK_DIR (the vassal's `env`), one file per request
 id given as `?id=...`, so a test can tell that close() ran even after a disconnect.
 """
+import io
 import json
 import os
 import sys
@@ -57,7 +58,7 @@ def application(environ, start_response):
 
     if path == "/pid":
         return _text(start_response, str(os.getpid()).encode())
-    if path == "/environ":
+    if path.startswith("/environ"):
         env = {k: v for k, v in environ.items() if isinstance(v, (str, bool, int))}
         env["wsgi.version"] = list(environ["wsgi.version"])
         env["has"] = sorted(k for k in ("wsgi.input", "wsgi.errors", "wsgi.file_wrapper")
@@ -142,6 +143,16 @@ def application(environ, start_response):
             headers.append(("Content-Length", str(size)))
         start_response("200 OK", headers)
         return environ["wsgi.file_wrapper"](f, 65536)
+    if path == "/file-sendfile-only":
+        f = NoRead(q["path"], "rb")
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        return environ["wsgi.file_wrapper"](f)
+    if path == "/long":
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "3")])
+        return iter([b"12", b"345"])
+    if path == "/bad-length":
+        start_response("200 OK", [("Content-Length", "-1")])
+        return [b"x"]
     if path == "/short":
         start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "10")])
         return iter([b"12345"])
@@ -150,6 +161,15 @@ def application(environ, start_response):
         environ["wsgi.errors"].write("second-line-" + q.get("tag", "") + "\n")
         return _text(start_response, b"logged")
     return _text(start_response, b"not found", "404 Not Found")
+
+
+class NoRead(io.FileIO):
+    """A real file whose read() fails: served right only if the server used sendfile."""
+
+    def read(self, *a):
+        raise AssertionError("read() called: sendfile was not used")
+
+    readinto = read
 
 
 def _excinfo_after(environ, start_response):

@@ -1,6 +1,8 @@
 """A raw-socket HTTP client for tests: exact bytes out, strict parsing of what comes back."""
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import sys
 import time
@@ -160,7 +162,7 @@ def running_master(directory: Path, body: str, http_port: int, name: str = "app.
                    app: str = "probe.py"):
     """A master serving tests/apps/<app> with `body` extra ini lines; killed by PID afterwards."""
     sys.path.insert(0, str(TESTS))
-    from conftest import Proc  # noqa: E402
+    from conftest import Proc, descendants  # noqa: E402
 
     ini = directory / name
     ini.write_text(f"[uwsgi]\nhttp-socket = 127.0.0.1:{http_port}\nwsgi-file = {APPS / app}\n"
@@ -173,6 +175,18 @@ def running_master(directory: Path, body: str, http_port: int, name: str = "app.
         p.dir = directory
         yield p
     finally:
+        # Freeze the master first: killed workers would otherwise be respawned between
+        # listing and killing, and a fresh worker that has not yet asked for
+        # PR_SET_PDEATHSIG outlives its master.
+        try:
+            os.kill(p.pid, signal.SIGSTOP)
+        except ProcessLookupError:
+            pass
+        for pid in descendants(p.pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         p.kill()
 
 
