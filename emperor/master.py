@@ -137,6 +137,7 @@ class Master:
     # ---------- start-up ----------
     def main(self) -> int:
         logmod.set_prefix(f"[{self.name}]")
+        self.pid = os.getpid()
         self.wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         for sig in SIGNALS:
             signal.signal(sig, self._on_signal)
@@ -292,6 +293,7 @@ class Master:
                             board=gen.board, notify_fd=self.notify_w,
                             load_app=lambda: load_app(config))
             worker.paused = self.paused
+            worker.master_pid = self.pid
             worker.run()
         finally:
             os._exit(1)
