@@ -203,6 +203,7 @@ class Master:
                 self.stats_listener = l
         self._drop_privileges()
         self._setup_touch_reload()
+        os.environ["UWSGI_RELOADS"] = str(self.reloads)  # the app reads it, as under uWSGI
         if not config.lazy_apps:
             self.app = load_app(config)
         self.current = self._new_generation()
@@ -471,6 +472,10 @@ class Master:
             elif kind == notify.RELOAD:
                 log(f"reload requested by the application (pid {pid})")
                 self.on_graceful_reload("emperor.reload()")
+            elif kind == notify.LOYAL:
+                if not self.loyal:
+                    self.loyal = True
+                    self._tell_emperor("loyal")
             elif kind == notify.RETIRING:
                 log(f"worker {slot + 1} (pid {pid}) retiring after max-requests")
 

@@ -12,6 +12,7 @@ RECORD = struct.Struct("<cxHI")
 READY = b"R"      # a worker is accepting
 RELOAD = b"H"     # the application called emperor.reload()
 RETIRING = b"M"   # max-requests reached: the worker leaves on purpose
+LOYAL = b"L"      # a worker served its first request
 ENV = "EMPEROR_NOTIFY_FD"
 
 

@@ -127,7 +127,9 @@ class DirectoryWatcher:
         self.top_wd: int | None = None
         self.parent_wd: int | None = None
         self.dir_missing = False
-        if use_inotify and INotify is not None:
+        if use_inotify and INotify is None:
+            log(f"inotify-simple is not installed: rescanning every {POLL_EVERY:g}s")
+        elif use_inotify:
             try:
                 self.inotify = INotify(nonblocking=True)
             except OSError as e:
@@ -256,10 +258,12 @@ class DirectoryWatcher:
             elif old != fp:
                 out.changed.append(name)
             self.prints[name] = fp
+        moved_to = {self.prints[n][:2] for n in out.new}  # (device, inode) under a new name
         for name in [n for n in self.prints if n not in found]:
-            # an editor's rename-and-rewrite leaves a moment with no file: wait before believing it
+            # An editor's rename-and-rewrite leaves a moment with no file: wait before
+            # believing a deletion, unless the same inode shows up under another name.
             since = self.missing_since.setdefault(name, now)
-            if now - since >= DELETE_GRACE:
+            if now - since >= DELETE_GRACE or self.prints[name][:2] in moved_to:
                 del self.prints[name]
                 del self.missing_since[name]
                 out.deleted.append(name)

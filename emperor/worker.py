@@ -478,6 +478,8 @@ class Worker:
 
     def count_request(self) -> None:
         self.requests += 1
+        if self.requests == 1:
+            notify.send(self.notify_fd, notify.LOYAL, self.slot)
         mr = self.config.max_requests
         if mr and self.requests >= mr and not self.stopping:
             logmod.log(f"max-requests ({mr}) reached, retiring")

@@ -1,0 +1,614 @@
+"""The emperor with real masters, signals and files; plus its state logic driven directly.
+
+Every process is started through the `procs` fixture and killed by PID at teardown.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import descendants, free_port, wait_for
+from emperor import emperor as emp
+from emperor.states import VassalState as S
+from emperor.watch import Changes
+
+pytestmark = pytest.mark.timeout(30)
+
+APP = """
+import os, time
+def application(environ, start_response):
+    if environ["PATH_INFO"] == "/slow":
+        time.sleep(1.0)
+    body = "%s gen=%s mark=%s pid=%d" % (os.environ.get("VASSAL"), os.environ.get("UWSGI_RELOADS", "0"),
+                                          os.environ.get("MARK", ""), os.getpid())
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [body.encode()]
+"""
+
+
+def ini(port: int, appdir: Path, extra: str = "") -> str:
+    return (f"[uwsgi]\nhttp-socket = 127.0.0.1:{port}\nchdir = {appdir}\nmodule = wsgiapp:application\n"
+            f"env = VASSAL=%n\n" + textwrap.dedent(extra))
+
+
+def get(port: int, path: str = "/", timeout: float = 3.0) -> str:
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(f"GET {path} HTTP/1.0\r\nHost: x\r\n\r\n".encode())
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") or head.startswith(b"HTTP/1.0 200"), head
+    return body.decode()
+
+
+def body_when(port: int, predicate=lambda body: True, timeout: float = 5.0) -> str:
+    def attempt():
+        try:
+            body = get(port)
+        except (OSError, AssertionError):
+            return None
+        return body if predicate(body) else None
+    return wait_for(attempt, timeout)
+
+
+def refuses(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+    except ConnectionRefusedError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def cpu_ticks(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+@pytest.fixture
+def appdir(tmp_path):
+    d = tmp_path / "app"
+    d.mkdir()
+    (d / "wsgiapp.py").write_text(APP)
+    return d
+
+
+@pytest.fixture
+def emperor(tmp_path, procs):
+    """emperor(*args) -> the running emperor over tmp_path/vassals (created if missing)."""
+    started = []
+
+    def start(*args: str, directory: Path | None = None, argv0: list[str] | None = None, env=None):
+        d = directory or tmp_path / "vassals"
+        d.mkdir(exist_ok=True)
+        argv = (argv0 or [sys.executable]) + ["-m", "emperor", "run", str(d), "--grace", "5", *args]
+        p = procs(argv, tmp_path, env=env, log=tmp_path / "emperor.log")
+        p.wait_log("[emperor] watching")
+        p.dir = d
+        started.append(p)
+        return p
+    yield start
+    for p in started:
+        assert "unexpected transition" not in p.log
+        assert 'emperor/emperor.py"' not in p.log and 'emperor/watch.py"' not in p.log  # no traceback of ours
+
+
+def serving(emperor_proc, name: str, port: int, appdir: Path, extra: str = "", timeout: float = 5.0):
+    path = emperor_proc.dir / name
+    path.write_text(ini(port, appdir, extra))
+    body_when(port, lambda b: b.startswith(name[:-4] + " "), timeout)
+    return path
+
+
+# ---------- watching and acting ----------
+def test_dropped_file_serves_within_a_second(emperor, appdir):
+    e = emperor()
+    port = free_port()
+    (e.dir / "app.ini").write_text(ini(port, appdir))
+    t0 = time.monotonic()
+    assert body_when(port, timeout=3).startswith("app gen=0")
+    assert time.monotonic() - t0 < 1.0
+    assert "app.ini: starting -> running (ready)" in e.wait_log("app.ini: starting -> running")
+
+
+def test_touch_reloads_into_a_new_generation(emperor, appdir):
+    e = emperor()
+    port = free_port()
+    path = serving(e, "app.ini", port, appdir)
+    pid = int(get(port).split("pid=")[1])
+    os.utime(path)
+    e.wait_log("app.ini: running -> reloading (file changed)", timeout=1)
+    assert "gen=1" in body_when(port, lambda b: "gen=1" in b)
+    e.wait_log("app.ini: reloading -> running (generation 1 ready)")
+    assert int(get(port).split("pid=")[1]) != pid
+
+
+def test_edit_in_place_reloads(emperor, appdir):
+    e = emperor()
+    port = free_port()
+    path = serving(e, "app.ini", port, appdir)
+    with open(path, "a") as f:
+        f.write("env = MARK=edited\n")
+    assert "gen=1 mark=edited" in body_when(port, lambda b: "gen=1" in b)
+
+
+def test_editor_save_by_rename_over_reloads(emperor, appdir):
+    e = emperor()
+    port = free_port()
+    path = serving(e, "app.ini", port, appdir)
+    tmp = e.dir / ".app.ini.swp"
+    tmp.write_text(ini(port, appdir, "env = MARK=saved\n"))
+    os.replace(tmp, path)
+    assert "gen=1 mark=saved" in body_when(port, lambda b: "gen=1" in b)
+    assert "stopping" not in e.log
+
+
+def test_mv_over_with_an_older_mtime_reloads(emperor, appdir, tmp_path):
+    e = emperor()
+    port = free_port()
+    path = serving(e, "app.ini", port, appdir)
+    staged = tmp_path / "staged.ini"
+    staged.write_text(ini(port, appdir, "env = MARK=moved\n"))
+    past = time.time() - 86400
+    os.utime(staged, (past, past))   # what `cp -p` of an old file gives
+    os.rename(staged, path)
+    assert "gen=1 mark=moved" in body_when(port, lambda b: "gen=1" in b)
+
+
+def test_rename_new_name_serves_on_the_same_port(emperor, appdir):
+    e = emperor()
+    port = free_port()
+    path = serving(e, "old.ini", port, appdir)
+    t0 = time.monotonic()
+    os.rename(path, e.dir / "new.ini")
+    assert body_when(port, lambda b: b.startswith("new "), timeout=5).startswith("new gen=0")
+    assert time.monotonic() - t0 < 2.0
+    log = e.wait_log("old.ini: stopping -> gone")
+    assert "new.ini: starting -> running" in e.wait_log("new.ini: starting -> running")
+    assert "backoff" not in log and "Address already in use" not in log
+
+
+def test_configmap_update_reloads(emperor, appdir):
+    """Kubernetes: app.ini -> ..data/app.ini, ..data -> ..<timestamp>; only ..data is re-pointed."""
+    e = emperor()
+    port = free_port()
+
+    def project(stamp: str, mark: str) -> None:
+        (e.dir / stamp).mkdir()
+        (e.dir / stamp / "app.ini").write_text(ini(port, appdir, f"env = MARK={mark}\n"))
+        os.symlink(stamp, e.dir / "..data_tmp")
+        os.rename(e.dir / "..data_tmp", e.dir / "..data")
+
+    project("..2024_01_01", "one")
+    os.symlink("..data/app.ini", e.dir / "app.ini")
+    assert "mark=one" in body_when(port)
+    project("..2024_01_02", "two")
+    shutil.rmtree(e.dir / "..2024_01_01")
+    assert "gen=1 mark=two" in body_when(port, lambda b: "gen=1" in b)
+
+
+def test_vassal_symlinked_to_a_file_outside_edited_there(emperor, appdir, tmp_path):
+    e = emperor()
+    port = free_port()
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "app.ini").write_text(ini(port, appdir))
+    os.symlink(outside / "app.ini", e.dir / "app.ini")
+    assert body_when(port).startswith("app gen=0")
+    with open(outside / "app.ini", "a") as f:
+        f.write("env = MARK=outside\n")
+    assert "gen=1 mark=outside" in body_when(port, lambda b: "gen=1" in b)
+
+
+def test_delete_stops_the_master_and_frees_its_port(emperor, appdir):
+    e = emperor()
+    port = free_port()
+    path = serving(e, "app.ini", port, appdir)
+    master = int(e.log.split("app.ini: new -> starting (new file; master pid ")[1].split(")")[0])
+    os.unlink(path)
+    t0 = time.monotonic()
+    wait_for(lambda: refuses(port), timeout=3)
+    assert time.monotonic() - t0 < 1.0
+    e.wait_log("app.ini: stopping -> gone (exited 0)")
+    assert not alive(master)
+
+
+def test_invalid_file_is_not_started_until_fixed(emperor, appdir):
+    e = emperor()
+    port = free_port()
+    path = e.dir / "app.ini"
+    path.write_text(ini(port, appdir, "processes = four\n"))
+    log = e.wait_log("app.ini: new -> config error")
+    assert 'app.ini:6: processes: expected an integer, got "four"' in log
+    assert refuses(port)
+    path.write_text(ini(port, appdir, "processes = 2\n"))
+    assert body_when(port).startswith("app gen=0")
+    e.wait_log("app.ini: config error -> starting (file changed")
+
+
+def test_invalid_edit_keeps_the_running_generation(emperor, appdir):
+    e = emperor()
+    port = free_port()
+    path = serving(e, "app.ini", port, appdir)
+    with open(path, "a") as f:
+        f.write("threads = many\n")
+    e.wait_log("app.ini: running -> config error (invalid file; the running generation keeps serving)")
+    assert get(port).startswith("app gen=0")
+    path.write_text(ini(port, appdir, "threads = 2\n"))
+    assert "gen=1" in body_when(port, lambda b: "gen=1" in b)
+
+
+def test_crash_looping_vassal_backs_off_while_another_serves(emperor, appdir):
+    (appdir / "crashapp.py").write_text("raise RuntimeError('broken at import')\n")
+    e = emperor()
+    good = free_port()
+    serving(e, "good.ini", good, appdir)
+    bad = free_port()
+    (e.dir / "bad.ini").write_text(ini(bad, appdir).replace("wsgiapp:application", "crashapp:application"))
+    log = e.wait_log("bad.ini: starting -> backoff (exited 1: ")
+    assert "RuntimeError: broken at import" in log.split("bad.ini: starting -> backoff")[1].splitlines()[0]
+    assert "; retry in 1s)" in log
+    e.wait_log("; retry in 2s)", timeout=5)
+    assert get(good).startswith("good gen=0")
+    # SIGURG clears every backoff: the next attempt comes at once, not in 2 s
+    t0 = time.monotonic()
+    e.signal(signal.SIGURG)
+    e.wait_log("bad.ini: backoff -> starting (SIGURG: backoff cleared", timeout=1)
+    assert time.monotonic() - t0 < 1.0
+    e.wait_log("; retry in 1s)", count=2, timeout=5)   # cleared: back to 1 s
+    assert get(good).startswith("good gen=0")
+
+
+def test_sigusr1_writes_the_vassal_table(emperor, appdir):
+    e = emperor()
+    port = free_port()
+    serving(e, "app.ini", port, appdir)
+    e.signal(signal.SIGUSR1)
+    log = e.wait_log("vassal table (SIGUSR1), 1 vassal(s):")
+    assert "  app.ini: running, pid " in log
+
+
+def test_sighup_reloads_every_vassal(emperor, appdir):
+    e = emperor()
+    ports = [free_port(), free_port()]
+    for name, port in zip(("a.ini", "b.ini"), ports):
+        serving(e, name, port, appdir)
+    e.signal(signal.SIGHUP)
+    for port in ports:
+        assert "gen=1" in body_when(port, lambda b: "gen=1" in b)
+
+
+# ---------- stopping ----------
+def test_sigterm_stops_every_vassal_gracefully_and_exits_0(emperor, appdir):
+    e = emperor()
+    ports = [free_port(), free_port()]
+    for name, port in zip(("a.ini", "b.ini"), ports):
+        serving(e, name, port, appdir)
+    result = {}
+    t = threading.Thread(target=lambda: result.update(body=get(ports[0], "/slow")))
+    t.start()
+    time.sleep(0.3)                     # the request is in flight
+    e.signal(signal.SIGTERM)
+    assert e.wait(8) == 0
+    t.join(5)
+    assert result["body"].startswith("a gen=0")  # finished, not cut
+    assert all(refuses(p) for p in ports)
+    assert "every vassal has stopped: bye" in e.log
+    assert "SIGKILL" not in e.log
+
+
+def test_sigterm_kills_stragglers_after_the_grace(emperor, appdir):
+    (appdir / "wsgiapp.py").write_text(APP.replace("time.sleep(1.0)", "time.sleep(20)"))
+    e = emperor("--grace", "0.5")
+    port = free_port()
+    serving(e, "app.ini", port, appdir)
+    cut = []
+
+    def slow_request() -> None:
+        try:
+            get(port, "/slow", 10)
+        except (OSError, AssertionError) as exc:  # killed with its worker: no response
+            cut.append(exc)
+
+    t = threading.Thread(target=slow_request, daemon=True)
+    t.start()
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    e.signal(signal.SIGTERM)
+    assert e.wait(5) == 0
+    assert 0.5 <= time.monotonic() - t0 < 2.0
+    assert "app.ini: master" in e.log and "SIGKILL to its process group" in e.log
+    assert "app.ini: stopping -> gone (killed by SIGKILL)" in e.log
+    assert refuses(port)
+    t.join(2)
+    assert cut
+
+
+def test_sigint_stops_every_vassal_and_exits_0(emperor, appdir):
+    e = emperor()
+    port = free_port()
+    serving(e, "app.ini", port, appdir)
+    e.signal(signal.SIGINT)
+    assert e.wait(8) == 0
+    assert refuses(port)
+
+
+def test_sigkill_of_the_emperor_takes_masters_and_workers_down(emperor, appdir):
+    e = emperor()
+    port = free_port()
+    serving(e, "app.ini", port, appdir, extra="processes = 2\n")
+    stack = descendants(e.pid)
+    assert len(stack) >= 3              # the master and its two workers
+    e.signal(signal.SIGKILL)
+    wait_for(lambda: not any(alive(p) for p in stack), timeout=5)
+    assert refuses(port)
+
+
+def test_missing_directory_exits_non_zero_with_one_line(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "emperor", "run", str(tmp_path / "nope")],
+                       capture_output=True, text=True, timeout=10, cwd=Path(__file__).parent.parent)
+    assert r.returncode != 0
+    assert r.stderr.strip().count("\n") == 0 and "No such file or directory" in r.stderr
+
+
+def test_as_pid_1_reaps_orphans_and_exits_0_on_sigterm(tmp_path, appdir, procs):
+    if subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "true"],
+                      capture_output=True, timeout=10).returncode != 0:
+        pytest.skip("unshare --pid is not permitted here")
+    # the app leaves an orphan behind at import: `sleep` outlives its shell
+    (appdir / "orphaning.py").write_text("import os\nos.system('sleep 0.3 &')\n" + APP)
+    d = tmp_path / "vassals"
+    d.mkdir()
+    port = free_port()
+    (d / "app.ini").write_text(ini(port, appdir).replace("wsgiapp:", "orphaning:"))
+    p = procs(["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-m", "emperor", "run", str(d)],
+              tmp_path, env={"EMPEROR_DEBUG": "1"}, log=tmp_path / "emperor.log")
+    log = p.wait_log("reaped orphan", timeout=10)
+    assert "running as PID 1" in log
+    assert body_when(port).startswith("app gen=0")
+    zombies = [q for q in descendants(p.pid) if not alive(q) and os.path.exists(f"/proc/{q}")]
+    assert zombies == []
+    emperor_pid = wait_for(lambda: descendants(p.pid)[:1])[0]
+    os.kill(emperor_pid, signal.SIGTERM)
+    assert p.wait(8) == 0
+    assert refuses(port)
+
+
+def test_idle_emperor_and_masters_use_no_cpu(emperor, appdir):
+    e = emperor()
+    for name in ("a.ini", "b.ini"):
+        serving(e, name, free_port(), appdir)
+    time.sleep(0.5)                      # let start-up work finish
+    pids = [e.pid] + [q for q in descendants(e.pid)]
+    before = {q: cpu_ticks(q) for q in pids}
+    time.sleep(3)
+    used = sum(cpu_ticks(q) - before[q] for q in pids)
+    assert used <= 3, f"{used} clock ticks in 3 s"   # 1 tick = 10 ms
+
+
+# ---------- tyrant mode ----------
+SYSTEM_PYTHON = "/usr/bin/python3.11"
+
+
+@pytest.fixture
+def tyrant_user():
+    if os.geteuid() != 0 or not shutil.which("useradd"):
+        pytest.skip("tyrant mode needs root and useradd")
+    name = f"empt{os.getpid() % 100000}"
+    subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
+                   check=True, capture_output=True, timeout=10)
+    try:
+        yield pwd.getpwnam(name)
+    finally:
+        subprocess.run(["userdel", name], capture_output=True, timeout=10)
+
+
+@pytest.fixture
+def public_dir():
+    """Under /tmp, traversable by everyone (pytest's tmp_path is root-only)."""
+    d = Path(tempfile.mkdtemp(prefix="emperor-tyrant-"))
+    d.chmod(0o755)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def test_tyrant_runs_each_vassal_as_its_file_owner(emperor, tyrant_user, public_dir):
+    # The masters must be able to run Python as that user: /root is private, the system one is not.
+    if not os.access(SYSTEM_PYTHON, os.X_OK):
+        pytest.skip(f"no {SYSTEM_PYTHON} usable by an unprivileged user")
+    appdir = public_dir / "app"
+    appdir.mkdir(mode=0o755)
+    (appdir / "wsgiapp.py").write_text(APP.replace('os.getpid())', 'os.getuid())'))
+    (appdir / "wsgiapp.py").chmod(0o644)
+    vdir = public_dir / "vassals"
+    vdir.mkdir(mode=0o755)
+    e = emperor("--tyrant", directory=vdir, argv0=[SYSTEM_PYTHON],
+                env={"PYTHONPATH": str(Path(__file__).parent.parent)})
+    port, refused_port = free_port(), free_port()
+    good = vdir / "user.ini"
+    good.write_text(ini(port, appdir))
+    os.chown(good, tyrant_user.pw_uid, tyrant_user.pw_gid)
+    assert body_when(port, timeout=8).endswith(f"pid={tyrant_user.pw_uid}")
+    # root-owned and group-writable files are refused with a clear line
+    (vdir / "rooty.ini").write_text(ini(refused_port, appdir))
+    lax = vdir / "lax.ini"
+    lax.write_text(ini(refused_port, appdir))
+    os.chown(lax, tyrant_user.pw_uid, tyrant_user.pw_gid)
+    lax.chmod(0o664)
+    log = e.wait_log("lax.ini: new -> config error")
+    log = e.wait_log("rooty.ini: new -> config error")
+    assert "rooty.ini: owned by root; tyrant mode runs a vassal as its file's owner and never as root" in log
+    assert "lax.ini: writable by group or others (mode 0664); tyrant mode refuses it" in log
+    assert refuses(refused_port)
+    # a new owner stops the vassal; root as the new owner keeps it stopped
+    os.chown(good, 0, 0)
+    e.wait_log("user.ini: running -> stopping (file owner changed)")
+    e.wait_log("user.ini: stopping -> config error")
+    wait_for(lambda: refuses(port), timeout=3)
+
+
+def as_nobody(*args: str) -> subprocess.CompletedProcess:
+    if os.geteuid() != 0 or not os.access(SYSTEM_PYTHON, os.X_OK):
+        pytest.skip("needs root and a Python that nobody can run")
+    return subprocess.run([SYSTEM_PYTHON, "-m", "emperor", "run", *args], capture_output=True, text=True,
+                          timeout=10, user=65534, group=65534, extra_groups=[], cwd="/",
+                          env={"PYTHONPATH": str(Path(__file__).parent.parent), "PATH": "/usr/bin:/bin"})
+
+
+def test_tyrant_needs_root(public_dir):
+    r = as_nobody(str(public_dir), "--tyrant")
+    assert r.returncode == 1 and r.stderr.strip() == \
+        "emperor: --tyrant runs each vassal as its file's owner and needs root"
+
+
+def test_unreadable_directory_exits_non_zero_with_one_line(public_dir):
+    (public_dir / "private").mkdir(mode=0o700)
+    r = as_nobody(str(public_dir / "private"))
+    assert r.returncode == 1
+    assert r.stderr.strip() == f"emperor: vassals directory {public_dir / 'private'}: Permission denied"
+
+
+# ---------- the state logic, driven without processes ----------
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def driven(tmp_path, capfd):
+    """An Emperor whose masters are fake PIDs and whose clock the test moves."""
+    d = tmp_path / "vassals"
+    d.mkdir()
+    clock = Clock()
+    pids = iter(range(5_000_000, 5_100_000))  # above any pid_max: signals to them do nothing
+    launched: list[tuple[int, list[str], dict, int]] = []
+
+    def launch(argv, env, fd, uid, gid):
+        pid = next(pids)
+        launched.append((pid, argv, env, os.dup(fd)))  # the master's end of the channel
+        return pid
+
+    e = emp.Emperor(str(d), clock=clock, launch=launch)
+    e.clock_, e.launched, e.dir = clock, launched, d
+    yield e
+    for v in list(e.vassals.values()):
+        e._close_channel(v)
+    for *_, fd in launched:
+        os.close(fd)
+
+
+def test_backoff_doubles_up_to_60s_and_resets_when_ready(driven, appdir):
+    (driven.dir / "app.ini").write_text(ini(free_port(), appdir))
+    driven.apply(Changes(new=["app.ini"]))
+    v = driven.vassals["app.ini"]
+    delays = []
+    for _ in range(8):
+        driven.on_message(v, "error app.ini: boom")
+        driven.on_exit(v.pid, 1)
+        assert v.state is S.BACKOFF and v.last_error == "app.ini: boom"
+        delays.append(v.retry_at - driven.clock_.now)
+        assert driven.next_timeout() <= delays[-1]
+        driven.clock_.now = v.retry_at
+        driven.run_timers()
+        assert v.state is S.STARTING
+    assert delays == [1, 2, 4, 8, 16, 32, 60, 60]
+    driven.on_message(v, "spawned")
+    driven.on_message(v, "ready")
+    assert v.state is S.RUNNING and v.backoff == 0
+    driven.on_exit(v.pid, -9)
+    assert v.retry_at - driven.clock_.now == 1 and v.last_event == "killed by SIGKILL; retry in 1s"
+
+
+def test_master_gets_its_channel_and_the_vassals_dir(driven, appdir):
+    (driven.dir / "app.ini").write_text(ini(free_port(), appdir))
+    driven.apply(Changes(new=["app.ini"]))
+    pid, argv, env, _ = driven.launched[0]
+    assert argv[1:] == ["-m", "emperor", "master", str(driven.dir / "app.ini")]
+    assert env["EMPEROR_VASSALS_DIR"] == str(driven.dir) and env["EMPEROR_CHANNEL"].isdigit()
+    assert "UWSGI_RELOADS" not in env
+
+
+def test_rename_starts_the_new_name_after_the_old_master_left(driven, appdir):
+    port = free_port()
+    (driven.dir / "old.ini").write_text(ini(port, appdir))
+    driven.apply(Changes(new=["old.ini"]))
+    old = driven.vassals["old.ini"]
+    os.rename(driven.dir / "old.ini", driven.dir / "new.ini")
+    driven.apply(Changes(new=["new.ini"], deleted=["old.ini"]))
+    new = driven.vassals["new.ini"]
+    assert old.state is S.STOPPING and new.state is S.STARTING
+    assert new.pid is None and new.waiting_for == {"old.ini"}
+    driven.on_exit(old.pid, 0)
+    assert "old.ini" not in driven.vassals and new.pid is not None
+
+
+def test_signals_are_dispatched_through_the_table(driven, appdir):
+    (driven.dir / "app.ini").write_text(ini(free_port(), appdir))
+    driven.apply(Changes(new=["app.ini"]))
+    v = driven.vassals["app.ini"]
+    driven.on_exit(v.pid, 1)
+    assert v.state is S.BACKOFF
+    driven.pending.append(signal.SIGURG)
+    driven.dispatch_signals()
+    assert v.state is S.STARTING and v.backoff == 0
+    driven.pending.append(signal.SIGTERM)
+    driven.dispatch_signals()
+    assert v.state is S.STOPPING and driven.stopping == "graceful"
+    assert v.kill_at == driven.clock_.now + 30
+    driven.on_exit(v.pid, 0)
+    assert driven.vassals == {}
+
+
+def test_shutdown_delay_keeps_serving_then_stops_gracefully(driven, appdir):
+    driven.shutdown_delay = 2.0
+    (driven.dir / "app.ini").write_text(ini(free_port(), appdir))
+    driven.apply(Changes(new=["app.ini"]))
+    v = driven.vassals["app.ini"]
+    driven.on_message(v, "spawned")
+    driven.on_message(v, "ready")
+    driven.on_graceful_shutdown("SIGTERM")
+    assert v.state is S.RUNNING and driven.next_timeout() == 2.0
+    driven.clock_.now += 2.0
+    driven.run_timers()
+    assert v.state is S.STOPPING and v.kill_at == driven.clock_.now + 30
+    master_end = driven.launched[0][3]
+    assert os.read(master_end, 100) == b"graceful stop\n"
+
+
+def test_snapshot_is_plain_json(driven, appdir):
+    (driven.dir / "app.ini").write_text(ini(free_port(), appdir))
+    (driven.dir / "bad.ini").write_text("[uwsgi]\nprocesses = x\n")
+    driven.apply(Changes(new=["app.ini", "bad.ini"]))
+    snap = json.loads(json.dumps(driven.snapshot()))
+    assert snap["vassals"]["app.ini"]["state"] == "starting"
+    assert snap["vassals"]["bad.ini"]["state"] == "config error"
+    assert snap["vassals"]["bad.ini"]["last_error"].startswith("bad.ini:2: processes:")
+    assert set(snap["vassals"]["app.ini"]) >= {"name", "path", "state", "pid", "generation", "backoff",
+                                               "last_event", "last_error", "errors"}
