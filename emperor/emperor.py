@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from emperor import log as logmod
+from emperor import paths
+from emperor.control import ControlServer
 from emperor.config import ConfigError, load_config
 from emperor.master import ENV_CHANNEL, INTERNAL_ENV
 from emperor.states import VassalState as S
@@ -143,7 +145,7 @@ class Emperor:
     def __init__(self, directory: str, *, grace: float = 30.0, tyrant: bool = False,
                  shutdown_delay: float = 0.0, clock: Callable[[], float] = time.monotonic,
                  launch: Callable[[list[str], dict[str, str], int, int | None, int | None], int] | None = None,
-                 watcher: DirectoryWatcher | None = None) -> None:
+                 watcher: DirectoryWatcher | None = None, control_path: str | None = None) -> None:
         self.directory = os.path.abspath(directory)
         self.grace = grace
         self.tyrant = tyrant
@@ -159,6 +161,8 @@ class Emperor:
         self.ep: select.epoll | None = None
         self.by_fd: dict[int, Vassal] = {}
         self.popens: dict[int, subprocess.Popen] = {}
+        self.control_path = control_path
+        self.control: ControlServer | None = None
 
     # ---------- the table ----------
     def snapshot(self) -> dict:
@@ -587,6 +591,9 @@ class Emperor:
         for v in self.vassals.values():
             if v.channel is not None:
                 self.ep.register(v.channel.fileno(), select.EPOLLIN)
+        if self.control_path:
+            self.control = ControlServer(self.control_path, self.on_control)
+            self.ep.register(self.control.fileno(), select.EPOLLIN)
         log(f"watching {self.directory} (pid {os.getpid()}{', tyrant mode' if self.tyrant else ''})")
 
     def loop(self) -> int:
@@ -604,11 +611,34 @@ class Emperor:
                     _drain(fd)
                 elif fd in self.by_fd:
                     self.read_channel(self.by_fd[fd])
+                elif self.control is not None and fd == self.control.fileno():
+                    self.control.on_readable()
             self.run_timers()
+
+    def on_control(self, request: str) -> dict:
+        """A control-socket request: `status` (default) or `restart NAME`."""
+        verb, _, arg = request.partition(" ")
+        if verb == "restart":
+            return self.on_restart_request(arg.strip())
+        return self.snapshot()
+
+    def on_restart_request(self, name: str) -> dict:
+        v = self.vassals.get(name)
+        if v is None:
+            return {"ok": False, "error": f"no vassal named {name!r}"}
+        log(f"{name}: restart requested over the control socket")
+        v.backoff = 0.0
+        v.retry_at = None
+        self.on_file(name, "emperor restart")
+        return {"ok": True, "state": v.state.value if v.state else "gone"}
 
     def run(self) -> int:
         self.setup()
-        return self.loop()
+        try:
+            return self.loop()
+        finally:
+            if self.control is not None:
+                self.control.close()
 
 
 def _drain(fd: int) -> None:
@@ -633,8 +663,9 @@ def run_emperor(args) -> int:
         print("emperor: --grace must not be negative", file=sys.stderr)
         return 2
     emperor = Emperor(directory, grace=args.grace, tyrant=args.tyrant,
-                      shutdown_delay=getattr(args, "shutdown_delay", 0.0) or 0.0)
-    for option in ("control", "metrics"):
+                      shutdown_delay=getattr(args, "shutdown_delay", 0.0) or 0.0,
+                      control_path=getattr(args, "control", None) or paths.control_socket(directory))
+    for option in ("metrics",):
         if getattr(args, option, None):
             log(f"--{option} is not available yet; ignored")
     return emperor.run()
