@@ -60,7 +60,7 @@ def die_with_parent(sig: int = signal.SIGKILL) -> None:
 class Conn:
     """One client connection; non-blocking, with explicit waits bounded by socket-timeout."""
 
-    __slots__ = ("sock", "fd", "buf", "listener", "peer", "base", "deadline", "timeout", "_poll")
+    __slots__ = ("sock", "fd", "buf", "listener", "peer", "remote", "base", "deadline", "timeout", "_poll")
 
     def __init__(self, sock: socket.socket, listener: Listener, peer: tuple, base: dict,
                  timeout: float) -> None:
@@ -69,6 +69,8 @@ class Conn:
         self.buf = b""
         self.listener = listener
         self.peer = peer
+        # REMOTE_ADDR/REMOTE_PORT, computed once per connection rather than per request
+        self.remote = (peer[0], str(peer[1])) if isinstance(peer, tuple) else ("127.0.0.1", "0")
         self.base = base
         self.timeout = timeout
         self.deadline = time.monotonic() + timeout
@@ -311,12 +313,7 @@ class Core:
             environ = h.environ
             inp = Input(conn, h.length, h.chunked, h.expect_continue)
             environ["wsgi.input"] = inp
-            if conn.listener.is_unix:
-                environ["REMOTE_ADDR"] = "127.0.0.1"
-                environ["REMOTE_PORT"] = "0"
-            else:
-                environ["REMOTE_ADDR"] = conn.peer[0]
-                environ["REMOTE_PORT"] = str(conn.peer[1])
+            environ["REMOTE_ADDR"], environ["REMOTE_PORT"] = conn.remote
             out = self.handle(environ, conn, "HTTP/1.1", h.keep_alive and not w.stopping,
                               h.version == "HTTP/1.1")
             if not (out and inp.drain()) or w.exiting:
@@ -460,7 +457,9 @@ class Worker:
             core.apply_orders()
             return
         while self.pending:
-            action = SIGNALS.get(self.pending.popleft())
+            sig = self.pending.popleft()
+            action = SIGNALS.get(sig)
+            before = self.state
             if action == GRACEFUL:
                 self.stopping = True
             elif action == NOW:
@@ -471,10 +470,17 @@ class Worker:
                 self.paused = True
             elif action == RESUME:
                 self.paused = False
+            if self.state != before:
+                logmod.log(f"{before} -> {self.state} ({signal.Signals(sig).name})")
         self.board.set_flags(self.slot, self.paused, not (self.paused or self.stopping))
         core.apply_orders()
         for c in self.cores[1:]:
             os.write(c.wake_w, b"x")
+
+    @property
+    def state(self) -> str:
+        """running, paused or stopping: what the log and the scoreboard say of this worker."""
+        return "stopping" if self.stopping else "paused" if self.paused else "running"
 
     def count_request(self) -> None:
         self.requests += 1

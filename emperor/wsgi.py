@@ -428,4 +428,7 @@ def base_environ(server_name: str, server_port: str, multithread: bool, scheme: 
         "wsgi.run_once": False,
         "wsgi.errors": Errors(),
         "wsgi.file_wrapper": FileWrapper,
+        # wsgi.input ends at the body's end (Content-Length or chunked), so frameworks
+        # may read to EOF: what Werkzeug needs for a body nginx de-chunked for us
+        "wsgi.input_terminated": True,
     }
