@@ -28,7 +28,7 @@ from emperor.protocols import uwsgi as uwsgi_proto
 from emperor.protocols.http import HTTPError, error_response, find_head, parse_head
 from emperor.scoreboard import CoreCounters, Scoreboard
 from emperor.sockets import HTTP, Listener
-from emperor.wsgi import ClientGone, Input, base_environ, run
+from emperor.wsgi import EMPTY_INPUT, ClientGone, Input, base_environ, run
 
 GRACEFUL, NOW, PAUSE, RESUME, WAKE = "graceful stop", "stop now", "pause", "resume", "wake"
 
@@ -60,7 +60,8 @@ def die_with_parent(sig: int = signal.SIGKILL) -> None:
 class Conn:
     """One client connection; non-blocking, with explicit waits bounded by socket-timeout."""
 
-    __slots__ = ("sock", "fd", "buf", "listener", "peer", "remote", "base", "deadline", "timeout", "_poll")
+    __slots__ = ("sock", "fd", "buf", "listener", "peer", "remote", "base", "deadline", "timeout", "_poll",
+                 "tcp", "nodelay")
 
     def __init__(self, sock: socket.socket, listener: Listener, peer: tuple, base: dict,
                  timeout: float) -> None:
@@ -71,6 +72,8 @@ class Conn:
         self.peer = peer
         # REMOTE_ADDR/REMOTE_PORT, computed once per connection rather than per request
         self.remote = (peer[0], str(peer[1])) if isinstance(peer, tuple) else ("127.0.0.1", "0")
+        self.tcp = sock.family != socket.AF_UNIX
+        self.nodelay = False
         self.base = base
         self.timeout = timeout
         self.deadline = time.monotonic() + timeout
@@ -240,11 +243,8 @@ class Core:
             self.close(conn)
 
     def close(self, conn: Conn) -> None:
-        if self.conns.pop(conn.fd, None) is not None and self.reading:
-            try:
-                self.ep.unregister(conn.fd)
-            except OSError:
-                pass
+        # closing the descriptor removes it from epoll: no unregister call needed
+        self.conns.pop(conn.fd, None)
         conn.close()
 
     def on_accept(self, listener: Listener, timeout_s: float) -> None:
@@ -260,13 +260,13 @@ class Core:
                     self.logbuf.append(logmod.line(f"accept: {e.strerror}"))
                 return
             sock.setblocking(False)
-            if sock.family != socket.AF_UNIX:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             conn = Conn(sock, listener, peer, base, timeout_s)
             self.conns[conn.fd] = conn
-            self.ep.register(conn.fd, select.EPOLLIN)
-            # the request is usually there already: skip one trip through epoll
+            # The request is usually there already: serve it before involving epoll,
+            # and register only a connection that stays open.
             self.on_readable(conn)
+            if conn.fd in self.conns and self.reading:
+                self.ep.register(conn.fd, select.EPOLLIN)
             if w.stopping or w.paused:
                 return
 
@@ -311,7 +311,10 @@ class Core:
             head, conn.buf = conn.buf[:end], conn.buf[end:]
             h = parse_head(head, conn.base)
             environ = h.environ
-            inp = Input(conn, h.length, h.chunked, h.expect_continue)
+            if h.length or h.chunked:
+                inp = Input(conn, h.length, h.chunked, h.expect_continue)
+            else:
+                inp = EMPTY_INPUT
             environ["wsgi.input"] = inp
             environ["REMOTE_ADDR"], environ["REMOTE_PORT"] = conn.remote
             out = self.handle(environ, conn, "HTTP/1.1", h.keep_alive and not w.stopping,
@@ -320,6 +323,11 @@ class Core:
                 self.close(conn)
                 return
             conn.deadline = time.monotonic() + conn.timeout
+            if not conn.nodelay and conn.tcp:
+                # only a connection that carries several responses can meet Nagle's
+                # delay; a one-request connection never pays for this setsockopt
+                conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                conn.nodelay = True
             if w.paused or w.stopping:
                 return  # a stopping worker answers the next request with Connection: close
 

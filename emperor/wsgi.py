@@ -138,6 +138,28 @@ class Input:
         return True
 
 
+class EmptyInput:
+    """`wsgi.input` of a request without a body: stateless, so one instance serves all."""
+
+    def read(self, size: int | None = -1) -> bytes:
+        return b""
+
+    def readline(self, size: int | None = -1) -> bytes:
+        return b""
+
+    def readlines(self, hint: int | None = -1) -> list[bytes]:
+        return []
+
+    def __iter__(self):
+        return iter(())
+
+    def drain(self, limit: int = 0) -> bool:
+        return True
+
+
+EMPTY_INPUT = EmptyInput()
+
+
 class Errors:
     """`wsgi.errors`: whole lines into the log."""
 
