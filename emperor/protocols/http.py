@@ -94,24 +94,26 @@ def find_head(buf: bytes | bytearray, limit: int) -> int:
     return -1
 
 
-def parse_head(head: bytes, base: dict) -> Head:
-    """Parse a complete head (ending in CRLF CRLF) into a Head; raises HTTPError."""
-    text = head[:-4]
-    lines = text.split(b"\r\n")
-    if text.count(b"\r") != len(lines) - 1 or text.count(b"\n") != len(lines) - 1:
-        raise HTTPError(400, "bare CR or LF in request head")
-    if _CTL.search(text):
-        raise HTTPError(400, "control character in request head")
-    parts = lines[0].split(b" ")
+# Memoised results of parsing one request line or one header line. Parsing a
+# line is a pure function of its bytes, and keep-alive clients repeat the same
+# lines request after request, so a hit skips all the Python-level work. Only
+# short lines are kept and the tables are emptied when full: bounded memory.
+_MEMO_LINE = 256
+_MEMO_SIZE = 2048
+_request_lines: dict[bytes, tuple] = {}
+_header_lines: dict[bytes, tuple] = {}
+
+# header lines that need more than copying into the environ
+_PLAIN, _LENGTH, _TE, _CONNECTION, _EXPECT, _HOST = range(6)
+_SPECIAL = {b"content-length": _LENGTH, b"transfer-encoding": _TE, b"connection": _CONNECTION,
+            b"expect": _EXPECT, b"host": _HOST}
+
+
+def _request_line(line: bytes) -> tuple:
+    """(method, version, REQUEST_URI, PATH_INFO, QUERY_STRING) of a request line."""
+    parts = line.split(b" ")
     if len(parts) != 3:
-        if lines[0] or len(lines) < 2:
-            raise HTTPError(400, "malformed request line")
-        # RFC 9112 2.2: an empty line before the request line (a client's stray
-        # CRLF after a body) is ignored
-        del lines[0]
-        parts = lines[0].split(b" ")
-        if len(parts) != 3:
-            raise HTTPError(400, "malformed request line")
+        raise HTTPError(400, "malformed request line")
     method, target, version_b = parts
     version = _VERSIONS.get(version_b)
     if version is None:
@@ -122,16 +124,10 @@ def parse_head(head: bytes, base: dict) -> Head:
         raise HTTPError(400, "malformed method")
     if not target or b"#" in target:
         raise HTTPError(400, "malformed request target")
-
-    environ = base.copy()
-    method_s = method.decode("ascii")
-    environ["REQUEST_METHOD"] = method_s
-    environ["SERVER_PROTOCOL"] = version
-    uri = target.decode("latin-1")
-    environ["REQUEST_URI"] = uri
+    request_uri = uri = target.decode("latin-1")
     if target[0] != 47:  # '/'
         if target.startswith((b"http://", b"https://")):
-            # absolute-form: take the path, the Host header wins over nothing else
+            # absolute-form: the path is what the application routes on
             rest = uri.split("://", 1)[1]
             slash = rest.find("/")
             uri = rest[slash:] if slash >= 0 else "/"
@@ -140,7 +136,47 @@ def parse_head(head: bytes, base: dict) -> Head:
         else:
             raise HTTPError(400, "malformed request target")
     path, _, query = uri.partition("?")
-    environ["PATH_INFO"] = _unquote(path)
+    return method.decode("ascii"), version, request_uri, _unquote(path), query
+
+
+def _header_line(line: bytes) -> tuple:
+    """(kind, environ key or None, value as str, value as lowered bytes) of a header line."""
+    name, sep, value = line.partition(b":")
+    if not sep or not name or name.translate(None, TOKEN):
+        raise HTTPError(400, "malformed header line")
+    value = value.strip(b" \t")
+    kind = _SPECIAL.get(name.lower(), _PLAIN)
+    return kind, _environ_key(name), value.decode("latin-1"), value.lower() if kind else b""
+
+
+def parse_head(head: bytes, base: dict) -> Head:
+    """Parse a complete head (ending in CRLF CRLF) into a Head; raises HTTPError."""
+    text = head[:-4]
+    lines = text.split(b"\r\n")
+    if text.count(b"\r") != len(lines) - 1 or text.count(b"\n") != len(lines) - 1:
+        raise HTTPError(400, "bare CR or LF in request head")
+    if _CTL.search(text):
+        raise HTTPError(400, "control character in request head")
+    first = lines[0]
+    if not first and len(lines) > 1:
+        # RFC 9112 2.2: an empty line before the request line (a client's stray
+        # CRLF after a body) is ignored
+        del lines[0]
+        first = lines[0]
+    rl = _request_lines.get(first)
+    if rl is None:
+        rl = _request_line(first)
+        if len(first) <= _MEMO_LINE:
+            if len(_request_lines) >= _MEMO_SIZE:
+                _request_lines.clear()
+            _request_lines[first] = rl
+    method, version, request_uri, path_info, query = rl
+
+    environ = base.copy()
+    environ["REQUEST_METHOD"] = method
+    environ["SERVER_PROTOCOL"] = version
+    environ["REQUEST_URI"] = request_uri
+    environ["PATH_INFO"] = path_info
     environ["QUERY_STRING"] = query
 
     length_s: bytes | None = None
@@ -149,33 +185,35 @@ def parse_head(head: bytes, base: dict) -> Head:
     expect = b""
     host_seen = False
     for line in lines[1:]:
-        name, sep, value = line.partition(b":")
-        if not sep or not name or name.translate(None, TOKEN):
-            raise HTTPError(400, "malformed header line")
-        value = value.strip(b" \t")
-        lname = name.lower()
-        if lname == b"content-length":
-            if length_s is not None or not value.isdigit() or len(value) > 18:
-                raise HTTPError(400, "malformed or repeated Content-Length")
-            length_s = value
-        elif lname == b"transfer-encoding":
-            if te is not None:
-                raise HTTPError(400, "repeated Transfer-Encoding")
-            te = value.lower()
-        elif lname == b"connection":
-            connection = value.lower()
-        elif lname == b"expect":
-            expect = value.lower()
-        elif lname == b"host":
-            if host_seen:
-                raise HTTPError(400, "repeated Host")
-            host_seen = True
-        key = _environ_key(name)
+        hl = _header_lines.get(line)
+        if hl is None:
+            hl = _header_line(line)
+            if len(line) <= _MEMO_LINE:
+                if len(_header_lines) >= _MEMO_SIZE:
+                    _header_lines.clear()
+                _header_lines[line] = hl
+        kind, key, v, low = hl
+        if kind:
+            if kind == _HOST:
+                if host_seen:
+                    raise HTTPError(400, "repeated Host")
+                host_seen = True
+            elif kind == _LENGTH:
+                if length_s is not None or not low.isdigit() or len(low) > 18:
+                    raise HTTPError(400, "malformed or repeated Content-Length")
+                length_s = low
+            elif kind == _TE:
+                if te is not None:
+                    raise HTTPError(400, "repeated Transfer-Encoding")
+                te = low
+            elif kind == _CONNECTION:
+                connection = low
+            else:
+                expect = low
         if key is None:
             continue
-        v = value.decode("latin-1")
         old = environ.get(key)
-        if old is not None and key.startswith("HTTP_"):
+        if old is not None and key[0] == "H":  # HTTP_*: join repeats, as CGI does
             v = old + ("; " if key == "HTTP_COOKIE" else ", ") + v
         environ[key] = v
 
