@@ -213,210 +213,234 @@ def http_date() -> str:
     return _date_cache[1]
 
 
-class Outcome:
-    """What the worker needs to know after a request: for the log, the stats, the connection."""
+class Exchange:
+    """One request's response side: start_response, write, and the framing decided once.
 
-    __slots__ = ("status", "sent", "keep_alive", "failed")
+    Also what the worker reads afterwards (status, sent, keep_alive, failed),
+    for the request log, the scoreboard and the connection's fate.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("conn", "version", "http11", "allow_chunked", "head_only", "expect_pending",
+                 "status_line", "headers", "head_sent", "length", "left", "chunked", "close",
+                 "no_body", "status", "sent", "failed", "keep_alive")
+
+    def __init__(self, conn: Any, version: str, keep_alive: bool, http11: bool, allow_chunked: bool,
+                 head_only: bool, expect_pending: Any) -> None:
+        self.conn = conn
+        self.version = version
+        self.http11 = http11
+        self.allow_chunked = allow_chunked
+        self.head_only = head_only
+        self.expect_pending = expect_pending  # the wsgi.input of an Expect request, else None
+        self.status_line: str | None = None
+        self.headers: list = []
+        self.head_sent = False
+        self.length: int | None = None   # what the head announced
+        self.left: int | None = None     # body bytes still owed under that length
+        self.chunked = False
+        self.close = not keep_alive
+        self.no_body = False
         self.status = 0
         self.sent = 0
-        self.keep_alive = False
         self.failed = False
+        self.keep_alive = False
 
-
-def _bad_header(s: str) -> bool:
-    return "\r" in s or "\n" in s or "\0" in s
-
-
-def run(app: Callable, environ: dict, conn: Any, *, version: str, keep_alive: bool,
-        http11: bool, allow_chunked: bool = True) -> Outcome:
-    """Call the app for one request and write its response to `conn`.
-
-    `version` is the status line's protocol; `http11` says the client speaks
-    1.1 (chunked allowed); `keep_alive` is what the request asked for.
-    """
-    out = Outcome()
-    head_only = environ["REQUEST_METHOD"] == "HEAD"
-    state: list = [None, None, False]  # status, headers, head sent
-    framing = {"length": None, "chunked": False, "close": not keep_alive}
-
-    def start_response(status: str, headers: list, exc_info=None):
+    def start_response(self, status: str, headers: list, exc_info=None) -> Callable[[bytes], None]:
         if exc_info:
             try:
-                if state[2]:
+                if self.head_sent:
                     raise exc_info[1].with_traceback(exc_info[2])
             finally:
                 exc_info = None
-        elif state[0] is not None:
+        elif self.status_line is not None:
             raise AssertionError("start_response called twice without exc_info")
         if (not isinstance(status, str) or len(status) < 4 or not status[:3].isdigit()
-                or status[3] != " " or _bad_header(status)):
+                or status[3] != " "):
             raise ValueError(f"invalid WSGI status {status!r}")
-        for item in headers:
-            name, value = item
-            if (not isinstance(name, str) or not isinstance(value, str)
-                    or _bad_header(name) or _bad_header(value) or ":" in name):
-                raise ValueError(f"invalid WSGI header {item!r}")
-        state[0], state[1] = status, headers
-        return write
+        if not isinstance(headers, list):
+            raise TypeError("WSGI response headers must be a list")
+        self.status_line, self.headers = status, headers
+        return self.write
 
-    def send_head(total: int | None) -> None:
-        status, headers = state[0], state[1]
+    def head(self, total: int | None) -> bytes:
+        """The response head; decides the framing. `total`: the body length, if known."""
+        status = self.status_line
+        if status is None:
+            raise AssertionError("application returned or yielded before calling start_response")
         code = int(status[:3])
-        out.status = code
-        no_body = head_only or code in _NO_BODY_STATUS or code < 200
-        lines = [f"{version} {status}\r\n"]
+        self.status = code
+        no_body = self.head_only or code in _NO_BODY_STATUS or code < 200
+        parts = [self.version, " ", status, "\r\n"]
         has_date = False
-        for name, value in headers:
+        for item in self.headers:
+            name, value = item
             lname = name.lower()
             if lname == "content-length":
                 if not (value.isascii() and value.isdigit()):
                     raise ValueError(f"invalid Content-Length {value!r} from the application")
-                framing["length"] = int(value)
+                self.length = int(value)
             elif lname == "connection":
                 if "close" in value.lower():
-                    framing["close"] = True
+                    self.close = True
                 continue
             elif lname == "transfer-encoding":
                 continue  # framing is ours to decide
             elif lname == "date":
                 has_date = True
-            lines.append(f"{name}: {value}\r\n")
-        if framing["length"] is None and not no_body:
+            elif ":" in name:
+                raise ValueError(f"invalid WSGI header name {name!r}")
+            parts += (name, ": ", value, "\r\n")
+        if self.length is None and not no_body:
             if total is not None:
-                framing["length"] = total
-                lines.append(f"Content-Length: {total}\r\n")
-            elif http11 and allow_chunked:
-                framing["chunked"] = True
-                lines.append("Transfer-Encoding: chunked\r\n")
+                self.length = total
+                parts.append(f"Content-Length: {total}\r\n")
+            elif self.http11 and self.allow_chunked:
+                self.chunked = True
+                parts.append("Transfer-Encoding: chunked\r\n")
             else:
-                framing["close"] = True
-        elif framing["length"] is None and head_only and total is not None and total > 0:
-            lines.append(f"Content-Length: {total}\r\n")
+                self.close = True
+        elif self.length is None and self.head_only and total:
+            parts.append(f"Content-Length: {total}\r\n")
         if not has_date:
-            lines.append(f"Date: {http_date()}\r\n")
-        if "HTTP_EXPECT" in environ and getattr(environ["wsgi.input"], "_expect", False):
+            parts += ("Date: ", http_date(), "\r\n")
+        if self.expect_pending is not None and getattr(self.expect_pending, "_expect", False):
             # no 100 Continue went out: whether the body follows is ambiguous, so this is the last response
-            framing["close"] = True
-        if framing["close"]:
-            lines.append("Connection: close\r\n")
-        elif not http11:
-            lines.append("Connection: keep-alive\r\n")
-        lines.append("\r\n")
-        state[2] = True
-        framing["no_body"] = no_body
-        framing["left"] = None if no_body else framing["length"]
-        return "".join(lines).encode("latin-1")
+            self.close = True
+        if self.close:
+            parts.append("Connection: close\r\n")
+        elif not self.http11:
+            parts.append("Connection: keep-alive\r\n")
+        parts.append("\r\n")
+        text = "".join(parts)
+        # One check over the whole head instead of one per header: every CR and LF
+        # must be a line end we wrote, so no header can smuggle in another.
+        lines = text.count("\r\n")
+        if text.count("\r") != lines or text.count("\n") != lines or "\0" in text:
+            raise ValueError(f"invalid WSGI status or header (CR, LF or NUL inside): {self.headers!r}")
+        self.head_sent = True
+        self.no_body = no_body
+        self.left = None if no_body else self.length
+        return text.encode("latin-1")
 
-    def body_bytes(data: bytes) -> bytes:
-        if framing.get("no_body") or not data:
+    def frame(self, data: bytes) -> bytes:
+        """Body bytes as they go on the wire, within the announced length."""
+        if self.no_body or not data:
             return b""
-        left = framing["left"]
+        left = self.left
         if left is not None:
             if len(data) > left:
                 data = data[:left]
-                framing["close"] = True  # the app lied about its length
-            framing["left"] = left - len(data)
-        elif framing["chunked"]:
+                self.close = True  # the app lied about its length
+            self.left = left - len(data)
+        elif self.chunked:
             return b"%x\r\n%s\r\n" % (len(data), data)
         return data
 
-    def write(data: bytes) -> None:
-        if state[0] is None:
+    def write(self, data: bytes) -> None:
+        """The callable start_response returns (PEP 3333's imperative write)."""
+        if self.status_line is None:
             raise AssertionError("write() before start_response()")
         if not isinstance(data, (bytes, bytearray)):
             raise TypeError("WSGI write() takes bytes")
-        chunk = b""
-        if not state[2]:
-            chunk = send_head(None)
-        chunk += body_bytes(data)
+        chunk = b"" if self.head_sent else self.head(None)
+        chunk += self.frame(data)
         if chunk:
-            out.sent += conn.sendall(chunk)
+            self.sent += self.conn.sendall(chunk)
 
+    def send_file(self, f: Any, offset: int, size: int) -> None:
+        conn = self.conn
+        self.sent += conn.sendall(self.head(size))
+        count = size if self.length is None else min(self.length, size)
+        if not self.no_body and count:
+            sent = conn.sendfile(f, offset, count)
+            self.sent += sent
+            if sent < count:
+                self.close = True  # the file shrank under us
+        self.left = 0
+        if self.length is not None and count < self.length and not self.no_body:
+            self.close = True
+
+    def send_iterable(self, result: Any) -> None:
+        conn = self.conn
+        for data in result:
+            if not data:
+                continue
+            if not self.head_sent:
+                self.sent += conn.sendall(self.head(None) + self.frame(data))
+            else:
+                piece = self.frame(data)
+                if piece:
+                    self.sent += conn.sendall(piece)
+        if not self.head_sent:
+            self.sent += conn.sendall(self.head(0))
+
+    def fail(self, response: bytes, status: int) -> None:
+        """The request failed: answer `response` if nothing went out yet, and close."""
+        self.failed = True
+        self.close = True
+        if not self.head_sent and response:
+            self.status = status
+            try:
+                self.sent += self.conn.sendall(response)
+            except (ClientGone, OSError):
+                pass
+
+
+# The worker's name for the outcome of a request.
+Outcome = Exchange
+
+
+def run(app: Callable, environ: dict, conn: Any, *, version: str, keep_alive: bool,
+        http11: bool, allow_chunked: bool = True) -> Exchange:
+    """Call the app for one request and write its response to `conn`.
+
+    `version` is the status line's protocol; `http11` says the client speaks
+    1.1 (chunked allowed); `keep_alive` is what the request asked for.
+    """
+    ex = Exchange(conn, version, keep_alive, http11, allow_chunked,
+                  environ["REQUEST_METHOD"] == "HEAD",
+                  environ["wsgi.input"] if "HTTP_EXPECT" in environ else None)
     result = None
     try:
-        result = app(environ, start_response)
-        real = _real_file(result.filelike) if isinstance(result, FileWrapper) else None
-        if real is not None:
-            if state[0] is None:
-                raise AssertionError("application returned without calling start_response")
-            offset, size = real
-            out.sent += conn.sendall(send_head(size))
-            count = size if framing["length"] is None else min(framing["length"], size)
-            if not framing["no_body"] and count:
-                sent = conn.sendfile(result.filelike, offset, count)
-                out.sent += sent
-                if sent < count:
-                    framing["close"] = True  # the file shrank under us
-            framing["left"] = 0
-            if framing["length"] is not None and count < framing["length"] and not framing["no_body"]:
-                framing["close"] = True
-        elif isinstance(result, (list, tuple)):
+        result = app(environ, ex.start_response)
+        if type(result) is list or isinstance(result, (list, tuple)):
             body = b"".join(result)
-            if state[0] is None:
-                raise AssertionError("application returned without calling start_response")
-            chunk = send_head(len(body)) if not state[2] else b""
-            chunk += body_bytes(body)
-            if framing["chunked"] and state[2]:
+            chunk = b"" if ex.head_sent else ex.head(len(body))
+            chunk += ex.frame(body)
+            if ex.chunked:
                 chunk += b"0\r\n\r\n"
-                framing["chunked"] = False
+                ex.chunked = False
             if chunk:
-                out.sent += conn.sendall(chunk)
+                ex.sent += conn.sendall(chunk)
         else:
-            for data in result:
-                if not data:
-                    continue
-                if not state[2]:
-                    if state[0] is None:
-                        raise AssertionError("application yielded before start_response")
-                    out.sent += conn.sendall(send_head(None) + body_bytes(data))
-                else:
-                    piece = body_bytes(data)
-                    if piece:
-                        out.sent += conn.sendall(piece)
-            if not state[2]:
-                if state[0] is None:
-                    raise AssertionError("application returned without calling start_response")
-                out.sent += conn.sendall(send_head(0))
-        if framing["chunked"] and not framing.get("no_body"):
-            out.sent += conn.sendall(b"0\r\n\r\n")
-        if framing.get("left"):
-            framing["close"] = True  # fewer bytes than announced: the client must see the end
+            real = _real_file(result.filelike) if isinstance(result, FileWrapper) else None
+            if real is not None:
+                ex.send_file(result.filelike, *real)
+            else:
+                ex.send_iterable(result)
+            if ex.chunked and not ex.no_body:
+                ex.sent += conn.sendall(b"0\r\n\r\n")
+        if ex.left:
+            ex.close = True  # fewer bytes than announced: the client must see the end
     except ClientGone:
-        out.failed = True
-        framing["close"] = True
+        ex.fail(b"", 0)
     except HTTPError as e:
         # a malformed request body, met while the app read wsgi.input
-        out.failed = True
-        framing["close"] = True
         log(f"request body refused: {e.status} {e.detail}")
-        if not state[2]:
-            out.status = e.status
-            try:
-                out.sent += conn.sendall(error_response(e.status))
-            except (ClientGone, OSError):
-                pass
+        ex.fail(error_response(e.status), e.status)
     except Exception:
-        out.failed = True
-        framing["close"] = True
         log("exception in the application:\n" + traceback.format_exc().rstrip())
-        if not state[2]:
-            out.status = 500
-            try:
-                out.sent += conn.sendall(_internal_error(version))
-            except (ClientGone, OSError):
-                pass
+        ex.fail(_internal_error(version), 500)
     finally:
         if hasattr(result, "close"):
             try:
                 result.close()
             except Exception:
-                out.failed = True
-                framing["close"] = True
+                ex.failed = True
+                ex.close = True
                 log("exception in the application's close():\n" + traceback.format_exc().rstrip())
-    out.keep_alive = not framing["close"]
-    return out
+    ex.keep_alive = not ex.close
+    return ex
 
 
 def _internal_error(version: str) -> bytes:
