@@ -386,10 +386,6 @@ class Exchange:
                 pass
 
 
-# The worker's name for the outcome of a request.
-Outcome = Exchange
-
-
 def run(app: Callable, environ: dict, conn: Any, *, version: str, keep_alive: bool,
         http11: bool, allow_chunked: bool = True) -> Exchange:
     """Call the app for one request and write its response to `conn`.

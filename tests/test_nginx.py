@@ -13,7 +13,8 @@ import http.client
 import json
 import os
 import shutil
-import socket
+import signal
+import subprocess
 import sys
 import textwrap
 import time
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port, wait_port
+from conftest import descendants, free_port, wait_port
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -81,9 +82,7 @@ uwsgi_param  SERVER_NAME        $server_name;
 
 
 def nginx_conf(prefix: Path, port: int, upstream_port: int) -> str:
-    params = Path(NGINX).resolve().parent.parent.parent / "etc/nginx/uwsgi_params"
-    if not params.is_file():
-        params = Path("/etc/nginx/uwsgi_params")
+    params = Path("/etc/nginx/uwsgi_params")  # Debian's, as deployments include it
     if not params.is_file():
         params = prefix / "uwsgi_params"
         params.write_text(UWSGI_PARAMS)
@@ -111,7 +110,25 @@ def nginx_conf(prefix: Path, port: int, upstream_port: int) -> str:
         """)
 
 
-def start_stack(tmp_path: Path, procs, app_source: str) -> int:
+def stop_nginx(pid: int) -> None:
+    """SIGKILL nginx's master first, then its workers.
+
+    Killing the workers first (as conftest.kill_tree does) races with the master,
+    which respawns a worker that then outlives it.
+    """
+    try:
+        os.kill(pid, signal.SIGSTOP)
+    except ProcessLookupError:
+        return
+    kids = descendants(pid)
+    for p in [pid] + kids:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def start_stack(tmp_path: Path, procs, app_source: str, started: list) -> int:
     """nginx -> uwsgi_pass -> an emperor master serving `app_source`; returns nginx's port."""
     if NGINX is None:
         pytest.skip("nginx binary not found: run scripts/install-test-deps.sh (Debian package nginx-light or nginx)")
@@ -137,6 +154,7 @@ def start_stack(tmp_path: Path, procs, app_source: str) -> int:
     nginx = procs([NGINX, "-e", "stderr", "-p", str(prefix), "-c", str(prefix / "nginx.conf"),
                    "-g", f"daemon off; pid {prefix}/nginx.pid; error_log stderr;"],
                   tmp_path, log=tmp_path / "nginx.log")
+    started.append(nginx)
     try:
         wait_port(port, timeout=10)
     except TimeoutError:
@@ -145,9 +163,22 @@ def start_stack(tmp_path: Path, procs, app_source: str) -> int:
 
 
 @pytest.fixture
-def stack(tmp_path, procs):
-    """nginx's port, in front of a master serving the echo app (both killed by PID at teardown)."""
-    return start_stack(tmp_path, procs, ECHO_APP)
+def stacks(tmp_path, procs):
+    """start(app_source) -> nginx's port; nginx, then the master, are killed by PID at teardown."""
+    started: list = []
+    yield lambda app_source: start_stack(tmp_path, procs, app_source, started)
+    for nginx in started:
+        stop_nginx(nginx.pid)
+        try:
+            nginx.popen.wait(5)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+@pytest.fixture
+def stack(stacks):
+    """nginx's port, in front of a master serving the echo app."""
+    return stacks(ECHO_APP)
 
 
 def request(port: int, method: str, target: str, body=None, headers: dict | None = None,
@@ -260,9 +291,9 @@ def upload():
                           "Fix in the server: set wsgi.input_terminated=True (our wsgi.input never "
                           "reads past the body) or drop HTTP_TRANSFER_ENCODING when CONTENT_LENGTH is set.",
                    strict=False)
-def test_flask_chunked_upload_behind_nginx(tmp_path, procs):
+def test_flask_chunked_upload_behind_nginx(stacks):
     pytest.importorskip("flask")
-    port = start_stack(tmp_path, procs, FLASK_APP)
+    port = stacks(FLASK_APP)
     whole = b"x" * 50000 + b"end"
     status, data, _ = request(port, "POST", "/upload", body=iter([whole[:20000], whole[20000:]]),
                               chunked=True, headers={"Content-Type": "application/octet-stream"})
