@@ -12,7 +12,6 @@ import os
 import stat
 import time
 import traceback
-from email.utils import formatdate
 from typing import Any, Callable
 
 from emperor.log import log
@@ -203,13 +202,18 @@ class FileWrapper:
 
 
 _date_cache = [0, ""]
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("", "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
 def http_date() -> str:
+    """IMF-fixdate for the Date header, made once a second (and without importing `email`)."""
     now = int(time.time())
     if _date_cache[0] != now:
+        t = time.gmtime(now)
         _date_cache[0] = now
-        _date_cache[1] = formatdate(now, usegmt=True)
+        _date_cache[1] = "%s, %02d %s %04d %02d:%02d:%02d GMT" % (
+            _DAYS[t.tm_wday], t.tm_mday, _MONTHS[t.tm_mon], t.tm_year, t.tm_hour, t.tm_min, t.tm_sec)
     return _date_cache[1]
 
 
