@@ -57,6 +57,7 @@ ENV_SNAPSHOT = "EMPEROR_SNAPSHOT"      # the paused previous generation
 ENV_STATE = "EMPEROR_MASTER_STATE"     # started-at, paused flag, original cwd
 ENV_CHANNEL = "EMPEROR_CHANNEL"        # socket to the emperor, when run by one
 ENV_HELD = "EMPEROR_HELD_SOCKETS"      # for the preflight: addresses we already hold
+ENV_STATS = "EMPEROR_STATS_SOCKET"     # the emperor's private stats socket, for a vassal without `stats`
 INTERNAL_ENV = (ENV_NOTIFY, ENV_OLD, ENV_SNAPSHOT, ENV_STATE, ENV_HELD, sockets.ENV, "UWSGI_RELOADS")
 
 RESPAWN_MIN_INTERVAL = 1.0
@@ -105,7 +106,7 @@ class Master:
         self.environ = dict(os.environ if environ is None else environ)
         self.config: Config | None = None
         self.name = os.path.basename(config_path.split(":")[0])
-        self.state = StateMachine(MasterState.STARTING, log)
+        self.state = StateMachine(MasterState.STARTING, log, on_change=self._show_state)
         self.pending: collections.deque[int] = collections.deque()
         self.listeners: list[sockets.Listener] = []
         self.app: Callable | None = None
@@ -133,6 +134,15 @@ class Master:
         self.awaiting_generation = True   # until this image's first generation is all ready
         self.stop_deadline = 0.0
         self._orig_env = dict(self.environ)
+
+    def _show_state(self) -> None:
+        """Put the state in the process name (ps, top): `emperor running`, `emperor paused`.
+
+        `emperor --pause/--resume PIDFILE` read it there, so that a toggle signal
+        (SIGTSTP) is sent only when it moves the master the way that was asked.
+        """
+        state = "paused" if self.paused and self.state.state != MasterState.STOPPING else self.state.state.value
+        set_process_name(f"emperor {state}")
 
     # ---------- start-up ----------
     def main(self) -> int:
@@ -192,6 +202,8 @@ class Master:
                  [(sockets.UWSGI, a) for a in config.uwsgi_sockets]
         if config.stats:
             wanted.append(("stats", config.stats))
+        elif env.get(ENV_STATS):  # what `emperor status` reads; kept across reloads like any socket
+            wanted.append(("stats", env[ENV_STATS]))
         inherited_env = dict(env)
         all_listeners = sockets.open_listeners(wanted, config.listen, config.chmod_socket, inherited_env)
         for k in (sockets.ENV, "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"):
@@ -213,6 +225,7 @@ class Master:
         else:
             log(f"generation {self.reloads} loaded, pid {os.getpid()}")
         self._tell_emperor("spawned")
+        self._show_state()
         for slot in range(config.processes):
             self.spawn(self.current, slot)
 
@@ -667,6 +680,7 @@ class Master:
             self.state.to(MasterState.PAUSED if self.paused else MasterState.RUNNING, why)
         else:
             log(f"{why}: {'paused' if self.paused else 'resumed'} while {self.state.state.value}")
+            self._show_state()
 
     def on_wake_workers(self, why: str) -> None:
         for gen in self.generations():
@@ -811,6 +825,15 @@ class Master:
                         pass
         log("stopped")
         return 0
+
+
+def set_process_name(name: str) -> None:
+    """The kernel's name for this process (15 bytes, /proc/PID/comm)."""
+    try:
+        with open("/proc/self/comm", "w") as f:
+            f.write(name[:15])
+    except OSError:
+        pass
 
 
 def _drain(fd: int) -> bytes:

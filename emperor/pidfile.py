@@ -43,6 +43,14 @@ def cmdline(pid: int) -> list[str]:
         return []
 
 
+def process_name(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
 def is_master(pid: int) -> bool:
     args = cmdline(pid)
     if "master" not in args:

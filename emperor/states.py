@@ -48,10 +48,11 @@ class StateMachine:
     """Holds one state and logs each transition as `old -> new (why)`."""
 
     def __init__(self, initial: MasterState, log: Callable[[str], None],
-                 edges: dict = MASTER_EDGES) -> None:
+                 edges: dict = MASTER_EDGES, on_change: Callable[[], None] | None = None) -> None:
         self.state = initial
         self._log = log
         self._edges = edges
+        self._on_change = on_change
 
     def to(self, new: MasterState, why: str = "") -> None:
         old = self.state
@@ -61,3 +62,5 @@ class StateMachine:
             self._log(f"unexpected transition {old.value} -> {new.value} ({why})")
         self.state = new
         self._log(f"{old.value} -> {new.value}" + (f" ({why})" if why else ""))
+        if self._on_change is not None:
+            self._on_change()

@@ -83,3 +83,19 @@ def test_stale_pidfile_naming_another_process_sends_nothing(tmp_path):
     finally:
         victim.kill()
         victim.wait()
+
+
+def test_pause_and_resume_are_idempotent(served):
+    """SIGTSTP toggles; the commands read the master's state first and never undo each other."""
+    m, pid = served
+    assert emperor("--pause", str(pid)).returncode == 0
+    m.wait_log("running -> paused")
+    wait_for(lambda: open(f"/proc/{m.pid}/comm").read().strip() == "emperor paused", 5)
+    r = emperor("--pause", str(pid))
+    assert r.returncode == 0 and "already paused" in r.stdout
+    assert emperor("--resume", str(pid)).returncode == 0
+    m.wait_log("paused -> running")
+    wait_for(lambda: open(f"/proc/{m.pid}/comm").read().strip() == "emperor running", 5)
+    r = emperor("--resume", str(pid))
+    assert "already running" in r.stdout
+    assert get(m.port)[0].status == 200
