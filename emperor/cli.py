@@ -39,6 +39,13 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.add_argument("--control")
     s.add_argument("--directory", default="vassals.d")
+    h = sub.add_parser("health", help="exit 0 if the emperor answers and is healthy (for probes)")
+    h.add_argument("directory", nargs="?", default="vassals.d")
+    h.add_argument("--control", help="control socket path")
+    h.add_argument("--live", action="store_true", help="only check that the emperor answers (liveness)")
+    h.add_argument("--max-backoff", type=float, default=60.0,
+                   help="a vassal in backoff this long (or longer) counts as failing (default 60)")
+    h.add_argument("--timeout", type=float, default=3.0)
     rs = sub.add_parser("restart", help="clear a vassal's backoff and start or reload it now")
     rs.add_argument("name")
     rs.add_argument("--control")
@@ -54,6 +61,13 @@ def _signal_pidfile(action: str, path: str) -> int:
     except PidfileError as e:
         print(f"emperor: {e}", file=sys.stderr)
         return 1
+    if action in ("pause", "resume"):
+        from emperor.pidfile import process_name
+
+        paused = process_name(pid) == "emperor paused"
+        if paused == (action == "pause"):
+            print(f"emperor: master {pid} is already {'paused' if paused else 'running'}")
+            return 0
     try:
         os.kill(pid, PIDFILE_SIGNALS[action])
     except ProcessLookupError:
@@ -91,6 +105,10 @@ def main(argv: list[str] | None = None) -> int:
         from emperor.status import run_status
 
         return run_status(args)
+    if args.command == "health":
+        from emperor.health import run_health
+
+        return run_health(args)
     if args.command == "restart":
         from emperor.status import run_restart
 
