@@ -34,6 +34,10 @@ class Listener:
         return self.sock.fileno()
 
     @property
+    def family(self) -> int:
+        return int(self.sock.family)
+
+    @property
     def is_unix(self) -> bool:
         return self.sock.family == socket.AF_UNIX
 

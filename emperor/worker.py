@@ -15,6 +15,7 @@ import errno
 import os
 import select
 import signal
+import _socket
 import socket
 import sys
 import threading
@@ -45,6 +46,7 @@ __doc__ += "\n".join(f"    {signal.Signals(s).name:8} {a}" for s, a in SIGNALS.i
 
 _EPOLL_ACCEPT = select.EPOLLIN | getattr(select, "EPOLLEXCLUSIVE", 0)
 PR_SET_PDEATHSIG = 1
+_NOWAIT = socket.MSG_DONTWAIT  # per call: client sockets stay in blocking mode, never block
 STOP_LINGER = 1.0  # seconds an idle keep-alive connection may stay open after a graceful stop
 
 
@@ -94,7 +96,7 @@ class Conn:
             return data
         while True:
             try:
-                data = self.sock.recv(min(n, 65536))
+                data = self.sock.recv(min(n, 65536), _NOWAIT)
             except BlockingIOError:
                 self._wait(select.POLLIN)
                 continue
@@ -109,7 +111,7 @@ class Conn:
         total = len(data)
         while view:
             try:
-                n = self.sock.send(view)
+                n = self.sock.send(view, _NOWAIT)
             except BlockingIOError:
                 self._wait(select.POLLOUT)
                 continue
@@ -119,6 +121,7 @@ class Conn:
         return total
 
     def sendfile(self, f, offset: int, count: int) -> int:
+        self.sock.setblocking(False)  # sendfile(2) takes no MSG_DONTWAIT
         sent = 0
         while sent < count:
             try:
@@ -137,7 +140,7 @@ class Conn:
         if self.buf:
             return True
         try:
-            return bool(self.sock.recv(1, socket.MSG_PEEK))
+            return bool(self.sock.recv(1, socket.MSG_PEEK | _NOWAIT))
         except BlockingIOError:
             return False
         except OSError:
@@ -237,7 +240,7 @@ class Core:
         for conn in [c for c in self.conns.values() if c.deadline <= now]:
             if conn.buf:
                 try:
-                    conn.sock.send(error_response(408))
+                    conn.sock.send(error_response(408), _NOWAIT)
                 except OSError:
                     pass
             self.close(conn)
@@ -250,17 +253,19 @@ class Core:
     def on_accept(self, listener: Listener, timeout_s: float) -> None:
         w = self.worker
         base = w.bases[listener.fd]
+        family = listener.family
         for _ in range(4):
             try:
-                sock, peer = listener.sock.accept()
+                fd, peer = listener.sock._accept()
             except BlockingIOError:
                 return
             except OSError as e:
                 if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
                     self.logbuf.append(logmod.line(f"accept: {e.strerror}"))
                 return
-            sock.setblocking(False)
-            conn = Conn(sock, listener, peer, base, timeout_s)
+            # The bare C socket: no Python wrapper, no enum conversions, and left in
+            # blocking mode (no ioctl) because every call passes MSG_DONTWAIT.
+            conn = Conn(_socket.socket(family, socket.SOCK_STREAM, 0, fd), listener, peer, base, timeout_s)
             self.conns[conn.fd] = conn
             # The request is usually there already: serve it before involving epoll,
             # and register only a connection that stays open.
@@ -272,7 +277,7 @@ class Core:
 
     def on_readable(self, conn: Conn) -> None:
         try:
-            data = conn.sock.recv(65536)
+            data = conn.sock.recv(65536, _NOWAIT)
         except BlockingIOError:
             return
         except OSError:
@@ -296,7 +301,7 @@ class Core:
     def refuse(self, conn: Conn, e: HTTPError) -> None:
         self.logbuf.append(logmod.line(f"{_peer(conn)} refused: {e.status} {e.detail}"))
         try:
-            conn.sock.send(error_response(e.status))
+            conn.sock.send(error_response(e.status), _NOWAIT)
         except OSError:
             pass
         self.close(conn)
