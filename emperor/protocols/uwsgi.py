@@ -24,22 +24,24 @@ def find_packet(buf: bytes | bytearray, limit: int) -> int:
 
 def parse_vars(packet: bytes, base: dict) -> dict:
     environ = base.copy()
+    # latin-1 maps each byte to one character: decode once, then slice strings
+    text = packet.decode("latin-1")
     pos, end = 4, len(packet)
     while pos < end:
-        if pos + 2 > end:
+        kstart = pos + 2
+        if kstart > end:
             raise HTTPError(400, "truncated uwsgi key")
-        klen = packet[pos] | (packet[pos + 1] << 8)
-        pos += 2
-        key = packet[pos:pos + klen]
-        pos += klen
-        if pos + 2 > end:
+        vpos = kstart + (packet[pos] | (packet[pos + 1] << 8))
+        vstart = vpos + 2
+        if vstart > end:
             raise HTTPError(400, "truncated uwsgi value")
-        vlen = packet[pos] | (packet[pos + 1] << 8)
-        pos += 2
-        if pos + vlen > end:
+        pos = vstart + (packet[vpos] | (packet[vpos + 1] << 8))
+        if pos > end:
             raise HTTPError(400, "truncated uwsgi value")
-        environ[key.decode("latin-1")] = packet[pos:pos + vlen].decode("latin-1")
-        pos += vlen
+        key = text[kstart:vpos]
+        if key[:5] == "wsgi.":
+            continue  # the server's own keys are not the front proxy's to set
+        environ[key] = text[vstart:pos]
     environ.setdefault("REQUEST_METHOD", "GET")
     environ.setdefault("PATH_INFO", "/")
     environ.setdefault("QUERY_STRING", "")
