@@ -29,9 +29,11 @@ from typing import Callable
 
 from emperor import log as logmod
 from emperor import paths
-from emperor.control import ControlServer
+from emperor.control import ControlError, ControlServer
 from emperor.config import ConfigError, load_config
-from emperor.master import ENV_CHANNEL, INTERNAL_ENV
+from emperor.master import ENV_CHANNEL, ENV_STATS, INTERNAL_ENV
+from emperor.metrics import stats_socket
+from emperor.sdnotify import Notifier
 from emperor.states import VassalState as S
 from emperor.watch import Changes, DirectoryWatcher
 
@@ -67,7 +69,7 @@ BACKOFF_MAX = 60.0
 STOP_MERCY = 10.0   # a master that has not left this long after SIGINT is SIGKILLed, group and all
 PR_SET_CHILD_SUBREAPER = 36
 ENV_VASSALS_DIR = "EMPEROR_VASSALS_DIR"
-_DROP_ENV = set(INTERNAL_ENV) | {ENV_CHANNEL, ENV_VASSALS_DIR, "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"}
+_DROP_ENV = set(INTERNAL_ENV) | {ENV_CHANNEL, ENV_VASSALS_DIR, ENV_STATS, "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"}
 
 
 @dataclass
@@ -89,6 +91,7 @@ class Vassal:
     gid: int | None = None
     addresses: set[str] = field(default_factory=set)
     waiting_for: set[str] = field(default_factory=set)  # they hold our ports: start after they left
+    stats_address: str = ""      # where its master answers its stats (its `stats`, or our private socket)
     removed: bool = False        # the file is gone: when the master exits, the vassal goes
     restart: bool = False        # start a new master when this one has exited
     spawned: bool = False        # the master has said `spawned`: its signal handlers are in place
@@ -107,6 +110,7 @@ class Vassal:
             "errors": list(self.errors), "since": self.since,
             "uid": self.uid, "gid": self.gid,
             "waiting_for": sorted(self.waiting_for),
+            "stats_address": self.stats_address,
         }
 
 
@@ -145,7 +149,8 @@ class Emperor:
     def __init__(self, directory: str, *, grace: float = 30.0, tyrant: bool = False,
                  shutdown_delay: float = 0.0, clock: Callable[[], float] = time.monotonic,
                  launch: Callable[[list[str], dict[str, str], int, int | None, int | None], int] | None = None,
-                 watcher: DirectoryWatcher | None = None, control_path: str | None = None) -> None:
+                 watcher: DirectoryWatcher | None = None, control_path: str | None = None,
+                 metrics_address: str | None = None) -> None:
         self.directory = os.path.abspath(directory)
         self.grace = grace
         self.tyrant = tyrant
@@ -163,14 +168,18 @@ class Emperor:
         self.popens: dict[int, subprocess.Popen] = {}
         self.control_path = control_path
         self.control: ControlServer | None = None
+        self.metrics_address = metrics_address
+        self.sd = Notifier.from_environ(clock=clock, log=log)  # systemd's READY=1 etc.; also `ready` below
 
     # ---------- the table ----------
     def snapshot(self) -> dict:
         now = self.clock()
         return {
             "pid": os.getpid(), "directory": self.directory,
-            "state": "stopping" if self.stopping else "running",
-            "tyrant": self.tyrant, "started": self.started_at,
+            # "draining": SIGTERM came, --shutdown-delay still runs: serving, but not ready
+            "state": ("draining" if self.shutdown_at is not None else "stopping") if self.stopping else "running",
+            "ready": self.sd.started and not self.stopping,   # emperor/sdnotify.py: the vassals present at start settled
+            "tyrant": self.tyrant, "started": self.started_at, "uptime": round(time.time() - self.started_at, 1),
             "vassals": {name: v.snapshot(now) for name, v in sorted(self.vassals.items())},
         }
 
@@ -248,6 +257,8 @@ class Emperor:
         except ConfigError as e:
             return str(e)
         addresses = config.http_sockets + config.uwsgi_sockets + ([config.stats] if config.stats else [])
+        # tyrant-mode masters run as someone else and cannot bind in our private runtime dir
+        v.stats_address = config.stats or ("" if self.tyrant else stats_socket(v.path) or "")
         return {_address_key(a) for a in addresses}, uid, gid
 
     def _owner_ids(self, v: Vassal) -> tuple[int, int] | None:
@@ -298,6 +309,8 @@ class Emperor:
         env = {k: val for k, val in os.environ.items() if k not in _DROP_ENV}
         env[ENV_CHANNEL] = str(child.fileno())
         env[ENV_VASSALS_DIR] = self.directory
+        if v.stats_address and v.stats_address == stats_socket(v.path):
+            env[ENV_STATS] = v.stats_address  # used by a master whose file has no `stats`
         argv = [sys.executable, "-m", "emperor", "master", v.path]
         try:
             pid = self.launch(argv, env, child.fileno(), uid, gid)
@@ -451,6 +464,7 @@ class Emperor:
         self.read_channel(v)   # its last words (`error …`) may still be unread
         self._close_channel(v)
         _killpg(pid, signal.SIGKILL)  # nothing of its stack may keep the port
+        _unlink(stats_socket(v.path))  # its private stats socket, if it had one
         v.pid, v.kill_at, v.spawned = None, None, False
         how = _describe(code)
         if self.stopping or v.removed:
@@ -472,6 +486,7 @@ class Emperor:
         if self.stopping:
             return
         self.stopping = "graceful"
+        self.sd.stopping(why)
         if self.shutdown_delay > 0:
             log(f"{why}: vassals keep serving {self.shutdown_delay:g}s more (--shutdown-delay), then stop")
             self.shutdown_at = self.clock() + self.shutdown_delay
@@ -482,6 +497,7 @@ class Emperor:
         if self.stopping == "now":
             return
         self.stopping, self.shutdown_at = "now", None
+        self.sd.stopping(why)
         self._stop_all(why, graceful=False)
 
     def _stop_all(self, why: str, graceful: bool) -> None:
@@ -494,9 +510,11 @@ class Emperor:
                 self.stop_master(v, why, graceful=graceful)
 
     def on_reload_all(self, why: str) -> None:
-        for v in list(self.vassals.values()):
-            if v.pid is not None and v.state is not S.CONFIG_ERROR:
-                self.reload(v, why)
+        targets = [v for v in self.vassals.values() if v.pid is not None and v.state is not S.CONFIG_ERROR]
+        if not self.stopping:
+            self.sd.reloading(v.name for v in targets)
+        for v in targets:
+            self.reload(v, why)
 
     def on_log_table(self, why: str) -> None:
         now = self.clock()
@@ -547,6 +565,10 @@ class Emperor:
         deadlines = [t for v in self.vassals.values() for t in (v.retry_at, v.kill_at) if t is not None]
         if self.shutdown_at is not None:
             deadlines.append(self.shutdown_at)
+        if self.sd.deadline() is not None:
+            deadlines.append(self.sd.deadline())
+        if self.control is not None and (t := self.control.next_deadline()) is not None:
+            deadlines.append(t)   # a status request waiting for its masters' stats
         now = self.clock()
         if self.watcher is not None and not self.stopping:
             deadlines.append(now + self.watcher.timeout())
@@ -570,6 +592,8 @@ class Emperor:
             changes = self.watcher.changes()
             if changes:
                 self.apply(changes)
+        if self.control is not None:
+            self.control.run_timers()
 
     def setup(self) -> None:
         logmod.set_prefix("[emperor]")
@@ -591,14 +615,17 @@ class Emperor:
         for v in self.vassals.values():
             if v.channel is not None:
                 self.ep.register(v.channel.fileno(), select.EPOLLIN)
-        if self.control_path:
-            self.control = ControlServer(self.control_path, self.on_control)
+        if self.control_path or self.metrics_address:
+            # the control socket and --metrics: one inner epoll, answered from this loop
+            self.control = ControlServer(self.control_path, self.on_control,
+                                         metrics_address=self.metrics_address, clock=self.clock)
             self.ep.register(self.control.fileno(), select.EPOLLIN)
         log(f"watching {self.directory} (pid {os.getpid()}{', tyrant mode' if self.tyrant else ''})")
 
     def loop(self) -> int:
         while True:
             self.dispatch_signals()
+            self.sd.update(self.vassals, scanned=False)   # an exit seen here may restart before the next look
             if self.stopping and self.shutdown_at is None and not any(v.pid for v in self.vassals.values()):
                 log("every vassal has stopped: bye")
                 return 0
@@ -614,6 +641,7 @@ class Emperor:
                 elif self.control is not None and fd == self.control.fileno():
                     self.control.on_readable()
             self.run_timers()
+            self.sd.update(self.vassals)   # systemd's READY=1/STATUS=, and `ready` in the status
 
     def on_control(self, request: str) -> dict:
         """A control-socket request: `status` (default) or `restart NAME`."""
@@ -641,6 +669,14 @@ class Emperor:
                 self.control.close()
 
 
+def _unlink(path: str | None) -> None:
+    try:
+        if path:
+            os.unlink(path)
+    except OSError:
+        pass
+
+
 def _drain(fd: int) -> None:
     try:
         while os.read(fd, 4096):
@@ -664,8 +700,10 @@ def run_emperor(args) -> int:
         return 2
     emperor = Emperor(directory, grace=args.grace, tyrant=args.tyrant,
                       shutdown_delay=getattr(args, "shutdown_delay", 0.0) or 0.0,
-                      control_path=getattr(args, "control", None) or paths.control_socket(directory))
-    for option in ("metrics",):
-        if getattr(args, option, None):
-            log(f"--{option} is not available yet; ignored")
-    return emperor.run()
+                      control_path=getattr(args, "control", None) or paths.control_socket(directory),
+                      metrics_address=getattr(args, "metrics", None))
+    try:
+        return emperor.run()
+    except ControlError as e:  # raised by setup, before any vassal starts
+        print(f"emperor: {e}", file=sys.stderr)
+        return 1

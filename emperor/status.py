@@ -1,0 +1,449 @@
+"""`emperor status [NAME] [--once|--json]` and `emperor restart NAME`: the control socket, for people.
+
+The live view asks the emperor about once a second and redraws one `rich` screen:
+one row per vassal (name, state in colour, PID, generation, workers busy/total,
+requests, requests per second, average response time, memory, uptime, and the
+last event or error); with NAME, that vassal's workers. Columns that do not fit
+the terminal are dropped, least useful first; at 80 columns the last event or
+error goes on a line of its own under its vassal. Ctrl-C leaves the terminal as
+it was and exits 0.
+"""
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import sys
+import time
+from dataclasses import dataclass
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.text import Text
+
+from emperor import paths
+from emperor.control import query
+
+REFRESH = 1.0
+STATE_STYLE = {
+    "running": "green", "starting": "yellow", "reloading": "yellow", "paused": "yellow",
+    "stopping": "yellow", "backoff": "red", "config error": "red", "reload failed": "red",
+}
+PROBLEM = {"backoff", "config error", "reload failed"}
+MIN_EVENT = 30    # narrower than this, the last event goes under its row
+
+
+class NoEmperor(Exception):
+    """Nobody answers on the control socket; str() is the one line to print."""
+
+
+# ---------- formatting ----------
+def _size(n: int | None) -> str:
+    if not n:
+        return "-"
+    for unit, scale in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
+        if n >= scale:
+            v = n / scale
+            return f"{v:.1f}{unit}" if v < 10 else f"{v:.0f}{unit}"
+    return f"{n}B"
+
+
+def _ms(us: int | None) -> str:
+    if not us:
+        return "-"
+    if us < 10_000:
+        return f"{us / 1000:.2f}ms"
+    if us < 1_000_000:
+        return f"{us / 1000:.0f}ms"
+    return f"{us / 1e6:.1f}s"
+
+
+def _count(n: int | None) -> str:
+    if n is None:
+        return "-"
+    if n < 10_000:
+        return str(n)
+    if n < 1_000_000:
+        return f"{n / 1000:.1f}k" if n < 100_000 else f"{n // 1000}k"
+    return f"{n / 1e6:.1f}M" if n < 100_000_000 else f"{n // 1_000_000}M"
+
+
+def _rate(r: float | None) -> str:
+    if r is None:
+        return "-"
+    if r < 100:
+        return f"{r:.1f}"
+    return _count(int(r))
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None or seconds < 0:
+        return "-"
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600}h"
+
+
+def event_text(name: str, v: dict) -> str:
+    """The last event, or for a vassal in trouble what went wrong (SPEC 6.2: `backoff 8s: exited 1: …`)."""
+    state = v.get("state", "")
+    error = (v.get("last_error") or "").replace(f"{name}: ", "", 1)  # the row already names it
+    event = (v.get("last_event") or "").replace(f"{name}: ", "", 1)
+    if state == "backoff":
+        detail = event.rsplit("; retry in ", 1)[0] or error
+        retry = v.get("retry_in")
+        return f"backoff {v.get('backoff', 0):g}s: {detail}" + (f" (retry in {retry:.0f}s)" if retry else "")
+    if state in PROBLEM:
+        return error or event
+    return event
+
+
+# ---------- the vassal table ----------
+@dataclass
+class Column:
+    key: str
+    header: str
+    right: bool
+    drop: int       # dropped for width in decreasing order; 0 never
+
+
+COLUMNS = [
+    Column("name", "VASSAL", False, 0),
+    Column("state", "STATE", False, 0),
+    Column("pid", "PID", True, 7),
+    Column("gen", "GEN", True, 9),
+    Column("workers", "BUSY", True, 4),
+    Column("requests", "REQS", True, 5),
+    Column("rps", "REQ/S", True, 2),
+    Column("avg", "AVG", True, 6),
+    Column("mem", "MEM", True, 3),
+    Column("up", "UP", True, 8),
+]
+
+
+def vassal_cells(name: str, v: dict, now: float) -> dict[str, str]:
+    st = v.get("stats") or {}
+    started = st.get("started_at")
+    return {
+        "name": name, "state": v.get("state", "?"),
+        "pid": str(v["pid"]) if v.get("pid") else "-",
+        "gen": str(v.get("generation", 0)) if v.get("pid") else "-",
+        "workers": f"{st['busy']}/{st['total']}" if st else "-",
+        "requests": _count(st.get("requests")) if st else "-",
+        "rps": _rate(st.get("rps")) if st else "-",
+        "avg": _ms(st.get("avg_rt")) if st else "-",
+        "mem": _size(st.get("rss")) if st else "-",
+        "up": _age(now - started) if started else "-",
+    }
+
+
+def _fit(columns: list[Column], rows: list[dict[str, str]], width: int) -> tuple[list[Column], dict[str, int]]:
+    widths = {c.key: max([len(c.header)] + [len(r[c.key]) for r in rows]) for c in columns}
+    if "name" in widths:
+        widths["name"] = min(widths["name"], max(12, width // 4))
+    shown = list(columns)
+
+    def used() -> int:
+        return sum(widths[c.key] for c in shown) + len(shown) - 1
+
+    for c in sorted((c for c in columns if c.drop), key=lambda c: -c.drop):
+        if used() <= width:
+            break
+        shown.remove(c)
+    return shown, widths
+
+
+def _cell(text: str, width: int, right: bool, style: str = "") -> Text:
+    if len(text) > width:
+        text = text[:max(width - 1, 0)] + "…"
+    return Text(text.rjust(width) if right else text.ljust(width), style=style)
+
+
+def vassal_lines(doc: dict, width: int, now: float | None = None) -> list[Text]:
+    """The vassal table as lines no wider than `width`: a header, then one or two lines per vassal."""
+    now = time.time() if now is None else now
+    vassals = doc.get("vassals", {})
+    rows = [vassal_cells(name, v, now) for name, v in vassals.items()]
+    shown, widths = _fit(COLUMNS, rows, width)
+    used = sum(widths[c.key] for c in shown) + len(shown) - 1
+    inline = width - used - 1 >= MIN_EVENT
+    head = Text(style="bold")
+    for c in shown:
+        head.append_text(_cell(c.header, widths[c.key], c.right))
+        head.append(" ")
+    if inline:
+        head.append("LAST EVENT")
+    lines = [head]
+    if not vassals:
+        lines.append(Text("no vassals: drop a .ini file into the directory", style="dim"))
+    for (name, v), row in zip(vassals.items(), rows):
+        state = v.get("state", "?")
+        line = Text()
+        for c in shown:
+            style = STATE_STYLE.get(state, "") if c.key == "state" else ("bold" if c.key == "name" else "")
+            if row[c.key] == "-":
+                style = "dim"
+            line.append_text(_cell(row[c.key], widths[c.key], c.right, style))
+            line.append(" ")
+        event = event_text(name, v)
+        style = "red" if state in PROBLEM else "dim"
+        if inline:
+            line.append_text(_cell(event, width - used - 1, False, style))
+            lines.append(line)
+        else:
+            lines.append(line)
+            if state in PROBLEM and event:
+                lines += [Text(part, style=style) for part in _wrap(event, width, indent=2, most=2)]
+    return [_trim(l, width) for l in lines]
+
+
+def _wrap(text: str, width: int, indent: int, most: int) -> list[str]:
+    """`text` indented, in at most `most` lines of `width` (the last one cut with an ellipsis)."""
+    room = max(width - indent, 10)
+    if len(text) > room:
+        # two lines cut after a `: `, keeping the most specific part (the exception) whole
+        for cut in (i + 2 for i in range(len(text)) if text.startswith(": ", i)):
+            if cut - 1 <= room and len(text) - cut <= room:
+                return [" " * indent + text[:cut - 1], " " * indent + text[cut:]]
+    parts: list[str] = []
+    while text and len(parts) < most:
+        if len(text) <= room or len(parts) == most - 1:
+            parts.append(text if len(text) <= room else text[:room - 1] + "…")
+            break
+        cut = text.rfind(" ", room // 2, room + 1)
+        cut = cut if cut > 0 else room
+        parts.append(text[:cut])
+        text = text[cut:].lstrip()
+    return [" " * indent + p for p in parts]
+
+
+def _trim(line: Text, width: int) -> Text:
+    line.rstrip()
+    line.truncate(width, overflow="ellipsis")
+    line.no_wrap = True
+    return line
+
+
+def header_line(doc: dict, width: int) -> Text:
+    vassals = doc.get("vassals", {})
+    counts: dict[str, int] = {}
+    for v in vassals.values():
+        counts[v.get("state", "?")] = counts.get(v.get("state", "?"), 0) + 1
+    summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    line = Text()
+    line.append(f"emperor {doc.get('pid')}", style="bold")
+    state = doc.get("state", "running")
+    if state != "running":
+        line.append(f" ({state})", style="yellow")
+    line.append(f" · up {_age(doc.get('uptime'))} · {len(vassals)} vassal{'s' if len(vassals) != 1 else ''}")
+    if summary:
+        line.append(f": {summary}")
+    directory = doc.get("directory", "")
+    room = width - len(line) - 3
+    if room >= 8:
+        line.append(" · " + (directory if len(directory) <= room else "…" + directory[-(room - 1):]), style="dim")
+    return _trim(line, width)
+
+
+# ---------- one vassal's workers ----------
+WORKER_COLUMNS = [
+    Column("id", "WORKER", True, 0),
+    Column("pid", "PID", True, 0),
+    Column("status", "STATUS", False, 0),
+    Column("requests", "REQS", True, 3),
+    Column("exceptions", "EXC", True, 5),
+    Column("avg", "AVG", True, 4),
+    Column("rss", "RSS", True, 2),
+    Column("respawns", "RESPAWNS", True, 6),
+]
+WORKER_STYLE = {"idle": "green", "busy": "yellow", "pause": "yellow", "cheap": "dim"}
+
+
+def worker_lines(name: str, v: dict, width: int, now: float | None = None) -> list[Text]:
+    now = time.time() if now is None else now
+    state = v.get("state", "?")
+    st = v.get("stats")
+    title = Text()
+    title.append(name, style="bold")
+    title.append("  ")
+    title.append(state, style=STATE_STYLE.get(state, ""))
+    if v.get("pid"):
+        title.append(f"  master {v['pid']}  generation {v.get('generation', 0)}")
+    if st and st.get("started_at"):
+        title.append(f"  up {_age(now - st['started_at'])}")
+    lines = [_trim(title, width)]
+    if st:
+        totals = (f"{st['total']} workers, {st['busy']} busy · {_count(st['requests'])} requests · "
+                  f"{_rate(st.get('rps'))} req/s · avg {_ms(st['avg_rt'])} · {_size(st['rss'])} RSS")
+        if st.get("snapshot", -1) >= 0:
+            totals += f" · snapshot: generation {st['snapshot']}"
+        lines.append(_trim(Text(totals), width))
+    event = event_text(name, v)
+    if event:
+        text = ("error: " if state in PROBLEM else "last event: ") + event
+        lines += [Text(part, style="red" if state in PROBLEM else "dim") for part in _wrap(text, width, 0, 3)]
+    if not st:
+        why = "its master did not answer" if v.get("pid") else "no master running"
+        lines.append(Text(f"no worker stats: {why}", style="dim"))
+        for err in (v.get("errors") or [])[-5:]:
+            if err != v.get("last_error"):
+                lines.append(_trim(Text("  " + err, style="red"), width))
+        return lines
+    rows = []
+    for w in st["workers"]:
+        rows.append({
+            "id": str(w["id"]), "pid": str(w["pid"] or "-"), "status": w["status"],
+            "requests": _count(w["requests"]), "exceptions": str(w["exceptions"]),
+            "avg": _ms(w["avg_rt"]), "rss": _size(w["rss"]), "respawns": str(w["respawn_count"]),
+            "request": f"{w['request']} ({w['busy_for']:.1f}s)" if w.get("request") else "",
+        })
+    shown, widths = _fit(WORKER_COLUMNS, rows, width - 12)
+    head = Text(style="bold")
+    for c in shown:
+        head.append_text(_cell(c.header, widths[c.key], c.right))
+        head.append(" ")
+    head.append("REQUEST")
+    lines += [Text(""), _trim(head, width)]
+    for row, w in zip(rows, st["workers"]):
+        line = Text()
+        for c in shown:
+            style = WORKER_STYLE.get(row[c.key], "") if c.key == "status" else ""
+            line.append_text(_cell(row[c.key], widths[c.key], c.right, style))
+            line.append(" ")
+        line.append(row["request"], style="yellow")
+        lines.append(_trim(line, width))
+    return lines
+
+
+# ---------- frames ----------
+def frame(doc: dict, name: str | None, width: int, height: int | None = None,
+          footer: str = "") -> Group:
+    lines = [header_line(doc, width)]
+    if name is None:
+        body = vassal_lines(doc, width)
+    else:
+        body = worker_lines(name, doc["vassals"][name], width)
+    room = None if height is None else height - 2 - bool(footer)
+    if room is not None and len(body) > room:
+        hidden = len(body) - room + 1
+        body = body[:room - 1] + [Text(f"… {hidden} more lines (a taller terminal, or --json)", style="dim")]
+    lines += [Text("")] + body
+    if footer:
+        lines.append(_trim(Text(footer, style="dim"), width))
+    return Group(*lines)
+
+
+def control_path(args) -> tuple[str, str]:
+    directory = os.path.abspath(args.directory)
+    return directory, args.control or paths.control_socket(directory)
+
+
+def ask(path: str, directory: str, request: str = "status") -> dict:
+    try:
+        doc = query(path, request)
+    except OSError:
+        raise NoEmperor(f"emperor: no emperor is running for {directory} (no answer on {path})") from None
+    except ValueError:
+        raise NoEmperor(f"emperor: the emperor on {path} gave an unreadable answer") from None
+    if not isinstance(doc, dict):
+        raise NoEmperor(f"emperor: the emperor on {path} gave an unreadable answer")
+    return doc
+
+
+def run_status(args) -> int:
+    directory, path = control_path(args)
+    try:
+        doc = ask(path, directory)
+    except NoEmperor as e:
+        print(e, file=sys.stderr)
+        return 1
+    name = args.name
+    if name is not None and name not in doc.get("vassals", {}):
+        known = ", ".join(sorted(doc.get("vassals", {}))) or "none"
+        print(f"emperor: no vassal named {name!r} (vassals: {known})", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(doc["vassals"][name] if name else doc, indent=2))
+        return 0
+    console = Console(highlight=False)
+    if args.once or not console.is_terminal:   # piped or redirected: one frame, no screen tricks
+        console.print(frame(doc, name, console.width))
+        return 0
+    return _live(doc, path, directory, name)
+
+
+def _live(doc: dict, path: str, directory: str, name: str | None) -> int:
+    """Redraw about once a second until Ctrl-C (or SIGTERM/SIGHUP); the terminal is left as it was."""
+    stop: list[int] = []
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    def on_signal(signum: int, _frame) -> None:
+        if signum != signal.SIGWINCH:
+            stop.append(signum)
+
+    handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGWINCH)
+    old = {s: signal.signal(s, on_signal) for s in handled}
+    old_wakeup = signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+    console = Console(highlight=False)
+    lost_since: float | None = None
+    try:
+        with Live(console=console, screen=True, auto_refresh=False, redirect_stdout=False,
+                  redirect_stderr=False) as live:
+            while not stop:
+                width, height = console.size
+                footer = f"every {REFRESH:g}s · Ctrl-C quits"
+                if lost_since is not None:
+                    footer = f"no answer on {path} for {time.monotonic() - lost_since:.0f}s; retrying · Ctrl-C quits"
+                if name is not None and name not in doc.get("vassals", {}):
+                    footer = f"{name} is no longer in the emperor's table · Ctrl-C quits"
+                    view = frame({**doc, "vassals": {}}, None, width, height, footer)
+                else:
+                    view = frame(doc, name, width, height, footer)
+                live.update(view, refresh=True)
+                try:
+                    select.select([wake_r], [], [], REFRESH)
+                except InterruptedError:
+                    pass
+                _drain(wake_r)
+                if stop:
+                    break
+                try:
+                    doc = ask(path, directory)
+                    lost_since = None
+                except NoEmperor:
+                    lost_since = lost_since or time.monotonic()
+    finally:
+        signal.set_wakeup_fd(old_wakeup)
+        for s, h in old.items():
+            signal.signal(s, h)
+        os.close(wake_r)
+        os.close(wake_w)
+    return 0
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 512):
+            pass
+    except (BlockingIOError, InterruptedError):
+        pass
+
+
+def run_restart(args) -> int:
+    directory, path = control_path(args)
+    try:
+        doc = ask(path, directory, f"restart {args.name}")
+    except NoEmperor as e:
+        print(e, file=sys.stderr)
+        return 1
+    if not doc.get("ok"):
+        print(f"emperor: {doc.get('error') or 'restart refused'}", file=sys.stderr)
+        return 1
+    print(f"emperor: {args.name}: restart requested, now {doc.get('state', '?')}")
+    return 0

@@ -1,0 +1,313 @@
+"""`emperor status` and `emperor restart` against a real emperor; the live view read off a tmux screen.
+
+One emperor per module runs three vassals: `good.ini` (healthy, 2 workers),
+`bad.ini` (config error) and `crash.ini` (its application raises at import, so
+it crash-loops in backoff). Every process is killed by PID at teardown; tmux
+runs on a private server socket that is killed at the end of its test.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, Proc, free_port, wait_for
+from emperor import control, paths
+from emperor.status import event_text, vassal_lines
+
+pytestmark = pytest.mark.timeout(40)
+
+APP = """
+import time
+def application(environ, start_response):
+    if environ["PATH_INFO"] == "/slow":
+        time.sleep(float(environ.get("QUERY_STRING") or 1.5))
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"ok"]
+"""
+
+
+def get(port: int, path: str = "/") -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(f"GET {path} HTTP/1.0\r\nHost: x\r\n\r\n".encode())
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 200") or data.startswith(b"HTTP/1.0 200"), data[:100]
+    return data
+
+
+def start_stack(base: Path, *extra: str) -> Proc:
+    """An emperor started with no directory argument in `base` (so: base/vassals.d) over three vassals."""
+    d = base / "vassals.d"
+    d.mkdir()
+    app = base / "app"
+    app.mkdir()
+    (app / "wsgiapp.py").write_text(textwrap.dedent(APP))
+    (app / "crashapp.py").write_text("raise RuntimeError('broken at import')\n")
+    port = free_port()
+    (d / "good.ini").write_text(f"[uwsgi]\nhttp-socket = 127.0.0.1:{port}\nchdir = {app}\n"
+                                f"module = wsgiapp:application\nprocesses = 2\nthreads = 1\n")
+    (d / "bad.ini").write_text(f"[uwsgi]\nhttp-socket = 127.0.0.1:{free_port()}\nprocesses = four\n")
+    (d / "crash.ini").write_text(f"[uwsgi]\nhttp-socket = 127.0.0.1:{free_port()}\nchdir = {app}\n"
+                                 f"module = crashapp:application\n")
+    p = Proc([sys.executable, "-m", "emperor", "run", *extra], base, log=base / "emperor.log")
+    p.port, p.base, p.dir = port, base, d
+    p.control = paths.control_socket(str(d))
+    p.wait_log("good.ini: starting -> running", timeout=15)
+    p.wait_log("crash.ini: starting -> backoff", timeout=15)
+    return p
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    p = start_stack(tmp_path_factory.mktemp("status"))
+    yield p
+    p.kill()
+    for ours in ("control.py", "emperor.py", "metrics.py"):
+        assert f'emperor/{ours}"' not in p.log   # no traceback of ours
+
+
+def emperor_cli(*args: str, cwd: Path, timeout: float = 10) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), COLUMNS="80", LINES="24")
+    return subprocess.run([sys.executable, "-m", "emperor", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def status_doc(stack) -> dict:
+    return control.query(stack.control)
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def children(pid: int) -> set[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return {int(x) for x in f.read().split()}
+
+
+# ---------- the document ----------
+def test_json_matches_the_live_processes(stack):
+    for _ in range(3):
+        get(stack.port)
+    r = emperor_cli("status", "--json", cwd=stack.base)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["pid"] == stack.pid and doc["state"] == "running" and doc["directory"] == str(stack.dir)
+    assert doc["uptime"] > 0
+    good, bad, crash = (doc["vassals"][n] for n in ("good.ini", "bad.ini", "crash.ini"))
+    assert good["state"] == "running" and alive(good["pid"]) and good["pid"] in children(stack.pid)
+    st = good["stats"]
+    assert st["pid"] == good["pid"] and st["total"] == 2 and len(st["workers"]) == 2  # processes = 2
+    assert {w["pid"] for w in st["workers"]} == children(good["pid"])
+    assert all(alive(w["pid"]) and w["status"] == "idle" and w["rss"] > 0 for w in st["workers"])
+    assert st["requests"] >= 3 and st["rss"] > sum(w["rss"] for w in st["workers"]) and st["avg_rt"] > 0
+    assert bad["state"] == "config error" and bad["pid"] is None and bad["stats"] is None
+    assert bad["last_error"] == 'bad.ini:3: processes: expected an integer, got "four"'
+    assert crash["state"] in ("backoff", "starting") and crash["backoff"] >= 1
+    assert "RuntimeError: broken at import" in crash["last_error"]
+
+
+def test_control_socket_is_private(stack):
+    st = os.stat(stack.control)
+    assert stat.S_ISSOCK(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(os.path.dirname(stack.control)).st_mode) == 0o700
+
+
+def test_requests_per_second_from_successive_requests(stack):
+    status_doc(stack)
+    time.sleep(0.3)
+    for _ in range(20):
+        get(stack.port)
+    time.sleep(0.8)
+    rps = status_doc(stack)["vassals"]["good.ini"]["stats"]["rps"]
+    assert 20 / 1.3 <= rps <= 20 / 1.0, rps  # 20 requests since the sample 1.1 s (+ query time) before
+
+
+def test_a_stuck_master_costs_a_status_half_a_second_and_not_the_others(stack):
+    pid = status_doc(stack)["vassals"]["good.ini"]["pid"]
+    idle = socket.socket(socket.AF_UNIX)
+    idle.connect(stack.control)  # a client that never says anything holds nobody up
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        doc = status_doc(stack)
+        took = time.monotonic() - t0
+        t0 = time.monotonic()
+        assert control.query(stack.control, "restart nope.ini")["ok"] is False
+        assert time.monotonic() - t0 < 0.1
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        idle.close()
+    assert 0.4 <= took < 1.0, took
+    assert doc["vassals"]["good.ini"]["state"] == "running" and doc["vassals"]["good.ini"]["stats"] is None
+    assert status_doc(stack)["vassals"]["good.ini"]["stats"]["pid"] == pid
+
+
+# ---------- what a person sees ----------
+def test_once_prints_one_frame(stack):
+    r = emperor_cli("status", "--once", cwd=stack.base)
+    assert r.returncode == 0 and r.stderr == ""
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith(f"emperor {stack.pid} · up ")
+    assert all(len(l) <= 80 for l in lines), r.stdout
+    rows = {l.split()[0]: l for l in lines if l.endswith(".ini") or ".ini " in l[:12]}
+    assert "running" in rows["good.ini"] and " 0/2 " in rows["good.ini"]
+    assert "config error" in rows["bad.ini"]
+    assert 'bad.ini:3: processes: expected an integer, got "four"' in r.stdout
+    assert "RuntimeError" in r.stdout
+
+
+def test_status_name_shows_its_workers_and_the_request_in_flight(stack):
+    t = threading.Thread(target=get, args=(stack.port, "/slow?1.5"))
+    t.start()
+    try:
+        time.sleep(0.4)
+        r = emperor_cli("status", "good.ini", "--once", cwd=stack.base)
+    finally:
+        t.join()
+    assert r.returncode == 0, r.stderr
+    doc = status_doc(stack)["vassals"]["good.ini"]
+    out = r.stdout
+    assert f"good.ini  running  master {doc['pid']}  generation 0" in out
+    assert "2 workers, 1 busy" in out
+    busy = next(l for l in out.splitlines() if " busy " in l and "GET /slow" in l)
+    age = float(busy.split("GET /slow (")[1].split("s)")[0])
+    assert 0.3 <= age < 1.5
+    for w in doc["stats"]["workers"]:
+        assert str(w["pid"]) in out
+
+
+def test_status_of_an_unknown_name_is_one_line_and_exit_1(stack):
+    r = emperor_cli("status", "nope.ini", "--once", cwd=stack.base)
+    assert r.returncode == 1 and r.stdout == ""
+    assert r.stderr.splitlines() == ["emperor: no vassal named 'nope.ini' (vassals: bad.ini, crash.ini, good.ini)"]
+
+
+def test_no_emperor_is_one_line_and_exit_1(tmp_path):
+    for args in (["status"], ["status", "--once"], ["status", "--json"], ["restart", "app.ini"]):
+        r = emperor_cli(*args, cwd=tmp_path)
+        assert r.returncode == 1 and r.stdout == ""
+        path = paths.control_socket(str(tmp_path / "vassals.d"))
+        assert r.stderr.splitlines() == [
+            f"emperor: no emperor is running for {tmp_path / 'vassals.d'} (no answer on {path})"]
+
+
+def test_restart_clears_the_backoff_and_starts_now(stack):
+    wait_for(lambda: status_doc(stack)["vassals"]["crash.ini"]["state"] == "backoff", timeout=5)
+    starts = status_doc(stack)["vassals"]["crash.ini"]["starts"]
+    r = emperor_cli("restart", "crash.ini", cwd=stack.base)
+    assert r.returncode == 0 and r.stdout == "emperor: crash.ini: restart requested, now starting\n"
+    assert status_doc(stack)["vassals"]["crash.ini"]["starts"] == starts + 1
+    r = emperor_cli("restart", "nope.ini", cwd=stack.base)
+    assert r.returncode == 1 and r.stderr == "emperor: no vassal named 'nope.ini'\n"
+
+
+# ---------- the live view, in a terminal ----------
+class Tmux:
+    """A private tmux server (its own socket), one 80x24 window running a shell."""
+
+    def __init__(self, cwd: Path) -> None:
+        self.sock = f"emperor-test-{uuid.uuid4().hex[:8]}"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TMUX")}
+        env.update(PYTHONPATH=str(ROOT), LANG="C.UTF-8")
+        self.run("-f", "/dev/null", "new-session", "-d", "-s", "t", "-x", "80", "-y", "24",
+                 "-c", str(cwd), "bash --norc --noprofile", env=env)
+
+    def run(self, *args: str, env=None) -> str:
+        return subprocess.run(["tmux", "-u", "-L", self.sock, *args], env=env, capture_output=True,
+                              text=True, timeout=5, check=True).stdout
+
+    def keys(self, *keys: str) -> None:
+        self.run("send-keys", "-t", "t", *keys)
+
+    def screen(self) -> str:
+        return self.run("capture-pane", "-p", "-J", "-t", "t")
+
+    def show(self, what: str) -> str:
+        return self.run("display-message", "-p", "-t", "t", what).strip()
+
+    def kill(self) -> None:
+        subprocess.run(["tmux", "-L", self.sock, "kill-server"], capture_output=True, timeout=5)
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+def test_live_view_at_80x24_and_ctrl_c_leaves_a_clean_terminal(stack):
+    tmux = Tmux(stack.base)
+    try:
+        assert tmux.show("#{window_width}x#{window_height}") == "80x24"
+        tmux.keys(f"{sys.executable} -m emperor status; echo EXIT=$?", "Enter")
+        wanted = ("good.ini", "running", "bad.ini", "config error", "crash.ini", "backoff",
+                  'processes: expected an integer, got "four"', "RuntimeError: broken at import")
+        screen = wait_for(lambda: (s := tmux.screen()) and all(w in s for w in wanted) and s, timeout=15)
+        assert tmux.show("#{alternate_on}") == "1"
+        lines = screen.splitlines()
+        assert all(len(l) <= 80 for l in lines), screen   # -J joins wrapped lines: nothing wrapped
+        assert lines[0].startswith(f"emperor {stack.pid} · up ")
+        assert any(l.startswith("VASSAL ") and "STATE" in l and "REQ/S" in l for l in lines)
+        good = next(l for l in lines if l.startswith("good.ini"))
+        assert "running" in good and " 0/2 " in good
+        # refreshed about once a second: the emperor's uptime moves
+        first = lines[0]
+        wait_for(lambda: tmux.screen().splitlines()[0] != first, timeout=3)
+        tmux.keys("C-c")
+        after = wait_for(lambda: (s := tmux.screen()) and "\nEXIT=" in s and s, timeout=5)
+        assert "\nEXIT=0\n" in after
+        assert tmux.show("#{alternate_on}") == "0" and tmux.show("#{cursor_flag}") == "1"
+        assert "VASSAL" not in after and "config error" not in after   # the view went with its screen
+    finally:
+        tmux.kill()
+
+
+# ---------- rendering, without processes ----------
+def fake_doc(n: int = 3) -> dict:
+    vassals = {}
+    for i in range(n):
+        vassals[f"vassal-with-a-long-name-{i}.ini"] = {
+            "state": "running", "pid": 40000 + i, "generation": 12, "backoff": 0, "last_event": "ready",
+            "last_error": "", "stats": {"busy": 3, "total": 16, "requests": 1234567, "rps": 1234.5,
+                                        "avg_rt": 12345, "rss": 512 << 20, "started_at": time.time() - 90000},
+        }
+    vassals["broken.ini"] = {"state": "backoff", "pid": None, "generation": 0, "backoff": 8.0, "retry_in": 3.2,
+                             "last_event": "exited 1: broken.ini: ImportError: no module named x; retry in 8s",
+                             "last_error": "broken.ini: ImportError: no module named x", "stats": None}
+    return {"pid": 1, "vassals": vassals}
+
+
+@pytest.mark.parametrize("width", [60, 80, 100, 160])
+def test_table_fits_the_width_and_keeps_name_state_and_errors(width):
+    lines = [l.plain for l in vassal_lines(fake_doc(), width)]
+    assert all(len(l) <= width for l in lines), lines
+    header = lines[0].split()
+    assert header[:2] == ["VASSAL", "STATE"] and "REQ/S" in header and "BUSY" in header
+    assert sum(" running " in l and "1.2M" in l for l in lines) == 3
+    text = " ".join(l.strip() for l in lines)
+    assert "backoff 8s: exited 1: ImportError: no module named x (retry in 3s)" in text
+    if width >= 140:
+        assert header[-2:] == ["LAST", "EVENT"] and len(lines) == 5   # the event is a column
+    else:
+        assert "EVENT" not in header and lines[-1].startswith("  ")   # the event under its row
+    if width <= 60:
+        assert "GEN" not in header   # the least useful column goes first
+
+
+def test_backoff_event_reads_like_the_spec():
+    v = fake_doc()["vassals"]["broken.ini"]
+    assert event_text("broken.ini", v) == "backoff 8s: exited 1: ImportError: no module named x (retry in 3s)"
