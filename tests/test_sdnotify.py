@@ -1,0 +1,368 @@
+"""What systemd and probes see: sd_notify messages, `emperor health`, and shutdown under load.
+
+A datagram socket of the test's own stands in for systemd's $NOTIFY_SOCKET; the
+emperor and its masters are real processes (started through `procs`, killed by
+PID at teardown).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, free_port, wait_for
+from emperor import health, sdnotify
+from emperor.control import query
+from emperor.paths import control_socket
+
+pytestmark = pytest.mark.timeout(60)
+
+APP = """
+import os, time
+time.sleep(float(os.environ.get("IMPORT_DELAY", "0")))
+def application(environ, start_response):
+    if environ["PATH_INFO"] == "/slow":
+        time.sleep(1.5)
+    body = "%s gen=%s notify=%s" % (os.environ.get("VASSAL"), os.environ.get("UWSGI_RELOADS", "0"),
+                                    os.environ.get("NOTIFY_SOCKET", "-"))
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [body.encode()]
+"""
+
+
+def ini(port: int, appdir: Path, extra: str = "") -> str:
+    return (f"[uwsgi]\nhttp-socket = 127.0.0.1:{port}\nchdir = {appdir}\nmodule = wsgiapp:application\n"
+            f"env = VASSAL=%n\n{extra}")
+
+
+def get(port: int, path: str = "/", timeout: float = 5.0) -> tuple[int, str]:
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(f"GET {path} HTTP/1.0\r\nHost: x\r\n\r\n".encode())
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    if not data:
+        raise ConnectionError("closed without a response")
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body.decode()
+
+
+def answers(port: int) -> bool:
+    try:
+        return get(port, timeout=1)[0] == 200
+    except (OSError, ValueError, IndexError):
+        return False
+
+
+class FakeSystemd:
+    """An AF_UNIX datagram socket that collects what the emperor sends."""
+
+    def __init__(self, address: str | bytes) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(address)
+        self.sock.settimeout(0.1)
+        self.messages: list[tuple[float, dict[str, str]]] = []
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                data = self.sock.recv(65536)
+            except (socket.timeout, BlockingIOError):
+                return
+            fields = dict(line.split("=", 1) for line in data.decode().splitlines() if "=" in line)
+            self.messages.append((time.monotonic(), fields))
+
+    def wait(self, key: str, value: str = "1", timeout: float = 10.0, count: int = 1) -> dict[str, str]:
+        def found():
+            self._drain()
+            hits = [m for _, m in self.messages if m.get(key) == value]
+            return hits[count - 1] if len(hits) >= count else None
+        try:
+            return wait_for(found, timeout, interval=0.01)
+        except TimeoutError:
+            raise TimeoutError(f"no {key}={value} (#{count}) in {self.messages}") from None
+
+    def keys(self) -> list[str]:
+        self._drain()
+        return [k for _, m in self.messages for k in m if k != "STATUS"]
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def shortdir():
+    d = Path(tempfile.mkdtemp(prefix="emp-sd-"))   # AF_UNIX paths must stay short
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def systemd(shortdir):
+    fake = FakeSystemd(str(shortdir / "notify"))
+    fake.env = str(shortdir / "notify")
+    yield fake
+    fake.close()
+
+
+@pytest.fixture
+def appdir(tmp_path):
+    d = tmp_path / "app"
+    d.mkdir()
+    (d / "wsgiapp.py").write_text(APP)
+    return d
+
+
+@pytest.fixture
+def run_emperor(tmp_path, procs):
+    def start(*args: str, env: dict | None = None, vassals: dict[str, str] | None = None):
+        d = tmp_path / "vassals"
+        d.mkdir(exist_ok=True)
+        for name, body in (vassals or {}).items():
+            (d / name).write_text(body)
+        p = procs([sys.executable, "-m", "emperor", "run", str(d), "--grace", "5", *args], tmp_path,
+                  env=env, log=tmp_path / "emperor.log")
+        p.dir = d
+        return p
+    return start
+
+
+def health_cli(directory: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "emperor", "health", str(directory), *args],
+                          capture_output=True, text=True, timeout=15, cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+# ---------- sd_notify with a real emperor ----------
+def test_ready_once_vassals_serve_reloading_ready_around_sighup_stopping_at_sigterm(run_emperor, systemd, appdir):
+    port = free_port()
+    e = run_emperor(env={"NOTIFY_SOCKET": systemd.env, "IMPORT_DELAY": "0.7"},
+                    vassals={"app.ini": ini(port, appdir)})
+    ready = systemd.wait("READY", timeout=15)
+    assert answers(port), "READY=1 came before the vassal served"
+    assert ready["STATUS"] == "1 vassal: 1 running"
+    status, body = get(port)
+    assert body.endswith("notify=-"), "NOTIFY_SOCKET leaked into the vassal's environment"
+    assert query(control_socket(str(e.dir)))["ready"] is True
+
+    before = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+    e.signal(signal.SIGHUP)
+    reloading = systemd.wait("RELOADING")
+    assert before <= int(reloading["MONOTONIC_USEC"]) <= time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+    systemd.wait("READY", count=2, timeout=15)
+    assert " gen=1 " in get(port)[1]
+    keys = systemd.keys()
+    assert keys.index("RELOADING") < len(keys) - 1 - keys[::-1].index("READY")
+
+    e.signal(signal.SIGTERM)
+    stopping = systemd.wait("STOPPING")
+    assert stopping["STATUS"].startswith("stopping")
+    assert e.wait(10) == 0
+    assert systemd.keys() == ["READY", "RELOADING", "MONOTONIC_USEC", "READY", "STOPPING"]
+
+
+def test_ready_does_not_wait_for_broken_vassals(run_emperor, systemd, appdir):
+    (appdir / "crashapp.py").write_text("raise RuntimeError('broken at import')\n")
+    good, bad = free_port(), free_port()
+    e = run_emperor(env={"NOTIFY_SOCKET": systemd.env}, vassals={
+        "good.ini": ini(good, appdir),
+        "crash.ini": ini(bad, appdir).replace("wsgiapp:", "crashapp:"),
+        "typo.ini": ini(bad, appdir, "processes = many\n"),
+    })
+    ready = systemd.wait("READY", timeout=15)
+    assert answers(good)
+    assert ready["STATUS"] == "3 vassals: 1 backoff, 1 running, 1 config error"
+    assert "retry in 2s" not in e.log, systemd.messages   # at its first failure, not its second
+
+
+def test_abstract_notify_socket_and_an_empty_directory(run_emperor):
+    name = f"emperor-test-{uuid.uuid4().hex}"
+    fake = FakeSystemd(b"\0" + name.encode())
+    try:
+        e = run_emperor(env={"NOTIFY_SOCKET": "@" + name})
+        assert fake.wait("READY", timeout=10)["STATUS"] == "no vassals"
+        e.signal(signal.SIGINT)
+        fake.wait("STOPPING")
+        assert e.wait(10) == 0
+    finally:
+        fake.close()
+
+
+def test_no_notify_socket_is_fine(run_emperor, appdir):
+    port = free_port()
+    e = run_emperor(vassals={"app.ini": ini(port, appdir)})
+    wait_for(lambda: answers(port))
+    e.signal(signal.SIGTERM)
+    assert e.wait(10) == 0
+
+
+# ---------- the Notifier without processes ----------
+class Clock:
+    now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_notifier_ready_timeout_and_status_lines():
+    clock = Clock()
+    n = sdnotify.Notifier(None, clock=clock, ready_timeout=60)
+    assert not n.active
+    n.update({"a.ini": "starting", "b.ini": "starting"})
+    assert not n.ready and n.deadline() == 160
+    n.update({"a.ini": "running", "b.ini": "starting"})
+    assert not n.ready
+    n.update({"a.ini": "running", "b.ini": "starting", "late.ini": "starting"})  # not present at start
+    clock.now = 160
+    n.update({"a.ini": "running", "b.ini": "starting", "late.ini": "starting"})
+    assert n.ready and n.started and n.deadline() is None
+    assert n.sent[-1].startswith("READY=1\nSTATUS=3 vassals: 1 running, 2 starting; not settled after 60s: b.ini")
+    n.reloading(["a.ini"])
+    assert not n.ready and n.started and n.sent[-1].startswith("RELOADING=1\nMONOTONIC_USEC=")
+    n.update({"a.ini": "reload failed"})      # settled: the old generation keeps serving
+    assert n.ready and n.sent[-1] == "READY=1\nSTATUS=1 vassal: 1 reload failed"
+    n.stopping("SIGTERM")
+    n.update({"a.ini": "stopping"})
+    n.reloading(["a.ini"])
+    assert n.sent[-1] == "STOPPING=1\nSTATUS=stopping (SIGTERM)" and not n.ready
+
+
+def test_notify_socket_addresses(shortdir):
+    assert sdnotify.address("@abc") == b"\0abc"
+    assert sdnotify.address("/run/systemd/notify") == "/run/systemd/notify"
+    assert sdnotify.address("") is None and sdnotify.address(None) is None
+    assert sdnotify.address("vsock:2:1234") is None
+    assert sdnotify.notify("READY=1", str(shortdir / "nobody-listens")) is False
+    env = {"NOTIFY_SOCKET": "@x"}
+    n = sdnotify.Notifier.from_environ(env)
+    assert n.socket_path == "@x" and "NOTIFY_SOCKET" not in env
+
+
+# ---------- emperor health ----------
+def test_health_exit_codes(run_emperor, appdir, tmp_path):
+    assert health_cli(tmp_path / "vassals").returncode == 1  # nobody there: one line
+    (appdir / "crashapp.py").write_text("raise RuntimeError('broken at import')\n")
+    port, bad = free_port(), free_port()
+    e = run_emperor(vassals={"app.ini": ini(port, appdir), "typo.ini": ini(bad, appdir, "threads = x\n")})
+    wait_for(lambda: answers(port))
+    r = wait_for(lambda: (lambda r: r if r.returncode == 0 else None)(health_cli(e.dir)), timeout=5)
+    assert r.stdout == "ok: 2 vassals: 1 running, 1 config error\n"   # a config error is not a failure
+    (e.dir / "crash.ini").write_text(ini(bad, appdir).replace("wsgiapp:", "crashapp:"))
+    e.wait_log("crash.ini: starting -> backoff")
+    assert health_cli(e.dir).returncode == 0                       # first backoffs: may recover
+    r = health_cli(e.dir, "--max-backoff", "1")
+    assert r.returncode == 1 and r.stdout == ""
+    assert r.stderr.startswith("emperor health: crash.ini keeps failing (backoff ")
+    assert "RuntimeError: broken at import" in r.stderr and r.stderr.count("\n") == 1
+    assert health_cli(e.dir, "--live", "--max-backoff", "1").returncode == 0
+    e.signal(signal.SIGTERM)
+    assert e.wait(10) == 0
+    r = health_cli(e.dir)
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "no emperor for" in r.stderr
+
+
+def test_health_check_rules():
+    def doc(state="running", ready=True, **vassals):
+        return {"pid": 7, "state": state, "ready": ready, "vassals": vassals}
+    ok = {"state": "running", "backoff": 0}
+    assert health.check(doc(a=ok)) == (True, "ok: 1 vassal: 1 running")
+    assert health.check(doc(state="draining", a=ok))[0] is False
+    assert health.check(doc(state="stopping", a=ok))[0] is False
+    assert health.check(doc(state="draining"), live=True)[0] is True
+    assert health.check(doc(ready=False, a={"state": "starting"}))[1] == "emperor is not ready yet: waiting for a"
+    looping = {"state": "backoff", "backoff": 60.0, "last_error": "exited 1: ImportError: x\nmore"}
+    assert health.check(doc(a=ok, b=looping)) == (False, "b keeps failing (backoff 60s: exited 1: ImportError: x)")
+    assert health.check(doc(b={**looping, "backoff": 8.0}))[0] is True
+    assert health.check(doc(b={"state": "reload failed"}, c={"state": "config error"}))[0] is True
+
+
+# ---------- shutdown under load, with real processes ----------
+@pytest.mark.parametrize("workers, clients", [
+    pytest.param("processes = 2\nthreads = 2\n", 3, id="spare-workers"),
+    pytest.param("processes = 1\n", 8, id="queued-in-backlog", marks=pytest.mark.xfail(
+        reason="a graceful stop closes the listening socket with connections still queued in its backlog "
+               "(connected, request sent, not yet accept()ed by a worker): they are reset. Workers "
+               "would have to accept what is queued before they leave (emperor/worker.py).", strict=False)),
+])
+def test_sigterm_under_load_completes_every_accepted_request(run_emperor, appdir, workers, clients):
+    port = free_port()
+    e = run_emperor(vassals={"app.ini": ini(port, appdir, workers)})
+    wait_for(lambda: answers(port))
+    results: list[tuple[str, float, object]] = []  # (path, when it was sent, status or error)
+    stop = threading.Event()
+    lock = threading.Lock()
+
+    def client(path: str) -> None:
+        while not stop.is_set():
+            sent = time.monotonic()
+            try:
+                s = socket.create_connection(("127.0.0.1", port), timeout=10)
+            except OSError:
+                time.sleep(0.01)
+                continue                          # refused: never accepted, nothing to complete
+            try:
+                with s:
+                    s.sendall(f"GET {path} HTTP/1.0\r\nHost: x\r\n\r\n".encode())
+                    data = b""
+                    while chunk := s.recv(65536):
+                        data += chunk
+                outcome: object = int(data.split()[1]) if data else "closed without a response"
+            except (OSError, IndexError, ValueError) as exc:
+                outcome = repr(exc)
+            with lock:
+                results.append((path, sent, outcome))
+            if path == "/slow":
+                return
+
+    threads = [threading.Thread(target=client, args=("/",), daemon=True) for _ in range(clients)]
+    threads.append(threading.Thread(target=client, args=("/slow",), daemon=True))
+    for t in threads:
+        t.start()
+    time.sleep(0.5)                               # load running, the slow request in flight
+    sigterm_at = time.monotonic()
+    e.signal(signal.SIGTERM)
+    assert e.wait(10) == 0
+    stop.set()
+    for t in threads:
+        t.join(10)
+    before = [(path, outcome) for path, sent, outcome in results if sent < sigterm_at]
+    assert len(before) > 20
+    assert [(p, o) for p, o in before if o != 200] == []
+    assert ("/slow", 200) in before               # it was in flight for 1 s when SIGTERM came
+    assert "every vassal has stopped: bye" in e.log and "SIGKILL" not in e.log
+
+
+def test_shutdown_delay_keeps_accepting_and_reports_draining(run_emperor, appdir, systemd):
+    port = free_port()
+    e = run_emperor("--shutdown-delay", "1.5", env={"NOTIFY_SOCKET": systemd.env},
+                    vassals={"app.ini": ini(port, appdir)})
+    systemd.wait("READY", timeout=15)
+    assert health_cli(e.dir).returncode == 0
+    t0 = time.monotonic()
+    e.signal(signal.SIGTERM)
+    systemd.wait("STOPPING")
+    doc = query(control_socket(str(e.dir)))
+    assert doc["state"] == "draining" and doc["ready"] is False
+    r = health_cli(e.dir)
+    assert r.returncode == 1 and "draining" in r.stderr
+    assert health_cli(e.dir, "--live").returncode == 0
+    served = 0
+    while time.monotonic() - t0 < 1.2:            # new connections still served during the delay
+        assert get(port)[0] == 200
+        served += 1
+        time.sleep(0.05)
+    assert served > 5
+    assert e.wait(10) == 0
+    assert time.monotonic() - t0 >= 1.5
+    assert not answers(port)
