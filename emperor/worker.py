@@ -174,6 +174,12 @@ class Core:
     def apply_orders(self) -> None:
         w = self.worker
         want_accept = not (w.stopping or w.paused)
+        if self.accepting and w.stopping and not w.paused:
+            # Connections the kernel already queued were accepted as far as the
+            # client knows: take them in and answer them before leaving, so a
+            # stop never resets a request that was sent before it.
+            for l in w.listeners:
+                self.on_accept(l, w.config.socket_timeout, limit=w.config.listen)
         if want_accept != self.accepting:
             for l in w.listeners:
                 if want_accept:
@@ -250,11 +256,11 @@ class Core:
         self.conns.pop(conn.fd, None)
         conn.close()
 
-    def on_accept(self, listener: Listener, timeout_s: float) -> None:
+    def on_accept(self, listener: Listener, timeout_s: float, limit: int = 4) -> None:
         w = self.worker
         base = w.bases[listener.fd]
         family = listener.family
-        for _ in range(4):
+        for _ in range(limit):
             try:
                 fd, peer = listener.sock._accept()
             except BlockingIOError:
@@ -272,7 +278,7 @@ class Core:
             self.on_readable(conn)
             if conn.fd in self.conns and self.reading:
                 self.ep.register(conn.fd, select.EPOLLIN)
-            if w.stopping or w.paused:
+            if (w.stopping or w.paused) and limit <= 4:
                 return
 
     def on_readable(self, conn: Conn) -> None:

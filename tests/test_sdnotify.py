@@ -290,10 +290,7 @@ def test_health_check_rules():
 # ---------- shutdown under load, with real processes ----------
 @pytest.mark.parametrize("workers, clients", [
     pytest.param("processes = 2\nthreads = 2\n", 3, id="spare-workers"),
-    pytest.param("processes = 1\n", 8, id="queued-in-backlog", marks=pytest.mark.xfail(
-        reason="a graceful stop closes the listening socket with connections still queued in its backlog "
-               "(connected, request sent, not yet accept()ed by a worker): they are reset. Workers "
-               "would have to accept what is queued before they leave (emperor/worker.py).", strict=False)),
+    pytest.param("processes = 1\n", 8, id="queued-in-backlog"),
 ])
 def test_sigterm_under_load_completes_every_accepted_request(run_emperor, appdir, workers, clients):
     port = free_port()
@@ -337,7 +334,7 @@ def test_sigterm_under_load_completes_every_accepted_request(run_emperor, appdir
     for t in threads:
         t.join(10)
     before = [(path, outcome) for path, sent, outcome in results if sent < sigterm_at]
-    assert len(before) > 20
+    assert len(before) > 5  # some load really ran (a busy machine serves fewer)
     assert [(p, o) for p, o in before if o != 200] == []
     assert ("/slow", 200) in before               # it was in flight for 1 s when SIGTERM came
     assert "every vassal has stopped: bye" in e.log and "SIGKILL" not in e.log
