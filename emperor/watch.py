@@ -15,6 +15,7 @@ with `timeout()` and calls `changes()` when it wakes.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 import time
@@ -60,6 +61,14 @@ def fingerprint(path: str) -> Fingerprint | None:
     if not stat.S_ISREG(st.st_mode):
         return None
     return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size)
+
+
+def content_digest(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as f:
+            return hashlib.sha256(f.read(1 << 20)).digest()
+    except OSError:
+        return None
 
 
 def is_vassal_name(name: str, suffix: str = ".ini") -> bool:
@@ -119,6 +128,7 @@ class DirectoryWatcher:
         self.log = log
         self.prints: dict[str, Fingerprint] = {}
         self.missing_since: dict[str, float] = {}   # known names not found by the last rescan
+        self.digests: dict[str, bytes | None] = {}  # content of symlinked vassals (ConfigMaps)
         self.due: float | None = clock()            # the first changes() reports every file
         self.next_full = clock() + rescan_every
         self.inotify = None
@@ -146,6 +156,27 @@ class DirectoryWatcher:
 
     def rescan_now(self) -> None:
         self.due = self.clock()
+
+    def _remember_content(self, name: str) -> None:
+        """Keep a digest of symlinked vassals: a ConfigMap update re-points every one."""
+        path = os.path.join(self.directory, name)
+        if os.path.islink(path):
+            self.digests[name] = content_digest(path)
+
+    def _same_reprojection(self, name: str, old: Fingerprint, new: Fingerprint) -> bool:
+        """True when a symlinked vassal now resolves to another file with the same bytes.
+
+        kubelet writes every key of a ConfigMap into a new directory and re-points
+        `..data`, so every file gets a new inode; only those whose content differs
+        changed. A touch (same inode, new mtime) still counts as a change.
+        """
+        path = os.path.join(self.directory, name)
+        if not os.path.islink(path):
+            self.digests.pop(name, None)
+            return False
+        before = self.digests.get(name)
+        now = self.digests[name] = content_digest(path)
+        return old[:2] != new[:2] and old[4] == new[4] and before is not None and before == now
 
     def changes(self) -> Changes | None:
         """Drain inotify; if a rescan is due, run it and return what changed."""
@@ -255,8 +286,12 @@ class DirectoryWatcher:
             self.missing_since.pop(name, None)
             if old is None:
                 out.new.append(name)
+                self._remember_content(name)
             elif old != fp:
-                out.changed.append(name)
+                if self._same_reprojection(name, old, fp):
+                    self.log(f"{name}: re-projected with the same content: not reloaded")
+                else:
+                    out.changed.append(name)
             self.prints[name] = fp
         moved_to = {self.prints[n][:2] for n in out.new}  # (device, inode) under a new name
         for name in [n for n in self.prints if n not in found]:

@@ -246,10 +246,6 @@ def test_configmap_update_reloads_the_edited_vassal_gracefully(tmp_path, procs):
     assert log.count("hello.ini: new -> starting") == 1
 
 
-@pytest.mark.xfail(reason="kubelet writes every key into a new ..<timestamp> directory, so every file gets "
-                          "a new inode; the watcher's fingerprint (dev, inode, mtime, ctime, size) then "
-                          "reloads the unchanged vassals too (SPEC 6.1 allows it). Comparing contents when "
-                          "only the inode changed would spare them.", strict=False)
 def test_configmap_update_spares_the_unchanged_vassals(tmp_path, procs):
     log = configmap_update(tmp_path, procs)
     assert "other.ini: running -> reloading" not in log
