@@ -209,6 +209,7 @@ class Master:
         for k in (sockets.ENV, "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"):
             env.pop(k, None)
         self.listeners = [l for l in all_listeners if l.kind != "stats"]
+        sockets.defer_accept(self.listeners, config.socket_timeout)
         for l in all_listeners:
             if l.kind == "stats":
                 self.stats_sock = l.sock

@@ -178,6 +178,23 @@ def _close_dropped(address: str, sock: socket.socket) -> None:
             pass
 
 
+def defer_accept(listeners: list[Listener], seconds: int) -> None:
+    """TCP_DEFER_ACCEPT: a connection reaches accept() only once its request bytes arrived.
+
+    Both protocols we serve start with the client talking, so a worker's first
+    read after accept() then always finds the request: no failed read, no
+    epoll registration and wait for the common one-request connection (nginx's
+    `uwsgi_pass`, `Connection: close`), and a client that connects and says
+    nothing costs no worker at all. `seconds` bounds the wait (socket-timeout).
+    """
+    for l in listeners:
+        if l.sock.family in (socket.AF_INET, socket.AF_INET6):
+            try:
+                l.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, max(int(seconds), 1))
+            except OSError:
+                pass
+
+
 def inode(sock: socket.socket) -> int:
     """The kernel socket's inode: proof that a reload kept the same socket."""
     return os.fstat(sock.fileno()).st_ino
