@@ -10,6 +10,10 @@ from __future__ import annotations
 from emperor.protocols.http import HTTPError
 
 
+_SERVER_KEYS = ("wsgi.version", "wsgi.url_scheme", "wsgi.multithread", "wsgi.multiprocess",
+                "wsgi.run_once", "wsgi.errors", "wsgi.file_wrapper", "wsgi.input_terminated")
+
+
 def find_packet(buf: bytes | bytearray, limit: int) -> int:
     """Length of the complete header + vars block, -1 if incomplete."""
     if len(buf) < 4:
@@ -27,21 +31,19 @@ def parse_vars(packet: bytes, base: dict) -> dict:
     # latin-1 maps each byte to one character: decode once, then slice strings
     text = packet.decode("latin-1")
     pos, end = 4, len(packet)
-    while pos < end:
-        kstart = pos + 2
-        if kstart > end:
-            raise HTTPError(400, "truncated uwsgi key")
-        vpos = kstart + (packet[pos] | (packet[pos + 1] << 8))
-        vstart = vpos + 2
-        if vstart > end:
-            raise HTTPError(400, "truncated uwsgi value")
-        pos = vstart + (packet[vpos] | (packet[vpos + 1] << 8))
-        if pos > end:
-            raise HTTPError(400, "truncated uwsgi value")
-        key = text[kstart:vpos]
-        if key[:5] == "wsgi.":
-            continue  # the server's own keys are not the front proxy's to set
-        environ[key] = text[vstart:pos]
+    try:
+        while pos < end:
+            k = pos + 2
+            v = k + (packet[pos] | (packet[pos + 1] << 8))
+            pos = v + 2 + (packet[v] | (packet[v + 1] << 8))
+            environ[text[k:v]] = text[v + 2:pos]
+    except IndexError:
+        raise HTTPError(400, "truncated uwsgi packet") from None
+    if pos != end:
+        raise HTTPError(400, "truncated uwsgi value")
+    for key in _SERVER_KEYS:
+        # the server's own keys are not the front proxy's to set
+        environ[key] = base[key]
     environ.setdefault("REQUEST_METHOD", "GET")
     environ.setdefault("PATH_INFO", "/")
     environ.setdefault("QUERY_STRING", "")
