@@ -34,6 +34,7 @@ from emperor.config import ConfigError, load_config
 from emperor.master import ENV_CHANNEL, ENV_STATS, INTERNAL_ENV
 from emperor.metrics import stats_socket
 from emperor.sdnotify import Notifier
+from emperor.signals import SignalQueue
 from emperor.states import VassalState as S
 from emperor.watch import Changes, DirectoryWatcher
 
@@ -159,7 +160,8 @@ class Emperor:
         self.launch = launch or self._popen
         self.watcher = watcher
         self.vassals: dict[str, Vassal] = {}
-        self.pending: collections.deque[int] = collections.deque()
+        self.signals = SignalQueue(SIGNALS)
+        self.pending = self.signals.pending  # the test seam: push a signal, call dispatch_signals()
         self.stopping = ""                 # "", "graceful" or "now"
         self.shutdown_at: float | None = None
         self.started_at = time.time()
@@ -551,15 +553,8 @@ class Emperor:
             self.on_exit(pid, os.waitstatus_to_exitcode(status))
 
     # ---------- the loop ----------
-    def _on_signal(self, signum: int, frame) -> None:
-        self.pending.append(signum)
-
     def dispatch_signals(self) -> None:
-        while self.pending:
-            sig = self.pending.popleft()
-            action = SIGNALS.get(sig)
-            if action:
-                getattr(self, "on_" + action)(signal.Signals(sig).name)
+        self.signals.dispatch(self)
 
     def next_timeout(self) -> float:
         deadlines = [t for v in self.vassals.values() for t in (v.retry_at, v.kill_at) if t is not None]
@@ -602,10 +597,7 @@ class Emperor:
             log("running as PID 1: reaping every orphan")
         elif not _prctl(PR_SET_CHILD_SUBREAPER, 1):
             log("cannot become a child subreaper: orphaned workers will go to init")
-        self.wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        for sig in SIGNALS:
-            signal.signal(sig, self._on_signal)
-        signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+        self.wake_r = self.signals.install()
         self.ep = select.epoll()
         self.ep.register(self.wake_r, select.EPOLLIN)
         if self.watcher is None:
@@ -635,7 +627,7 @@ class Emperor:
                 events = []
             for fd, _ in events:
                 if fd == self.wake_r:
-                    _drain(fd)
+                    pass  # dispatch_signals() drains it at the top of the loop
                 elif fd in self.by_fd:
                     self.read_channel(self.by_fd[fd])
                 elif self.control is not None and fd == self.control.fileno():
@@ -674,14 +666,6 @@ def _unlink(path: str | None) -> None:
         if path:
             os.unlink(path)
     except OSError:
-        pass
-
-
-def _drain(fd: int) -> None:
-    try:
-        while os.read(fd, 4096):
-            pass
-    except (BlockingIOError, InterruptedError):
         pass
 
 

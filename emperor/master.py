@@ -15,7 +15,6 @@ kernel sockets, so there is no moment with nobody accepting.
 """
 from __future__ import annotations
 
-import collections
 import json
 import os
 import select
@@ -31,6 +30,7 @@ from emperor import notify, pidfile, sockets
 from emperor.app import AppError, load as load_app
 from emperor.config import Config, ConfigError, load_config
 from emperor.scoreboard import Scoreboard
+from emperor.signals import SignalQueue, drain
 from emperor.states import MasterState, StateMachine
 from emperor.worker import Worker
 
@@ -107,7 +107,8 @@ class Master:
         self.config: Config | None = None
         self.name = os.path.basename(config_path.split(":")[0])
         self.state = StateMachine(MasterState.STARTING, log, on_change=self._show_state)
-        self.pending: collections.deque[int] = collections.deque()
+        self.signals = SignalQueue(SIGNALS)
+        self.pending = self.signals.pending  # the test seam: push a signal, call dispatch_signals()
         self.listeners: list[sockets.Listener] = []
         self.app: Callable | None = None
         self.current: Generation | None = None
@@ -148,10 +149,7 @@ class Master:
     def main(self) -> int:
         logmod.set_prefix(f"[{self.name}]")
         self.pid = os.getpid()
-        self.wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        for sig in SIGNALS:
-            signal.signal(sig, self._on_signal)
-        signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+        self.wake_r = self.signals.install()
         # a re-executed image starts with every signal blocked (see _execve)
         signal.pthread_sigmask(signal.SIG_SETMASK, set())
         try:
@@ -371,9 +369,6 @@ class Master:
             return
 
     # ---------- the loop ----------
-    def _on_signal(self, signum: int, frame) -> None:
-        self.pending.append(signum)
-
     def loop(self) -> int:
         ep = select.epoll()
         ep.register(self.wake_r, select.EPOLLIN)
@@ -396,7 +391,7 @@ class Master:
                 events = []
             for fd, _ in events:
                 if fd == self.wake_r:
-                    _drain(fd)
+                    pass  # dispatch_signals() drains it at the top of the loop
                 elif fd == self.notify_r:
                     self._read_notify()
                 elif self.stats_sock is not None and fd == self.stats_sock.fileno():
@@ -412,11 +407,7 @@ class Master:
             self._run_timers()
 
     def dispatch_signals(self) -> None:
-        while self.pending:
-            sig = self.pending.popleft()
-            action = SIGNALS.get(sig)
-            if action:
-                getattr(self, "on_" + action)(signal.Signals(sig).name)
+        self.signals.dispatch(self)
 
     def _children_left(self) -> bool:
         return any(g.pids() for g in self.generations()) or bool(self.preflight_pid)
@@ -479,7 +470,7 @@ class Master:
 
     # ---------- messages ----------
     def _read_notify(self) -> None:
-        data = _drain(self.notify_r)
+        data = drain(self.notify_r)
         for kind, slot, pid in notify.parse(data):
             if kind == notify.READY:
                 self._worker_ready(pid)
@@ -835,19 +826,6 @@ def set_process_name(name: str) -> None:
             f.write(name[:15])
     except OSError:
         pass
-
-
-def _drain(fd: int) -> bytes:
-    chunks = []
-    while True:
-        try:
-            data = os.read(fd, 65536)
-        except (BlockingIOError, InterruptedError):
-            break
-        if not data:
-            break
-        chunks.append(data)
-    return b"".join(chunks)
 
 
 def run_master(path: str) -> int:

@@ -17,7 +17,6 @@ import select
 import signal
 import _socket
 import socket
-import sys
 import threading
 import time
 from typing import Callable
