@@ -34,8 +34,9 @@ if INotify is not None:
                 | flags.MODIFY | flags.ATTRIB | flags.DELETE_SELF | flags.MOVE_SELF | flags.ONLYDIR)
     SELF_GONE = flags.DELETE_SELF | flags.MOVE_SELF | flags.IGNORED | flags.UNMOUNT
 
-DEBOUNCE = 0.05        # after the first event: lets an editor finish its write-and-rename
-DELETE_GRACE = 0.25    # a file must stay missing this long to count as deleted
+DEBOUNCE = 0.02        # after the first event: lets an editor finish its write-and-rename
+DELETE_GRACE = 0.1     # a file must stay missing this long to count as deleted (an editor's
+                       # rename-and-rewrite leaves a gap of milliseconds)
 RESCAN_EVERY = 30.0    # the safety net
 POLL_EVERY = 1.0       # when inotify cannot watch the directory
 
