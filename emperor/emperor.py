@@ -34,7 +34,7 @@ from emperor.config import ConfigError, load_config
 from emperor.master import ENV_CHANNEL, ENV_STATS, INTERNAL_ENV
 from emperor.metrics import stats_socket
 from emperor.sdnotify import Notifier
-from emperor.signals import SignalQueue
+from emperor.signals import SignalQueue, reaped
 from emperor.states import VassalState as S
 from emperor.watch import Changes, DirectoryWatcher
 
@@ -543,14 +543,8 @@ class Emperor:
             self.watcher.rescan_now()
 
     def on_reap(self, why: str) -> None:
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
-            self.on_exit(pid, os.waitstatus_to_exitcode(status))
+        for pid, code in reaped():
+            self.on_exit(pid, code)
 
     # ---------- the loop ----------
     def dispatch_signals(self) -> None:

@@ -30,7 +30,7 @@ from emperor import notify, pidfile, sockets
 from emperor.app import AppError, load as load_app
 from emperor.config import Config, ConfigError, load_config
 from emperor.scoreboard import Scoreboard
-from emperor.signals import SignalQueue, drain
+from emperor.signals import SignalQueue, drain, reaped
 from emperor.states import MasterState, StateMachine
 from emperor.worker import Worker
 
@@ -332,14 +332,7 @@ class Master:
                 pass
 
     def on_reap(self, why: str = "SIGCHLD") -> None:
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
-            code = os.waitstatus_to_exitcode(status)
+        for pid, code in reaped():
             if pid == self.preflight_pid:
                 self._preflight_done(code)
                 continue

@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import os
 import signal
+from typing import Iterator
 
 
 class SignalQueue:
@@ -53,3 +54,18 @@ def drain(fd: int) -> bytes:
             break
         chunks.append(data)
     return b"".join(chunks)
+
+
+def reaped() -> Iterator[tuple[int, int]]:
+    """(pid, exit code) of every child that has ended, without waiting: the SIGCHLD action.
+
+    Exit codes as os.waitstatus_to_exitcode gives them: negative for a signal.
+    """
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        yield pid, os.waitstatus_to_exitcode(status)
