@@ -110,6 +110,16 @@ _SPECIAL = {b"content-length": _LENGTH, b"transfer-encoding": _TE, b"connection"
             b"expect": _EXPECT, b"host": _HOST}
 
 
+def _memo(table: dict[bytes, tuple], line: bytes, parse) -> tuple:
+    """Parse a line missing from `table` and keep the result if the line is short."""
+    result = parse(line)
+    if len(line) <= _MEMO_LINE:
+        if len(table) >= _MEMO_SIZE:
+            table.clear()
+        table[line] = result
+    return result
+
+
 def _request_line(line: bytes) -> tuple:
     """(method, version, REQUEST_URI, PATH_INFO, QUERY_STRING) of a request line."""
     parts = line.split(b" ")
@@ -164,13 +174,7 @@ def parse_head(head: bytes, base: dict) -> Head:
         # CRLF after a body) is ignored
         del lines[0]
         first = lines[0]
-    rl = _request_lines.get(first)
-    if rl is None:
-        rl = _request_line(first)
-        if len(first) <= _MEMO_LINE:
-            if len(_request_lines) >= _MEMO_SIZE:
-                _request_lines.clear()
-            _request_lines[first] = rl
+    rl = _request_lines.get(first) or _memo(_request_lines, first, _request_line)
     method, version, request_uri, path_info, query = rl
 
     environ = base.copy()
@@ -186,13 +190,7 @@ def parse_head(head: bytes, base: dict) -> Head:
     expect = b""
     host_seen = False
     for line in lines[1:]:
-        hl = _header_lines.get(line)
-        if hl is None:
-            hl = _header_line(line)
-            if len(line) <= _MEMO_LINE:
-                if len(_header_lines) >= _MEMO_SIZE:
-                    _header_lines.clear()
-                _header_lines[line] = hl
+        hl = _header_lines.get(line) or _memo(_header_lines, line, _header_line)
         kind, key, v, low = hl
         if kind:
             if kind == _HOST:
