@@ -16,12 +16,10 @@ from __future__ import annotations
 import collections
 import ctypes
 import os
-import pwd
 import select
 import signal
 import socket
 import stat
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -30,6 +28,7 @@ from typing import Callable
 from emperor import log as logmod
 from emperor import paths
 from emperor.control import ControlError, ControlServer
+from emperor.launch import fork_master, preload
 from emperor.config import ConfigError, load_config
 from emperor.master import ENV_CHANNEL, ENV_STATS, INTERNAL_ENV
 from emperor.metrics import stats_socket
@@ -149,7 +148,7 @@ def _address_key(address: str) -> str:
 class Emperor:
     def __init__(self, directory: str, *, grace: float = 30.0, tyrant: bool = False,
                  shutdown_delay: float = 0.0, clock: Callable[[], float] = time.monotonic,
-                 launch: Callable[[list[str], dict[str, str], int, int | None, int | None], int] | None = None,
+                 launch: Callable[[str, dict[str, str], int, int | None, int | None], int] | None = None,
                  watcher: DirectoryWatcher | None = None, control_path: str | None = None,
                  metrics_address: str | None = None) -> None:
         self.directory = os.path.abspath(directory)
@@ -157,7 +156,8 @@ class Emperor:
         self.tyrant = tyrant
         self.shutdown_delay = shutdown_delay
         self.clock = clock
-        self.launch = launch or self._popen
+        self.launch = launch or fork_master
+        self.preload = launch is None   # masters are forks of this process: import their code once
         self.watcher = watcher
         self.vassals: dict[str, Vassal] = {}
         self.signals = SignalQueue(SIGNALS)
@@ -167,7 +167,6 @@ class Emperor:
         self.started_at = time.time()
         self.ep: select.epoll | None = None
         self.by_fd: dict[int, Vassal] = {}
-        self.popens: dict[int, subprocess.Popen] = {}
         self.control_path = control_path
         self.control: ControlServer | None = None
         self.metrics_address = metrics_address
@@ -313,10 +312,9 @@ class Emperor:
         env[ENV_VASSALS_DIR] = self.directory
         if v.stats_address and v.stats_address == stats_socket(v.path):
             env[ENV_STATS] = v.stats_address  # used by a master whose file has no `stats`
-        argv = [sys.executable, "-m", "emperor", "master", v.path]
         try:
-            pid = self.launch(argv, env, child.fileno(), uid, gid)
-        except (OSError, subprocess.SubprocessError, KeyError) as e:
+            pid = self.launch(v.path, env, child.fileno(), uid, gid)
+        except OSError as e:
             parent.close()
             v.last_error = f"cannot start its master: {e}"
             self._backoff(v, v.last_error)
@@ -334,20 +332,6 @@ class Emperor:
         if v.state is S.STARTING:  # it was waiting for ports: no new state, still worth a line
             log(f"{v.name}: master pid {pid} ({why})")
         self.to(v, S.STARTING, f"{why}; master pid {pid}")
-
-    def _popen(self, argv: list[str], env: dict[str, str], channel_fd: int,
-               uid: int | None, gid: int | None) -> int:
-        groups = None
-        if uid is not None:
-            try:
-                groups = os.getgrouplist(pwd.getpwuid(uid).pw_name, gid)
-            except KeyError:
-                groups = []
-        # Its own session: a terminal's ^C reaches the emperor only, and the group can be killed whole.
-        p = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, pass_fds=(channel_fd,),
-                             start_new_session=True, user=uid, group=gid, extra_groups=groups)
-        self.popens[p.pid] = p
-        return p.pid
 
     def reload(self, v: Vassal, why: str) -> None:
         if v.pid is None or v.state is S.STOPPING:
@@ -455,9 +439,6 @@ class Emperor:
             log(f"{v.name}: unknown message from the master: {line[:200]!r}")
 
     def on_exit(self, pid: int, code: int) -> None:
-        p = self.popens.pop(pid, None)
-        if p is not None:
-            p.returncode = code  # so that subprocess never waits for a reused PID
         v = next((x for x in self.vassals.values() if x.pid == pid), None)
         if v is None:
             if os.environ.get("EMPEROR_DEBUG"):
@@ -591,6 +572,8 @@ class Emperor:
             log("running as PID 1: reaping every orphan")
         elif not _prctl(PR_SET_CHILD_SUBREAPER, 1):
             log("cannot become a child subreaper: orphaned workers will go to init")
+        if self.preload:
+            preload()
         self.wake_r = self.signals.install()
         self.ep = select.epoll()
         self.ep.register(self.wake_r, select.EPOLLIN)

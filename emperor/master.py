@@ -15,6 +15,7 @@ kernel sockets, so there is no moment with nobody accepting.
 """
 from __future__ import annotations
 
+import gc
 import json
 import os
 import select
@@ -217,6 +218,9 @@ class Master:
         os.environ["UWSGI_RELOADS"] = str(self.reloads)  # the app reads it, as under uWSGI
         if not config.lazy_apps:
             self.app = load_app(config)
+        # Workers are forks: keep their collectors off the pages they share with us.
+        gc.collect()
+        gc.freeze()
         self.current = self._new_generation()
         if self.reloads == 0:
             log(f"serving {', '.join(f'{l.kind}://{l.address}' for l in self.listeners)} "
@@ -301,6 +305,7 @@ class Master:
                 self.touch.close()
             for g in self.draining + ([self.snapshot] if self.snapshot else []):
                 g.board.close()
+            set_process_name("emperor worker")  # not a master's name: see pidfile.is_master
             config = self.config
             worker = Worker(config=config, slot=slot, listeners=self.listeners, app=self.app,
                             board=gen.board, notify_fd=self.notify_w,

@@ -2,12 +2,17 @@
 
 PIDs get reused: a stale pidfile must never make us signal some other
 process. A PID counts only if it is alive and its command line shows it is
-an emperor master (`python -m emperor master ...` or the `emperor` script).
+an emperor master (`python -m emperor master ...` or the `emperor` script, or
+a master forked by `emperor run`, whose process name says so).
 """
 from __future__ import annotations
 
 import os
 import tempfile
+
+from emperor.states import MasterState
+
+MASTER_NAMES = {f"emperor {s.value}" for s in MasterState}
 
 
 class PidfileError(Exception):
@@ -51,13 +56,21 @@ def process_name(pid: int) -> str:
         return ""
 
 
+def _runs_emperor(args: list[str], command: str) -> bool:
+    """`... emperor COMMAND ...`: the `emperor` script or `python -m emperor`."""
+    if command not in args:
+        return False
+    before = args[:args.index(command)]
+    return any(a == "emperor" or a.endswith("/emperor") for a in before)
+
+
 def is_master(pid: int) -> bool:
     args = cmdline(pid)
-    if "master" not in args:
-        return False
-    i = args.index("master")
-    before = args[:i]
-    return any(a == "emperor" or a.endswith("/emperor") for a in before)
+    if _runs_emperor(args, "master"):
+        return True
+    # A master the emperor forked keeps the emperor's command line until its first
+    # reload; its process name (`emperor running`, ...) tells it from the emperor and workers.
+    return _runs_emperor(args, "run") and process_name(pid) in MASTER_NAMES
 
 
 def read_master_pid(path: str) -> int:

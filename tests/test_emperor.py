@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import descendants, free_port, wait_for
+from conftest import ROOT, descendants, free_port, wait_for
 from emperor import emperor as emp
 from emperor.states import VassalState as S
 from emperor.watch import Changes
@@ -145,6 +145,32 @@ def test_touch_reloads_into_a_new_generation(emperor, appdir):
     assert "gen=1" in body_when(port, lambda b: "gen=1" in b)
     e.wait_log("app.ini: reloading -> running (generation 1 ready)")
     assert int(get(port).split("pid=")[1]) != pid
+
+
+def test_forked_master_is_found_through_its_pidfile(emperor, appdir, tmp_path):
+    # Masters are forks of the emperor: until their first reload they keep its command
+    # line, and `--reload PIDFILE` must still know one (and refuse a worker's PID).
+    from emperor.pidfile import PidfileError, read_master_pid
+
+    e = emperor()
+    port = free_port()
+    pidfile = tmp_path / "app.pid"
+    serving(e, "app.ini", port, appdir, extra=f"pidfile = {pidfile}\n")
+    master = int(pidfile.read_text())
+    assert master != e.pid and open(f"/proc/{master}/comm").read().strip() == "emperor running"
+    worker = int(get(port).split("pid=")[1])
+    assert open(f"/proc/{worker}/comm").read().strip() == "emperor worker"
+    (tmp_path / "worker.pid").write_text(f"{worker}\n")
+    with pytest.raises(PidfileError, match="is not an emperor master"):
+        read_master_pid(str(tmp_path / "worker.pid"))
+    (tmp_path / "emperor.pid").write_text(f"{e.pid}\n")
+    with pytest.raises(PidfileError, match="is not an emperor master"):
+        read_master_pid(str(tmp_path / "emperor.pid"))
+    r = subprocess.run([sys.executable, "-m", "emperor", "--reload", str(pidfile)], capture_output=True,
+                       text=True, timeout=10, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert r.returncode == 0, r.stderr
+    assert "gen=1" in body_when(port, lambda b: "gen=1" in b)
+    assert int(pidfile.read_text()) == master
 
 
 def test_edit_in_place_reloads(emperor, appdir):
@@ -510,11 +536,11 @@ def driven(tmp_path, capfd):
     d.mkdir()
     clock = Clock()
     pids = iter(range(5_000_000, 5_100_000))  # above any pid_max: signals to them do nothing
-    launched: list[tuple[int, list[str], dict, int]] = []
+    launched: list[tuple[int, str, dict, int]] = []
 
-    def launch(argv, env, fd, uid, gid):
+    def launch(path, env, fd, uid, gid):
         pid = next(pids)
-        launched.append((pid, argv, env, os.dup(fd)))  # the master's end of the channel
+        launched.append((pid, path, env, os.dup(fd)))  # the master's end of the channel
         return pid
 
     e = emp.Emperor(str(d), clock=clock, launch=launch)
@@ -551,8 +577,8 @@ def test_backoff_doubles_up_to_60s_and_resets_when_ready(driven, appdir):
 def test_master_gets_its_channel_and_the_vassals_dir(driven, appdir):
     (driven.dir / "app.ini").write_text(ini(free_port(), appdir))
     driven.apply(Changes(new=["app.ini"]))
-    pid, argv, env, _ = driven.launched[0]
-    assert argv[1:] == ["-m", "emperor", "master", str(driven.dir / "app.ini")]
+    pid, path, env, _ = driven.launched[0]
+    assert path == str(driven.dir / "app.ini")
     assert env["EMPEROR_VASSALS_DIR"] == str(driven.dir) and env["EMPEROR_CHANNEL"].isdigit()
     assert "UWSGI_RELOADS" not in env
 
