@@ -5,10 +5,13 @@ never a traceback.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import argparse
 
 PIDFILE_SIGNALS = {
     "reload": signal.SIGHUP,
@@ -19,6 +22,8 @@ PIDFILE_SIGNALS = {
 
 
 def _parser() -> argparse.ArgumentParser:
+    import argparse
+
     p = argparse.ArgumentParser(prog="emperor", description="Keeps one master per vassal file; uWSGI-compatible.")
     for name in PIDFILE_SIGNALS:
         p.add_argument(f"--{name}", metavar="PIDFILE", help=f"{name} the master whose pidfile this is")
@@ -80,7 +85,20 @@ def _signal_pidfile(action: str, path: str) -> int:
     return 0
 
 
+def _run_master(path: str) -> int:
+    from emperor.master import run_master
+
+    try:
+        return run_master(path)
+    except KeyboardInterrupt:
+        return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) == 2 and argv[0] == "master" and not argv[1].startswith("-"):
+        # How a master re-executes itself on every reload: skip argparse's ~10 ms import.
+        return _run_master(argv[1])
     args = _parser().parse_args(argv)
     for action in PIDFILE_SIGNALS:
         path = getattr(args, action)
@@ -91,12 +109,7 @@ def main(argv: list[str] | None = None) -> int:
             from emperor.preflight import preflight
 
             return preflight(args.file)
-        from emperor.master import run_master
-
-        try:
-            return run_master(args.file)
-        except KeyboardInterrupt:
-            return 0
+        return _run_master(args.file)
     if args.command == "run":
         from emperor.emperor import run_emperor
 

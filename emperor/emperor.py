@@ -27,10 +27,10 @@ from typing import Callable
 
 from emperor import log as logmod
 from emperor import paths
-from emperor.control import ControlError, ControlServer
-from emperor.launch import fork_master, preload
 from emperor.config import ConfigError, load_config
-from emperor.master import ENV_CHANNEL, ENV_STATS, INTERNAL_ENV
+from emperor.control import ControlError, ControlServer
+from emperor.launch import fork_master, fork_preflight, preload
+from emperor.master import ENV_CHANNEL, ENV_HELD, ENV_PREFLIGHTS, ENV_STATS, INTERNAL_ENV
 from emperor.metrics import stats_socket
 from emperor.sdnotify import Notifier
 from emperor.signals import SignalQueue, reaped
@@ -69,7 +69,8 @@ BACKOFF_MAX = 60.0
 STOP_MERCY = 10.0   # a master that has not left this long after SIGINT is SIGKILLed, group and all
 PR_SET_CHILD_SUBREAPER = 36
 ENV_VASSALS_DIR = "EMPEROR_VASSALS_DIR"
-_DROP_ENV = set(INTERNAL_ENV) | {ENV_CHANNEL, ENV_VASSALS_DIR, ENV_STATS, "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"}
+_DROP_ENV = set(INTERNAL_ENV) | {ENV_CHANNEL, ENV_VASSALS_DIR, ENV_STATS, ENV_PREFLIGHTS,
+                                 "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"}
 
 
 @dataclass
@@ -98,6 +99,8 @@ class Vassal:
     images: int = 0
     channel: socket.socket | None = None
     buf: bytes = b""
+    fds: collections.deque[int] = field(default_factory=collections.deque)  # came with its messages
+    env: dict[str, str] = field(default_factory=dict)  # what its master was started with
 
     def snapshot(self, now: float) -> dict:
         return {
@@ -170,6 +173,7 @@ class Emperor:
         self.control_path = control_path
         self.control: ControlServer | None = None
         self.metrics_address = metrics_address
+        self.preflights: dict[int, tuple[Vassal, int]] = {}   # preflight pid -> (vassal, its master)
         self.sd = Notifier.from_environ(clock=clock, log=log)  # systemd's READY=1 etc.; also `ready` below
 
     # ---------- the table ----------
@@ -312,6 +316,9 @@ class Emperor:
         env[ENV_VASSALS_DIR] = self.directory
         if v.stats_address and v.stats_address == stats_socket(v.path):
             env[ENV_STATS] = v.stats_address  # used by a master whose file has no `stats`
+        if self.preload:
+            env[ENV_PREFLIGHTS] = "emperor"   # its reload preflights are forks of this process
+        v.env = env
         try:
             pid = self.launch(v.path, env, child.fileno(), uid, gid)
         except OSError as e:
@@ -380,11 +387,12 @@ class Emperor:
         eof = False
         while v.channel is not None:
             try:
-                data = v.channel.recv(65536)
+                data, fds, _, _ = socket.recv_fds(v.channel, 65536, 4)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError:
-                data = b""
+                data, fds = b"", []
+            v.fds.extend(fds)
             if not data:
                 eof = True
                 break
@@ -407,6 +415,8 @@ class Emperor:
                 pass
         v.channel.close()
         v.channel = None
+        while v.fds:
+            os.close(v.fds.popleft())
 
     def on_message(self, v: Vassal, line: str) -> None:
         word, _, rest = line.partition(" ")
@@ -432,13 +442,36 @@ class Emperor:
         elif line == "stopping":
             if v.state is not S.STOPPING and v.state is not S.CONFIG_ERROR:
                 self.to(v, S.STOPPING, "the master stops")
+        elif word == "preflight":
+            self.preflight(v, rest)
         elif word == "error":
             v.last_error = rest
             v.errors.append(rest)
         elif line:
             log(f"{v.name}: unknown message from the master: {line[:200]!r}")
 
+    def preflight(self, v: Vassal, held: str) -> None:
+        """A master asks for its reload preflight: a fork of us, output to the pipe it sent."""
+        if not v.fds or v.pid is None:
+            self._send(v, "preflight 1")
+            return
+        out = v.fds.popleft()
+        try:
+            pid = fork_preflight(v.path, dict(v.env, **{ENV_HELD: held}), out, v.uid, v.gid)
+        except OSError as e:
+            os.write(out, f"{v.name}: cannot fork the preflight: {e.strerror}\n".encode())
+            self._send(v, "preflight 1")
+            return
+        finally:
+            os.close(out)
+        self.preflights[pid] = (v, v.pid)
+
     def on_exit(self, pid: int, code: int) -> None:
+        if pid in self.preflights:
+            v, master = self.preflights.pop(pid)
+            if v.pid == master:
+                self._send(v, f"preflight {code}")
+            return
         v = next((x for x in self.vassals.values() if x.pid == pid), None)
         if v is None:
             if os.environ.get("EMPEROR_DEBUG"):

@@ -30,6 +30,7 @@ from emperor import log as logmod
 from emperor import notify, pidfile, sockets
 from emperor.app import AppError, load as load_app
 from emperor.config import Config, ConfigError, load_config
+from emperor.launch import drop_privileges
 from emperor.scoreboard import Scoreboard
 from emperor.signals import SignalQueue, drain, reaped
 from emperor.states import MasterState, StateMachine
@@ -59,6 +60,7 @@ ENV_STATE = "EMPEROR_MASTER_STATE"     # started-at, paused flag, original cwd
 ENV_CHANNEL = "EMPEROR_CHANNEL"        # socket to the emperor, when run by one
 ENV_HELD = "EMPEROR_HELD_SOCKETS"      # for the preflight: addresses we already hold
 ENV_STATS = "EMPEROR_STATS_SOCKET"     # the emperor's private stats socket, for a vassal without `stats`
+ENV_PREFLIGHTS = "EMPEROR_PREFLIGHTS"  # "emperor": the emperor forks our preflights (ask over the channel)
 INTERNAL_ENV = (ENV_NOTIFY, ENV_OLD, ENV_SNAPSHOT, ENV_STATE, ENV_HELD, sockets.ENV, "UWSGI_RELOADS")
 
 RESPAWN_MIN_INTERVAL = 1.0
@@ -120,6 +122,7 @@ class Master:
         self.cwd = os.getcwd()
         self.paused = False
         self.preflight_pid: int | None = None
+        self.preflight_remote = False      # the emperor runs our preflight; it says `preflight CODE`
         self.preflight_out = b""
         self.preflight_fd: int | None = None
         self.preflight_again = False
@@ -250,19 +253,7 @@ class Master:
             die_with_parent(signal.SIGKILL)
 
     def _drop_privileges(self) -> None:
-        config = self.config
-        if os.getuid() != 0 or not (config.uid or config.gid):
-            return
-        import grp
-        import pwd
-
-        if config.gid:
-            gid = int(config.gid) if config.gid.isdigit() else grp.getgrnam(config.gid).gr_gid
-            os.setgroups([])
-            os.setgid(gid)
-        if config.uid:
-            uid = int(config.uid) if config.uid.isdigit() else pwd.getpwnam(config.uid).pw_uid
-            os.setuid(uid)
+        drop_privileges(self.config.uid, self.config.gid)
 
     def _setup_touch_reload(self) -> None:
         if self.config.touch_reload:
@@ -547,6 +538,8 @@ class Master:
                 self.graceful_stop("emperor asked")
             elif line.strip() == "reload":
                 self.on_graceful_reload("emperor asked")
+            elif line.startswith("preflight ") and self.preflight_remote:
+                self._preflight_done(int(line.split()[1]))
 
     def _serve_stats(self) -> None:
         from emperor.stats import document
@@ -573,7 +566,7 @@ class Master:
     def on_graceful_reload(self, why: str) -> None:
         if self.state.state == MasterState.STOPPING:
             return
-        if self.preflight_pid:
+        if self.preflight_pid or self.preflight_remote:
             self.preflight_again = True  # the file may have changed again: check the newest
             return
         self.state.to(MasterState.RELOADING, why)
@@ -685,20 +678,37 @@ class Master:
             held += f";stats={self.config.stats}"
         env[ENV_HELD] = held
         r, w = os.pipe2(os.O_CLOEXEC)
-        argv = [sys.executable, "-m", "emperor", "master", "--preflight", self.config_path]
-        actions = [(os.POSIX_SPAWN_DUP2, w, 1), (os.POSIX_SPAWN_DUP2, w, 2)]
-        try:
-            self.preflight_pid = os.posix_spawn(sys.executable, argv, env, file_actions=actions)
-        except OSError as e:
-            os.close(r)
-            os.close(w)
-            self._reload_failed(f"cannot run the preflight: {e}")
-            return
+        if self._ask_emperor_for_preflight(held, w):
+            self.preflight_remote = True
+        else:
+            argv = [sys.executable, "-m", "emperor", "master", "--preflight", self.config_path]
+            actions = [(os.POSIX_SPAWN_DUP2, w, 1), (os.POSIX_SPAWN_DUP2, w, 2)]
+            try:
+                self.preflight_pid = os.posix_spawn(sys.executable, argv, env, file_actions=actions)
+            except OSError as e:
+                os.close(r)
+                os.close(w)
+                self._reload_failed(f"cannot run the preflight: {e}")
+                return
         os.close(w)
         os.set_blocking(r, False)
         self.preflight_fd = r
         self.preflight_out = b""
         self.ep.register(r, select.EPOLLIN)
+
+    def _ask_emperor_for_preflight(self, held: str, out_fd: int) -> bool:
+        """A fork of the emperor: ~100 ms sooner than a fresh interpreter. The output pipe goes along."""
+        if self.channel is None or self._orig_env.get(ENV_PREFLIGHTS) != "emperor":
+            return False
+        try:
+            self.channel.setblocking(True)
+            socket.send_fds(self.channel, [f"preflight {held}\n".encode()], [out_fd])
+            return True
+        except OSError:
+            return False
+        finally:
+            if self.channel is not None:
+                self.channel.setblocking(False)
 
     def _read_preflight(self) -> None:
         try:
@@ -713,7 +723,7 @@ class Master:
             self.preflight_fd = None
 
     def _preflight_done(self, code: int) -> None:
-        self.preflight_pid = None
+        self.preflight_pid, self.preflight_remote = None, False
         if self.preflight_fd is not None:
             while True:
                 try:

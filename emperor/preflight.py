@@ -12,6 +12,7 @@ import sys
 from emperor import sockets
 from emperor.app import AppError, load
 from emperor.config import ConfigError, load_config
+from emperor.launch import drop_privileges
 
 
 def preflight(path: str) -> int:
@@ -32,6 +33,7 @@ def preflight(path: str) -> int:
             if family == sockets.socket.AF_UNIX:
                 continue  # binding would replace a live file; checked for real after execve
             sockets.bind(kind, address, 1).sock.close()
+        drop_privileges(config.uid, config.gid)  # the app is imported as the master will import it
         load(config)
     except (ConfigError, sockets.SocketError) as e:
         print(str(e), file=sys.stderr)

@@ -38,7 +38,11 @@ The same vassal file serves both emperors:
 
 Every server is started by PID; emperors (emperor's and uWSGI's) are stopped
 with SIGINT, and whatever is left of the process tree seen before the signal
-is SIGKILLed. uWSGI and gunicorn come from scripts/bench_serve.py's venv.
+is SIGKILLed. uWSGI and gunicorn come from scripts/bench_serve.py's venv, and
+emperor runs on that venv's Python too (with inotify-simple installed there), as
+`pip install` into a venv would have it: this machine's global site-packages
+carries .pth files that cost ~45 ms at every interpreter start-up
+(`--system-python` runs emperor on the interpreter running this script instead).
 
     python scripts/bench_emperor.py --quick        # 3 repetitions, 10 vassals, 1 round (~2 min)
     python scripts/bench_emperor.py --wait-quiet 25 --json /tmp/be.json   # the full run (~12 min)
@@ -236,8 +240,9 @@ def free_ports(n: int) -> list[int]:
 # ---------------------------------------------------------------- the contenders
 
 class Run:
-    def __init__(self, workdir: Path, bindir: Path, src: Path) -> None:
+    def __init__(self, workdir: Path, bindir: Path, src: Path, py: str) -> None:
         self.workdir, self.bindir, self.src = workdir, bindir, src
+        self.py = py   # the interpreter emperor runs on
         self.appdir = workdir / "app"
         self.appdir.mkdir()
         (self.appdir / "app.py").write_text(APP)
@@ -251,7 +256,7 @@ class Run:
 
     def emperor_argv(self, kind: str, directory: Path) -> tuple[list[str], dict]:
         if kind == "emperor":
-            return [sys.executable, "-m", "emperor", "run", str(directory)], self.env()
+            return [self.py, "-m", "emperor", "run", str(directory)], self.env()
         argv = [str(self.bindir / "uwsgi"), "--emperor", str(directory)]
         if kind == "uwsgi-freq1":
             argv += ["--emperor-freq", "1"]
@@ -482,7 +487,7 @@ def single(run: Run, reps: int) -> dict:
             ini.write_text(run.ini(port))
             env = {}
             if k == "emperor master":
-                argv, env = [sys.executable, "-m", "emperor", "master", str(ini)], run.env()
+                argv, env = [run.py, "-m", "emperor", "master", str(ini)], run.env()
             elif k == "uwsgi --ini":
                 argv = [str(run.bindir / "uwsgi"), "--ini", str(ini)]
             else:
@@ -508,7 +513,7 @@ def bounds(run: Run, reps: int) -> dict:
     port = bs.free_port()
     ini = run.workdir / "bounds.ini"
     ini.write_text(run.ini(port))
-    py = sys.executable
+    py = run.py
     probes = {
         "python -c pass": [py, "-c", "pass"],
         "python -S -c pass (no site: .pth files skipped)": [py, "-S", "-c", "pass"],
@@ -745,6 +750,8 @@ def main() -> int:
     ap.add_argument("--wait-quiet", type=float, metavar="MINUTES",
                     help="first wait (up to MINUTES) until no other scripts/bench_* or wrk runs")
     ap.add_argument("--venv", type=Path, default=bs.DEFAULT_VENV)
+    ap.add_argument("--system-python", action="store_true",
+                    help="run emperor on this script's interpreter, not the benchmark venv's")
     ap.add_argument("--json", help="also write raw results here")
     ap.add_argument("--report", metavar="JSON", help="instead: print the tables of an earlier --json run")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (files, logs)")
@@ -759,6 +766,10 @@ def main() -> int:
     signal.signal(signal.SIGTERM, bs._on_signal)
     signal.signal(signal.SIGINT, bs._on_signal)
     bindir = bs.ensure_venv(args.venv, ["gunicorn", "uwsgi"])
+    py = sys.executable if args.system_python else str(bindir / "python")
+    if subprocess.run([py, "-c", "import inotify_simple"], capture_output=True).returncode:
+        subprocess.run([py, "-m", "pip", "install", "-q", "--disable-pip-version-check", "inotify-simple"],
+                       check=True)
     quiet = wait_quiet(args.wait_quiet) if args.wait_quiet is not None else "not checked"
     say(quiet)
     workdir = Path(tempfile.mkdtemp(prefix="emperor-bench-emp-"))
@@ -766,10 +777,11 @@ def main() -> int:
     if not args.no_compile:
         # as `pip install` does: without it every master (and every reload's preflight) compiles
         # emperor's sources again, since this machine sets PYTHONDONTWRITEBYTECODE=1
-        subprocess.run([sys.executable, "-m", "compileall", "-q", str(src / "emperor")], check=True)
-    run = Run(workdir, bindir, src)
+        subprocess.run([py, "-m", "compileall", "-q", str(src / "emperor")], check=True)
+    run = Run(workdir, bindir, src, py)
     info = bs.machine(bindir)
     info.pop("nginx", None), info.pop("wrk", None)
+    info["emperor interpreter"] = py + (" (this script's)" if args.system_python else " (the benchmark venv's)")
     info["emperor bytecode"] = ("none: every process compiles emperor's sources" if args.no_compile
                                 else "snapshot byte-compiled (compileall) before the run")
     info["PYTHONDONTWRITEBYTECODE"] = os.environ.get("PYTHONDONTWRITEBYTECODE", "unset")

@@ -173,6 +173,34 @@ def test_forked_master_is_found_through_its_pidfile(emperor, appdir, tmp_path):
     assert int(pidfile.read_text()) == master
 
 
+def children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(p) for p in f.read().split()]
+
+
+def test_reload_preflight_is_a_fork_of_the_emperor_and_names_the_app_error(emperor, appdir):
+    e = emperor()
+    port = free_port()
+    path = serving(e, "app.ini", port, appdir)
+    [master] = children(e.pid)
+    app = appdir / "wsgiapp.py"
+    good = app.read_text()
+    app.write_text("import time\ntime.sleep(1)\nraise RuntimeError('broken deploy')\n")
+    os.utime(path)
+    # while the new code imports, the emperor has two children: the master and its preflight
+    preflight = wait_for(lambda: [p for p in children(e.pid) if p != master], timeout=3)
+    assert open(f"/proc/{preflight[0]}/comm").read().strip() != "emperor running"
+    log = e.wait_log("reload failed, generation 0 keeps serving: app.ini: module 'wsgiapp' failed to import: "
+                     "RuntimeError: broken deploy")
+    assert "raise RuntimeError('broken deploy')" in log   # the app's own traceback, nothing of ours
+    e.wait_log("app.ini: reloading -> reload failed")
+    assert "gen=0" in get(port)
+    app.write_text(good)
+    os.utime(path)
+    assert "gen=1" in body_when(port, lambda b: "gen=1" in b)
+    assert children(e.pid) == [master]
+
+
 def test_edit_in_place_reloads(emperor, appdir):
     e = emperor()
     port = free_port()
