@@ -178,6 +178,31 @@ def children(pid: int) -> list[int]:
         return [int(p) for p in f.read().split()]
 
 
+def fd_targets(pid: int) -> set[str]:
+    out = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            out.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
+        except OSError:
+            pass
+    return out
+
+
+def test_forked_masters_keep_nothing_of_the_emperor(emperor, appdir):
+    # A master is a fork of the emperor: none of the emperor's descriptors (watcher,
+    # control socket, other vassals' channels, signal pipe) may survive in it.
+    e = emperor()
+    serving(e, "a.ini", free_port(), appdir)
+    serving(e, "b.ini", free_port(), appdir)
+    ours = fd_targets(e.pid)
+    assert "anon_inode:inotify" in ours
+    for master in children(e.pid):
+        theirs = fd_targets(master)
+        assert "anon_inode:inotify" not in theirs
+        assert not {t for t in ours & theirs if t.startswith(("socket:", "pipe:"))}  # each has its own inode
+        assert os.readlink(f"/proc/{master}/fd/0") == "/dev/null"
+
+
 def test_reload_preflight_is_a_fork_of_the_emperor_and_names_the_app_error(emperor, appdir):
     e = emperor()
     port = free_port()
