@@ -8,7 +8,6 @@ a master forked by `emperor run`, whose process name says so).
 from __future__ import annotations
 
 import os
-import tempfile
 
 from emperor.states import MasterState
 
@@ -20,11 +19,13 @@ class PidfileError(Exception):
 
 
 def write(path: str, pid: int) -> None:
+    # tempfile would do, but it drags shutil, random, bz2 and lzma into every master image
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".pid-", dir=directory)
+    tmp = os.path.join(directory, f".pid-{os.getpid()}-{os.urandom(6).hex()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
     try:
         os.write(fd, f"{pid}\n".encode())
-        os.fchmod(fd, 0o644)
+        os.fchmod(fd, 0o644)  # whatever the umask
     finally:
         os.close(fd)
     os.replace(tmp, path)
