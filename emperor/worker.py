@@ -347,8 +347,8 @@ class Core:
             return
         packet, conn.buf = conn.buf[:n], conn.buf[n:]
         environ = uwsgi_proto.parse_vars(packet, conn.base)
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-        environ["wsgi.input"] = Input(conn, length, False, False)
+        length = environ.get("CONTENT_LENGTH")
+        environ["wsgi.input"] = Input(conn, int(length), False, False) if length else EMPTY_INPUT
         if environ.get("HTTPS") in ("on", "1") or environ.get("UWSGI_SCHEME") == "https":
             environ["wsgi.url_scheme"] = "https"
         version = environ["SERVER_PROTOCOL"]
