@@ -493,6 +493,8 @@ def test_idle_emperor_and_masters_use_no_cpu(emperor, appdir):
 
 # ---------- tyrant mode ----------
 SYSTEM_PYTHON = "/usr/bin/python3.11"
+# an app that refuses to be imported as root: proves who imports it (master, preflight, worker)
+NOT_AS_ROOT = "import os\nif os.getuid() == 0:\n    raise RuntimeError('imported as root')\n"
 
 
 @pytest.fixture
@@ -523,7 +525,7 @@ def test_tyrant_runs_each_vassal_as_its_file_owner(emperor, tyrant_user, public_
         pytest.skip(f"no {SYSTEM_PYTHON} usable by an unprivileged user")
     appdir = public_dir / "app"
     appdir.mkdir(mode=0o755)
-    (appdir / "wsgiapp.py").write_text(APP.replace('os.getpid())', 'os.getuid())'))
+    (appdir / "wsgiapp.py").write_text(NOT_AS_ROOT + APP.replace('os.getpid())', 'os.getuid())'))
     (appdir / "wsgiapp.py").chmod(0o644)
     vdir = public_dir / "vassals"
     vdir.mkdir(mode=0o755)
@@ -534,6 +536,9 @@ def test_tyrant_runs_each_vassal_as_its_file_owner(emperor, tyrant_user, public_
     good.write_text(ini(port, appdir))
     os.chown(good, tyrant_user.pw_uid, tyrant_user.pw_gid)
     assert body_when(port, timeout=8).endswith(f"pid={tyrant_user.pw_uid}")
+    # a reload: the preflight (forked by the root emperor) imports the app as the owner too
+    os.utime(good)
+    assert body_when(port, lambda b: "gen=1" in b, timeout=8).endswith(f"pid={tyrant_user.pw_uid}")
     # root-owned and group-writable files are refused with a clear line
     (vdir / "rooty.ini").write_text(ini(refused_port, appdir))
     lax = vdir / "lax.ini"
@@ -550,6 +555,27 @@ def test_tyrant_runs_each_vassal_as_its_file_owner(emperor, tyrant_user, public_
     e.wait_log("user.ini: running -> stopping (file owner changed)")
     e.wait_log("user.ini: stopping -> config error")
     wait_for(lambda: refuses(port), timeout=3)
+
+
+def test_uid_and_gid_options_drop_privileges_for_master_preflight_and_workers(emperor, tyrant_user,
+                                                                             public_dir):
+    # A root emperor without --tyrant: the file's own `uid`/`gid` decide, uWSGI's way.
+    if not os.access(SYSTEM_PYTHON, os.X_OK):
+        pytest.skip(f"no {SYSTEM_PYTHON} usable by an unprivileged user")
+    appdir = public_dir / "app"
+    appdir.mkdir(mode=0o755)
+    (appdir / "wsgiapp.py").write_text(NOT_AS_ROOT + APP.replace('os.getpid())', 'os.getuid())'))
+    (appdir / "wsgiapp.py").chmod(0o644)
+    vdir = public_dir / "vassals"
+    vdir.mkdir(mode=0o755)
+    e = emperor(directory=vdir, argv0=[SYSTEM_PYTHON], env={"PYTHONPATH": str(Path(__file__).parent.parent)})
+    port = free_port()
+    path = vdir / "app.ini"
+    path.write_text(ini(port, appdir, f"uid = {tyrant_user.pw_name}\ngid = {tyrant_user.pw_gid}\n"))
+    assert body_when(port, timeout=8).endswith(f"pid={tyrant_user.pw_uid}")
+    os.utime(path)
+    assert body_when(port, lambda b: "gen=1" in b, timeout=8).endswith(f"pid={tyrant_user.pw_uid}")
+    assert "imported as root" not in e.log
 
 
 def as_nobody(*args: str) -> subprocess.CompletedProcess:
