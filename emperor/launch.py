@@ -49,6 +49,8 @@ def fork_master(path: str, env: dict[str, str], channel_fd: int,
         from emperor.master import Master
 
         sys.argv = [sys.argv[0], "master", path]
+        # as for the `python -m emperor master FILE` of every reload: the working directory first
+        sys.path[0] = os.getcwd()
         return Master(path, environ=env).main()
     return _fork(run, env, {channel_fd}, uid, gid)
 
