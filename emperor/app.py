@@ -14,7 +14,7 @@ import os
 import site
 import sys
 import traceback
-from typing import Callable
+from collections.abc import Callable
 
 from emperor.config import Config
 

@@ -22,8 +22,12 @@ from __future__ import annotations
 import os
 import re
 import socket
-from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, NamedTuple
+from collections import namedtuple
+from collections.abc import Callable, Mapping
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing into every master image
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["Config", "ConfigError", "load_config"]
 
@@ -61,47 +65,63 @@ def _where(path: str | None, line: int | None) -> str:
     return f"{path}:{line}: " if line is not None else f"{path}: "
 
 
-@dataclass
 class Config:
-    path: str
-    name: str
-    section: str = "uwsgi"
-    http_sockets: list[str] = field(default_factory=list)
-    uwsgi_sockets: list[str] = field(default_factory=list)
-    module: str | None = None
-    wsgi_file: str | None = None
-    callable: str = "application"
-    chdir: str | None = None
-    pythonpath: list[str] = field(default_factory=list)
-    virtualenv: str | None = None
-    env: list[str] = field(default_factory=list)
-    processes: int = 1
-    threads: int = 1
-    pidfile: str | None = None
-    safe_pidfile: str | None = None
-    touch_reload: list[str] = field(default_factory=list)
-    die_on_term: bool = False
-    worker_reload_mercy: int = 60
-    reload_mercy: int | None = None
-    listen: int = 100
-    buffer_size: int = 4096
-    socket_timeout: int = 4
-    harakiri: int = 0
-    max_requests: int = 0
-    lazy_apps: bool = False
-    need_app: bool = True
-    stats: str | None = None
-    stats_http: bool = False
-    vacuum: bool = False
-    chmod_socket: str | None = None
-    uid: str | None = None
-    gid: str | None = None
-    logto: str | None = None
-    disable_logging: bool = False
-    strict: bool = False
-    snapshot: bool = False
-    warnings: list[str] = field(default_factory=list)
-    origins: dict[str, tuple[str, int]] = field(default_factory=dict)
+    """One vassal file's effective settings, as attributes; `FIELDS` names them in order.
+
+    A plain class, not a dataclass: `dataclasses` imports `inspect` and `ast`, ~1.5 MiB
+    and ~10 ms in every master image, and every graceful reload starts a new image.
+    """
+
+    FIELDS: tuple[str, ...] = ()   # filled in below the class
+
+    def __init__(self, path: str, name: str, section: str = "uwsgi") -> None:
+        self.path: str = path
+        self.name: str = name
+        self.section: str = section
+        self.http_sockets: list[str] = []
+        self.uwsgi_sockets: list[str] = []
+        self.module: str | None = None
+        self.wsgi_file: str | None = None
+        self.callable: str = "application"
+        self.chdir: str | None = None
+        self.pythonpath: list[str] = []
+        self.virtualenv: str | None = None
+        self.env: list[str] = []
+        self.processes: int = 1
+        self.threads: int = 1
+        self.pidfile: str | None = None
+        self.safe_pidfile: str | None = None
+        self.touch_reload: list[str] = []
+        self.die_on_term: bool = False
+        self.worker_reload_mercy: int = 60
+        self.reload_mercy: int | None = None
+        self.listen: int = 100
+        self.buffer_size: int = 4096
+        self.socket_timeout: int = 4
+        self.harakiri: int = 0
+        self.max_requests: int = 0
+        self.lazy_apps: bool = False
+        self.need_app: bool = True
+        self.stats: str | None = None
+        self.stats_http: bool = False
+        self.vacuum: bool = False
+        self.chmod_socket: str | None = None
+        self.uid: str | None = None
+        self.gid: str | None = None
+        self.logto: str | None = None
+        self.disable_logging: bool = False
+        self.strict: bool = False
+        self.snapshot: bool = False
+        self.warnings: list[str] = []
+        self.origins: dict[str, tuple[str, int]] = {}
+
+    def __repr__(self) -> str:
+        return f"Config({self.path!r}, section={self.section!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is Config and vars(self) == vars(other)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, compared by value
 
     def ini_lines(self) -> list[str]:
         """The effective config as ini lines (for the SIGUSR1 stats log)."""
@@ -115,6 +135,9 @@ class Config:
                 lines.append(f"{name} = {text}")
         return lines
 
+
+
+Config.FIELDS = tuple(vars(Config("", "")))
 
 # ---- value converters: text -> value, ValueError(message) when the text is bad ----
 
@@ -172,11 +195,10 @@ def _chmod(text: str) -> str:
     return text
 
 
-class _Opt(NamedTuple):
-    field: str
-    conv: Callable[[str], Any]
-    many: bool = False            # list option: every occurrence, in order
-    aliases: tuple[str, ...] = ()
+# field: Config attribute; conv: text -> value (ValueError when bad); many: a list option
+# (every occurrence, in order); aliases: other names uWSGI accepts. A namedtuple, not
+# typing.NamedTuple: `typing` is one more import in every master image.
+_Opt = namedtuple("_Opt", "field conv many aliases", defaults=(False, ()))
 
 
 # Every option emperor honours: canonical uWSGI name -> field, converter, list?, aliases.
@@ -220,11 +242,8 @@ _OPTIONS: dict[str, _Opt] = {
 _CANONICAL = {alias: name for name, opt in _OPTIONS.items() for alias in (name, *opt.aliases)}
 
 
-class _Entry(NamedTuple):
-    key: str      # normalised ('_' -> '-')
-    value: str    # after magic variables and $(ENV)
-    file: str     # display path
-    line: int
+# key: normalised ('_' -> '-'); value: after magic variables and $(ENV); file: display path
+_Entry = namedtuple("_Entry", "key value file line")
 
 
 def _split_section(path: str, default: str = "uwsgi") -> tuple[str, str]:

@@ -21,7 +21,7 @@ import pwd
 import signal
 import sys
 import traceback
-from typing import Callable
+from collections.abc import Callable
 
 from emperor import log as logmod
 

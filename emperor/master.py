@@ -23,8 +23,7 @@ import signal
 import socket
 import sys
 import time
-from dataclasses import dataclass, field
-from typing import Callable
+from collections.abc import Callable
 
 from emperor import log as logmod
 from emperor import notify, pidfile, sockets
@@ -66,25 +65,20 @@ INTERNAL_ENV = (ENV_NOTIFY, ENV_OLD, ENV_SNAPSHOT, ENV_STATE, ENV_HELD, sockets.
 RESPAWN_MIN_INTERVAL = 1.0
 
 
-@dataclass
 class Generation:
     """The workers of one load of the code and config, and their scoreboard."""
 
-    number: int
-    board: Scoreboard
-    slots: list[int | None]                      # pid per slot
-    ready: set[int] = field(default_factory=set)  # slots that reported READY
-    respawns: list[int] = field(default_factory=list)
-    last_spawn: list[float] = field(default_factory=list)
-    harakiri: list[int] = field(default_factory=list)
-    draining_since: float | None = None
-    paused: bool = False
-
-    def __post_init__(self) -> None:
-        n = len(self.slots)
-        self.respawns = self.respawns or [0] * n
-        self.last_spawn = self.last_spawn or [0.0] * n
-        self.harakiri = self.harakiri or [0] * n
+    def __init__(self, number: int, board: Scoreboard, slots: list[int | None]) -> None:
+        n = len(slots)
+        self.number = number
+        self.board = board
+        self.slots = slots                        # pid per slot
+        self.ready: set[int] = set()              # slots that reported READY
+        self.respawns = [0] * n
+        self.last_spawn = [0.0] * n
+        self.harakiri = [0] * n
+        self.draining_since: float | None = None
+        self.paused = False
 
     def pids(self) -> list[int]:
         return [p for p in self.slots if p]

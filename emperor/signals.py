@@ -11,7 +11,7 @@ from __future__ import annotations
 import collections
 import os
 import signal
-from typing import Iterator
+from collections.abc import Iterator
 
 
 class SignalQueue:

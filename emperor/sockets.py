@@ -11,7 +11,6 @@ import errno
 import os
 import socket
 import stat
-from dataclasses import dataclass
 
 ENV = "EMPEROR_SOCKETS"
 
@@ -23,11 +22,18 @@ class SocketError(Exception):
     """A socket could not be bound; str() is one line naming the address."""
 
 
-@dataclass
 class Listener:
-    kind: str          # HTTP or UWSGI
-    address: str       # as written in the config (the identity across reloads)
-    sock: socket.socket
+    """A bound, listening socket and what it serves."""
+
+    __slots__ = ("kind", "address", "sock")
+
+    def __init__(self, kind: str, address: str, sock: socket.socket) -> None:
+        self.kind = kind          # HTTP or UWSGI
+        self.address = address    # as written in the config (the identity across reloads)
+        self.sock = sock
+
+    def __repr__(self) -> str:
+        return f"Listener({self.kind!r}, {self.address!r}, fd {self.sock.fileno()})"
 
     @property
     def fd(self) -> int:

@@ -6,7 +6,7 @@ log, the stats and the status view all tell the same story.
 from __future__ import annotations
 
 import enum
-from typing import Callable
+from collections.abc import Callable
 
 
 class MasterState(enum.Enum):

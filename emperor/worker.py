@@ -19,7 +19,7 @@ import _socket
 import socket
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from emperor import log as logmod
 from emperor import notify

@@ -12,7 +12,11 @@ import os
 import stat
 import time
 import traceback
-from typing import Any, Callable
+from collections.abc import Callable
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing into every master image
+if TYPE_CHECKING:
+    from typing import Any
 
 from emperor.log import log
 from emperor.protocols.http import ChunkedDecoder, HTTPError, error_response
