@@ -18,8 +18,11 @@ One invocation, every contender in the same run, interleaved:
    from starting the emperor with all files present until every port
    answers 200; PSS of the whole process tree (emperor + masters + workers,
    /proc/PID/smaps_rollup) then; CPU seconds (utime+stime) of the emperor
-   process alone and of the whole tree over 10 idle seconds; time from
-   SIGINT until the emperor has exited.
+   process alone and of the whole tree over 10 idle seconds; then every file
+   touched at once (a deploy): time until every port serves its new
+   generation, and PSS once the old generations have left (a reload
+   re-executes each master, so this is what a host that deploys runs on);
+   time from SIGINT until the emperor has exited.
 3. One master, from exec to the first 200: `python -m emperor master f.ini`,
    `uwsgi --ini f.ini`, `gunicorn -w 1`.
 4. What bounds emperor's figures: interpreter start-up, `python -m emperor
@@ -138,8 +141,10 @@ def wait_refused(port: int, timeout: float) -> float:
     raise TimeoutError(f"port {port} still accepts connections after {timeout:g}s")
 
 
-def wait_all(ports: list[int], timeout: float, srv: bs.Server) -> tuple[float, float]:
-    """Monotonic times of the first and of the last port to answer 200."""
+def wait_all(ports: list[int], timeout: float, srv: bs.Server,
+             not_body: dict[int, bytes] | None = None) -> tuple[float, float]:
+    """Monotonic times of the first and of the last port to answer 200 (with another body
+    than `not_body[port]`, when given: a new generation)."""
     pending = list(ports)
     first = None
     deadline = time.monotonic() + timeout
@@ -150,10 +155,10 @@ def wait_all(ports: list[int], timeout: float, srv: bs.Server) -> tuple[float, f
             raise RuntimeError(f"{srv.name} exited {srv.popen.returncode}:\n{srv.log()}")
         for p in list(pending):
             try:
-                status, _ = get(p, timeout=5)
+                status, body = get(p, timeout=5)
             except OSError:
                 continue
-            if status == 200:
+            if status == 200 and (not_body is None or body != not_body[p]):
                 pending.remove(p)
                 first = first or time.monotonic()
         if pending:
@@ -444,6 +449,20 @@ def scale_one(run: Run, kind: str, n: int, idle: float) -> dict:
         res["tree_cpu"] = sum(c1[p] - c0[p] for p in pids if c0[p] is not None and c1[p] is not None)
         res["pss_idle_kib"] = sum(bs.pss_kib(p) for p in srv.tree())
         res["procs_idle"] = len(srv.tree())
+        # A deploy: every file touched once. A reload re-executes each master into a fresh
+        # interpreter, so this is the memory a host that reloads after deploys runs with.
+        before = {p: get(p)[1] for p in ports}
+        time.sleep(1.02 - time.time() % 1)   # uWSGI compares mtimes in whole seconds
+        t1 = time.monotonic()
+        for f in d.glob("*.ini"):
+            os.utime(f)
+        _, last = wait_all(ports, 300, srv, not_body=before)
+        res["reload_all_s"] = last - t1
+        deadline = time.monotonic() + 30     # until the old generations have left
+        while len(srv.tree()) > res["procs"] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1)
+        res["pss_reloaded_kib"] = sum(bs.pss_kib(p) for p in srv.tree())
     finally:
         took, left = stop(srv)
         res["stop_s"], res["stop_leftovers"] = took, left
@@ -468,6 +487,8 @@ def scale(run: Run, kinds: list[str], sizes: list[int], rounds: int, idle: float
                 say(f"  round {rnd + 1}/{rounds} {n:3} vassals {k:8} all serving {r.get('all_s', float('nan')):6.2f} s"
                     f"  PSS {r.get('pss_kib', 0) / 1024:7.1f} MiB ({r.get('procs')} procs)"
                     f"  idle CPU emperor {r.get('emperor_cpu', float('nan')):.3f} s tree {r.get('tree_cpu', float('nan')):.3f} s"
+                    f"  all reloaded {r.get('reload_all_s', float('nan')):.2f} s"
+                    f"  PSS then {r.get('pss_reloaded_kib', 0) / 1024:.1f} MiB"
                     f"  stop {r['stop_s'] if r['stop_s'] is not None else float('nan'):.2f} s"
                     + (f"  LEFTOVERS {r['stop_leftovers']}" if r["stop_leftovers"] else "")
                     + (f"  PORTS OPEN {r['ports_still_open']}" if r["ports_still_open"] else ""))
@@ -619,8 +640,9 @@ def report(data: dict) -> str:
         out += [f"### Scale: N vassals, 1 worker each, all files present at start (median (min–max) of {rounds})", "",
                 "| vassals | contender | all serving after s | first serving s | CPU s to bring all up | processes "
                 f"| PSS MiB when all serve | PSS MiB after {idle:g} s idle | emperor CPU s in {idle:g} s idle "
-                f"| whole tree CPU s in {idle:g} s idle | SIGINT → exited s |",
-                "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                f"| whole tree CPU s in {idle:g} s idle | every file touched: all reloaded after s "
+                "| PSS MiB after every vassal reloaded once | SIGINT → exited s |",
+                "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
 
         def col(k, n, key, fmt="{:.2f}", scale=1.0):
             return [r[key] * scale if r.get(key) is not None else None for r in sc[k].get(n, sc[k].get(str(n), []))]
@@ -633,11 +655,13 @@ def report(data: dict) -> str:
                            f"| {med(procs):.0f} | {cell(col(k, n, 'pss_kib', scale=1 / 1024), '{:.0f}')} "
                            f"| {cell(col(k, n, 'pss_idle_kib', scale=1 / 1024), '{:.0f}')} "
                            f"| {cell(col(k, n, 'emperor_cpu'), '{:.3f}')} | {cell(col(k, n, 'tree_cpu'), '{:.3f}')} "
+                           f"| {cell(col(k, n, 'reload_all_s'), '{:.2f}')} "
+                           f"| {cell(col(k, n, 'pss_reloaded_kib', scale=1 / 1024), '{:.0f}')} "
                            f"| {cell(col(k, n, 'stop_s'), '{:.2f}')} |")
             if "emperor" in kinds and "uwsgi" in kinds:
                 r = [ratio(med(col("emperor", n, key)), med(col("uwsgi", n, key)))
                      for key in ("all_s", "first_s", "startup_cpu", "procs", "pss_kib", "pss_idle_kib", "emperor_cpu", "tree_cpu",
-                                 "stop_s")]
+                                 "reload_all_s", "pss_reloaded_kib", "stop_s")]
                 out.append(f"| {n} | **emperor ÷ uWSGI** | " + " | ".join(r) + " |")
         if "emperor" in kinds:
             ups = {n: col("emperor", n, "emperor_up_s", scale=1000) for n in sizes}
