@@ -9,7 +9,10 @@ The same hello-world app (benchmarks/hello.py, a 13-byte body) with 2 workers un
       uWSGI (--http-socket --master --processes 2)
   behind nginx (1 worker process, client keep-alive):
       nginx -> emperor (uwsgi_pass), nginx -> uWSGI (uwsgi_pass),
-      nginx -> gunicorn sync (proxy_pass)
+      nginx -> gunicorn sync (proxy_pass),
+      nginx -> emperor's http-socket over pooled HTTP/1.1 upstream connections
+      (proxy_pass, `keepalive 32`): not the issue's setup, but what an operator
+      can choose, since nginx keeps no upstream connections for uwsgi_pass
   PSS (/proc/PID/smaps_rollup) of master + 2 workers, after warm-up traffic.
 
 Runs are interleaved: every round starts each server once, in an order that
@@ -365,9 +368,15 @@ def nginx(port: int, upstream: int, mode: str, workdir: Path) -> Server:
     (prefix / "tmp").mkdir(parents=True, exist_ok=True)
     (prefix / "logs").mkdir(exist_ok=True)
     temps = " ".join(f"{k}_temp_path {prefix}/tmp/{k};" for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    upstreams = ""
     if mode == "uwsgi":
         params = "/etc/nginx/uwsgi_params"
         loc = f"include {params}; uwsgi_pass 127.0.0.1:{upstream};"
+    elif mode == "http-keepalive":
+        # HTTP/1.1 to the backend with a pool of idle upstream connections: no connect,
+        # accept and close per request (the uwsgi protocol has no such mode in nginx)
+        upstreams = f"upstream backend {{ server 127.0.0.1:{upstream}; keepalive 32; }}"
+        loc = 'proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection "";'
     else:
         loc = f"proxy_pass http://127.0.0.1:{upstream};"
     user = "user root;" if os.geteuid() == 0 else ""
@@ -378,6 +387,7 @@ http {{
     access_log off;
     {temps}
     keepalive_requests 1000000;
+    {upstreams}
     server {{
         listen 127.0.0.1:{port} backlog=1024;
         location / {{ {loc} }}
@@ -398,12 +408,13 @@ SETUPS = {
     "nginx>emperor": (lambda p, w, b: emperor(p, w, b, "uwsgi"), "uwsgi"),
     "nginx>uwsgi": (lambda p, w, b: uwsgi(p, w, b, "uwsgi"), "uwsgi"),
     "nginx>gunicorn-sync": (lambda p, w, b: gunicorn(p, w, b, "sync"), "http"),
+    "nginx-keepalive>emperor": (lambda p, w, b: emperor(p, w, b, "http"), "http-keepalive"),
 }
 SCENARIOS = {  # scenario -> (setups, wrk extra args)
     "keep-alive": (["emperor", "gunicorn-sync", "gunicorn-gthread", "uwsgi"], []),
     "Connection: close": (["emperor", "gunicorn-sync", "gunicorn-gthread", "uwsgi"],
                           ["-H", "Connection: close"]),
-    "behind nginx": (["nginx>emperor", "nginx>uwsgi", "nginx>gunicorn-sync"], []),
+    "behind nginx": (["nginx>emperor", "nginx>uwsgi", "nginx>gunicorn-sync", "nginx-keepalive>emperor"], []),
 }
 PSS_OF = ["emperor", "uwsgi", "gunicorn-sync", "gunicorn-gthread"]
 BASELINE = {"keep-alive": "emperor", "Connection: close": "emperor", "behind nginx": "nginx>emperor"}
