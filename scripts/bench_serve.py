@@ -375,7 +375,7 @@ def nginx(port: int, upstream: int, mode: str, workdir: Path) -> Server:
     elif mode == "http-keepalive":
         # HTTP/1.1 to the backend with a pool of idle upstream connections: no connect,
         # accept and close per request (the uwsgi protocol has no such mode in nginx)
-        upstreams = f"upstream backend {{ server 127.0.0.1:{upstream}; keepalive 32; }}"
+        upstreams = f"upstream backend {{ server 127.0.0.1:{upstream}; keepalive 32; keepalive_timeout 3s; }}"
         loc = 'proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection "";'
     else:
         loc = f"proxy_pass http://127.0.0.1:{upstream};"

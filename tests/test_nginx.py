@@ -81,7 +81,7 @@ uwsgi_param  SERVER_NAME        $server_name;
 """
 
 
-def nginx_conf(prefix: Path, port: int, upstream_port: int) -> str:
+def nginx_conf(prefix: Path, port: int, upstream_port: int, mode: str = "uwsgi") -> str:
     params = Path("/etc/nginx/uwsgi_params")  # Debian's, as deployments include it
     if not params.is_file():
         params = prefix / "uwsgi_params"
@@ -89,6 +89,12 @@ def nginx_conf(prefix: Path, port: int, upstream_port: int) -> str:
     user = "user root;" if os.geteuid() == 0 else ""
     temps = "\n".join(f"    {kind}_temp_path {prefix}/tmp/{kind};"
                       for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    upstream = ""
+    location = f"include {params};\n                    uwsgi_pass 127.0.0.1:{upstream_port};"
+    if mode == "proxy-keepalive":  # what the README recommends: pooled HTTP/1.1 upstream connections
+        upstream = (f"upstream backend {{ server 127.0.0.1:{upstream_port}; keepalive 8; "
+                    f"keepalive_timeout 3s; }}")
+        location = 'proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection "";'
     return textwrap.dedent(f"""\
         {user}
         worker_processes 1;
@@ -97,12 +103,12 @@ def nginx_conf(prefix: Path, port: int, upstream_port: int) -> str:
             access_log off;
         {temps}
             client_max_body_size 16m;
+            {upstream}
             server {{
                 listen 127.0.0.1:{port};
                 server_name localhost;
                 location / {{
-                    include {params};
-                    uwsgi_pass 127.0.0.1:{upstream_port};
+                    {location}
                     uwsgi_read_timeout 20s;
                 }}
             }}
@@ -128,15 +134,15 @@ def stop_nginx(pid: int) -> None:
             pass
 
 
-def start_stack(tmp_path: Path, procs, app_source: str, started: list) -> int:
-    """nginx -> uwsgi_pass -> an emperor master serving `app_source`; returns nginx's port."""
+def start_stack(tmp_path: Path, procs, app_source: str, started: list, mode: str = "uwsgi") -> int:
+    """nginx -> uwsgi_pass (or `mode`) -> an emperor master serving `app_source`; returns nginx's port."""
     if NGINX is None:
         pytest.skip("nginx binary not found: run scripts/install-test-deps.sh (Debian package nginx-light or nginx)")
     (tmp_path / "stackapp.py").write_text(app_source)
     up = free_port()
     (tmp_path / "app.ini").write_text(textwrap.dedent(f"""\
         [uwsgi]
-        socket = 127.0.0.1:{up}
+        {"socket" if mode == "uwsgi" else "http-socket"} = 127.0.0.1:{up}
         chdir = {tmp_path}
         module = stackapp:application
         processes = 2
@@ -150,7 +156,7 @@ def start_stack(tmp_path: Path, procs, app_source: str, started: list) -> int:
     for d in ("logs", "tmp"):
         (prefix / d).mkdir(parents=True, exist_ok=True)
     port = free_port()
-    (prefix / "nginx.conf").write_text(nginx_conf(prefix, port, up))
+    (prefix / "nginx.conf").write_text(nginx_conf(prefix, port, up, mode))
     nginx = procs([NGINX, "-e", "stderr", "-p", str(prefix), "-c", str(prefix / "nginx.conf"),
                    "-g", f"daemon off; pid {prefix}/nginx.pid; error_log stderr;"],
                   tmp_path, log=tmp_path / "nginx.log")
@@ -166,7 +172,7 @@ def start_stack(tmp_path: Path, procs, app_source: str, started: list) -> int:
 def stacks(tmp_path, procs):
     """start(app_source) -> nginx's port; nginx, then the master, are killed by PID at teardown."""
     started: list = []
-    yield lambda app_source: start_stack(tmp_path, procs, app_source, started)
+    yield lambda app_source, mode="uwsgi": start_stack(tmp_path, procs, app_source, started, mode)
     for nginx in started:
         stop_nginx(nginx.pid)
         try:
@@ -322,3 +328,24 @@ def test_many_requests_keepalive_client(stack):
             assert seen["body_head"] == str(i)
     finally:
         c.close()
+
+
+def test_proxy_pass_over_kept_alive_upstream_connections(stacks):
+    # The README's alternative to uwsgi_pass: nginx reuses HTTP/1.1 connections to an
+    # http-socket. Requests and bodies arrive intact, connections are reused, and a request
+    # after an idle spell longer than emperor's socket-timeout (4 s) still succeeds: nginx's
+    # keepalive_timeout (3 s) drops the idle connection first, so it never reuses one we closed.
+    port = stacks(ECHO_APP.replace('"scheme":', '"remote_port": environ.get("REMOTE_PORT"), "scheme":'),
+                  mode="proxy-keepalive")
+    ports = set()
+    for i in range(60):
+        body = os.urandom(1000 * (i % 7))
+        seen = echo(port, "POST" if i % 2 else "GET", f"/item/{i}?n={i}", body=body if i % 2 else None)
+        assert seen["query"] == f"n={i}" and bytes.fromhex(seen["path_hex"]) == f"/item/{i}".encode()
+        if i % 2:
+            assert seen["body_sha256"] == hashlib.sha256(body).hexdigest()
+        ports.add(seen["remote_port"])
+    assert len(ports) <= 3, ports          # a few pooled connections, not one per request
+    time.sleep(4.5)
+    seen = echo(port, "POST", "/after-idle", body=b"x" * 5000)
+    assert seen["body_len"] == 5000
