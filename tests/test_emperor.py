@@ -519,8 +519,11 @@ def public_dir():
     shutil.rmtree(d, ignore_errors=True)
 
 
-def test_tyrant_runs_each_vassal_as_its_file_owner(emperor, tyrant_user, public_dir):
-    # The masters must be able to run Python as that user: /root is private, the system one is not.
+@pytest.fixture
+def unprivileged(emperor, public_dir):
+    """start(*emperor args) -> (emperor, vassals dir, app dir): a root emperor on the system
+    Python (the masters must run it as another user: /root is private), an app that prints
+    its uid and refuses to be imported as root, all in a directory everyone can traverse."""
     if not os.access(SYSTEM_PYTHON, os.X_OK):
         pytest.skip(f"no {SYSTEM_PYTHON} usable by an unprivileged user")
     appdir = public_dir / "app"
@@ -529,8 +532,16 @@ def test_tyrant_runs_each_vassal_as_its_file_owner(emperor, tyrant_user, public_
     (appdir / "wsgiapp.py").chmod(0o644)
     vdir = public_dir / "vassals"
     vdir.mkdir(mode=0o755)
-    e = emperor("--tyrant", directory=vdir, argv0=[SYSTEM_PYTHON],
-                env={"PYTHONPATH": str(Path(__file__).parent.parent)})
+
+    def start(*args: str):
+        e = emperor(*args, directory=vdir, argv0=[SYSTEM_PYTHON],
+                    env={"PYTHONPATH": str(Path(__file__).parent.parent)})
+        return e, vdir, appdir
+    return start
+
+
+def test_tyrant_runs_each_vassal_as_its_file_owner(unprivileged, tyrant_user):
+    e, vdir, appdir = unprivileged("--tyrant")
     port, refused_port = free_port(), free_port()
     good = vdir / "user.ini"
     good.write_text(ini(port, appdir))
@@ -557,18 +568,9 @@ def test_tyrant_runs_each_vassal_as_its_file_owner(emperor, tyrant_user, public_
     wait_for(lambda: refuses(port), timeout=3)
 
 
-def test_uid_and_gid_options_drop_privileges_for_master_preflight_and_workers(emperor, tyrant_user,
-                                                                             public_dir):
+def test_uid_and_gid_options_drop_privileges_for_master_preflight_and_workers(unprivileged, tyrant_user):
     # A root emperor without --tyrant: the file's own `uid`/`gid` decide, uWSGI's way.
-    if not os.access(SYSTEM_PYTHON, os.X_OK):
-        pytest.skip(f"no {SYSTEM_PYTHON} usable by an unprivileged user")
-    appdir = public_dir / "app"
-    appdir.mkdir(mode=0o755)
-    (appdir / "wsgiapp.py").write_text(NOT_AS_ROOT + APP.replace('os.getpid())', 'os.getuid())'))
-    (appdir / "wsgiapp.py").chmod(0o644)
-    vdir = public_dir / "vassals"
-    vdir.mkdir(mode=0o755)
-    e = emperor(directory=vdir, argv0=[SYSTEM_PYTHON], env={"PYTHONPATH": str(Path(__file__).parent.parent)})
+    e, vdir, appdir = unprivileged()
     port = free_port()
     path = vdir / "app.ini"
     path.write_text(ini(port, appdir, f"uid = {tyrant_user.pw_name}\ngid = {tyrant_user.pw_gid}\n"))
