@@ -74,13 +74,17 @@ def test_real_uwsgitop_reads_master_stats(master):
         def screen():
             return subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True,
                                   text=True).stdout
+        def worker_rows(text: str) -> list[list[str]]:
+            return [l.split() for l in text.splitlines() if l.strip()[:2] in ("1 ", "2 ")]
+
         try:
-            text = wait_for(lambda: (s := screen()) and "req: 3" in s and s, 10)
+            # curses may draw the header before the worker rows: wait for both
+            text = wait_for(lambda: (s := screen()) and "req: 3" in s and len(worker_rows(s)) == 2 and s, 10)
         except TimeoutError:
             raise AssertionError("uwsgitop screen:\n" + screen())
         assert text.startswith("uwsgi-2.0.31-emperor")
         doc = read_stats(sport)
-        rows = [l.split() for l in text.splitlines() if l.strip()[:2] in ("1 ", "2 ")]
+        rows = worker_rows(text)
         assert sorted(int(r[2]) for r in rows) == sorted(w["pid"] for w in doc["workers"])
         assert all(r[7] == "idle" for r in rows)
     finally:
