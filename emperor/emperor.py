@@ -629,6 +629,8 @@ class Emperor:
             self.dispatch_signals()
             self.sd.update(self.vassals, scanned=False)   # an exit seen here may restart before the next look
             if self.stopping and self.shutdown_at is None and not any(v.pid for v in self.vassals.values()):
+                for pid in self.preflights:   # their masters are gone: nobody waits for them
+                    _killpg(pid, signal.SIGKILL)
                 log("every vassal has stopped: bye")
                 return 0
             try:

@@ -226,6 +226,24 @@ def test_reload_preflight_is_a_fork_of_the_emperor_and_names_the_app_error(emper
     assert children(e.pid) == [master]
 
 
+def test_a_preflight_still_importing_dies_with_the_emperor(emperor, appdir):
+    e = emperor()
+    path = serving(e, "app.ini", free_port(), appdir)
+    [master] = children(e.pid)
+    (appdir / "wsgiapp.py").write_text("import time\ntime.sleep(60)\n")
+    os.utime(path)
+    [preflight] = wait_for(lambda: [p for p in children(e.pid) if p != master], timeout=3)
+    try:
+        e.signal(signal.SIGINT)
+        assert e.wait(10) == 0
+        wait_for(lambda: not alive(preflight), timeout=3)
+    finally:  # once the emperor is gone it is nobody's child: the fixture would not find it
+        try:
+            os.kill(preflight, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def test_edit_in_place_reloads(emperor, appdir):
     e = emperor()
     port = free_port()
