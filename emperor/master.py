@@ -469,8 +469,8 @@ class Master:
 
     def _worker_ready(self, pid: int) -> None:
         gen = self.current
-        if gen is None or pid not in gen.slots:
-            return
+        if gen is None or pid not in gen.slots or self.state.state == MasterState.STOPPING:
+            return  # a READY read after a stop began (the worker wrote it before being told) changes nothing
         gen.ready.add(gen.slots.index(pid))
         if len(gen.ready) < len(gen.slots) or not self.awaiting_generation:
             return

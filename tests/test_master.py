@@ -262,3 +262,17 @@ def application(environ, start_response):
 """
     m = master("lazy-apps = true\n", app)
     assert get(m.port)[1] == b"True"
+
+
+def test_a_ready_read_after_the_stop_began_changes_nothing(tmp_path):
+    # The race seen when the emperor is SIGKILLed right after start: the master stops
+    # (its channel hit EOF) and only then reads a worker's READY from before the kill.
+    from emperor.master import Generation, Master
+    from emperor.scoreboard import Scoreboard
+    from emperor.states import MasterState
+
+    m = Master(str(tmp_path / "app.ini"))
+    m.current = Generation(0, Scoreboard(1, 1), [4_000_000])
+    m.state.to(MasterState.STOPPING, "emperor gone")
+    m._worker_ready(4_000_000)
+    assert m.state.state == MasterState.STOPPING and m.current.ready == set()
