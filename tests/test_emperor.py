@@ -157,7 +157,8 @@ def test_forked_master_is_found_through_its_pidfile(emperor, appdir, tmp_path):
     pidfile = tmp_path / "app.pid"
     serving(e, "app.ini", port, appdir, extra=f"pidfile = {pidfile}\n")
     master = int(pidfile.read_text())
-    assert master != e.pid and open(f"/proc/{master}/comm").read().strip() == "emperor running"
+    assert master != e.pid
+    wait_for(lambda: open(f"/proc/{master}/comm").read().strip() == "emperor running", 5)
     worker = int(get(port).split("pid=")[1])
     assert open(f"/proc/{worker}/comm").read().strip() == "emperor worker"
     (tmp_path / "worker.pid").write_text(f"{worker}\n")
@@ -460,8 +461,7 @@ def test_sigkill_of_the_emperor_takes_masters_and_workers_down(emperor, appdir):
     e = emperor()
     port = free_port()
     serving(e, "app.ini", port, appdir, extra="processes = 2\n")
-    stack = descendants(e.pid)
-    assert len(stack) >= 3              # the master and its two workers
+    stack = wait_for(lambda: (d := descendants(e.pid)) and len(d) >= 3 and d, 5)  # the master and its two workers
     e.signal(signal.SIGKILL)
     wait_for(lambda: not any(alive(p) for p in stack), timeout=5)
     assert refuses(port)
