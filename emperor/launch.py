@@ -46,8 +46,10 @@ def fork_master(path: str, env: dict[str, str], channel_fd: int,
                 uid: int | None, gid: int | None) -> int:
     """Fork a master for vassal file `path`, keeping `channel_fd`; returns its PID."""
     def run() -> int:
-        from emperor.master import Master
+        from emperor.master import Master, set_command_line
 
+        # ps shows what a reload's `python -m emperor master FILE` would, not the emperor's command
+        set_command_line(f"emperor master {path}")
         sys.argv = [sys.argv[0], "master", path]
         # as for the `python -m emperor master FILE` of every reload: the working directory first
         sys.path[0] = os.getcwd()

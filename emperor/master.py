@@ -291,6 +291,7 @@ class Master:
             for g in self.draining + ([self.snapshot] if self.snapshot else []):
                 g.board.close()
             set_process_name("emperor worker")  # not a master's name: see pidfile.is_master
+            set_command_line(f"emperor worker {slot + 1} {self.config_path}")
             config = self.config
             worker = Worker(config=config, slot=slot, listeners=self.listeners, app=self.app,
                             board=gen.board, notify_fd=self.notify_w,
@@ -819,6 +820,30 @@ class Master:
                         pass
         log("stopped")
         return 0
+
+
+def set_command_line(title: str) -> None:
+    """What `ps` shows as the command: rewritten in place, within the original argv area.
+
+    A master forked by the emperor, and every worker, would otherwise show the
+    command line of the process it was forked from. The kernel gives the area's
+    bounds in /proc/self/stat (arg_start, arg_end); writing inside it is what
+    setproctitle does, without its search for argv. The last byte stays NUL, so
+    the kernel reads no further. Too long a title is cut.
+    """
+    import ctypes
+
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        start, end = int(fields[45]), int(fields[46])
+    except (OSError, IndexError, ValueError):
+        return
+    size = end - start
+    if size <= 1 or start <= 0:
+        return
+    data = title.replace("\0", " ").encode("utf-8", "replace").replace(b" ", b"\0")[:size - 1]
+    ctypes.memmove(start, data + b"\0" * (size - len(data)), size)
 
 
 def set_process_name(name: str) -> None:

@@ -66,6 +66,8 @@ def _runs_emperor(args: list[str], command: str) -> bool:
 
 
 def is_master(pid: int) -> bool:
+    if process_name(pid) == "emperor worker":
+        return False   # a worker shows its master's command line if it could not rewrite its own
     args = cmdline(pid)
     if _runs_emperor(args, "master"):
         return True

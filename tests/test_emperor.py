@@ -147,6 +147,11 @@ def test_touch_reloads_into_a_new_generation(emperor, appdir):
     assert int(get(port).split("pid=")[1]) != pid
 
 
+def cmdline(pid: int) -> list[str]:
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        return [a.decode() for a in f.read().split(b"\0") if a]
+
+
 def test_forked_master_is_found_through_its_pidfile(emperor, appdir, tmp_path):
     # Masters are forks of the emperor: until their first reload they keep its command
     # line, and `--reload PIDFILE` must still know one (and refuse a worker's PID).
@@ -161,6 +166,10 @@ def test_forked_master_is_found_through_its_pidfile(emperor, appdir, tmp_path):
     wait_for(lambda: open(f"/proc/{master}/comm").read().strip() == "emperor running", 5)
     worker = int(get(port).split("pid=")[1])
     assert open(f"/proc/{worker}/comm").read().strip() == "emperor worker"
+    # what ps shows: not the emperor's command line, which both would otherwise inherit
+    path = str(e.dir / "app.ini")
+    assert cmdline(master)[:3] == ["emperor", "master", path[:len(cmdline(master)[2])]]
+    assert cmdline(worker)[:3] == ["emperor", "worker", "1"]
     (tmp_path / "worker.pid").write_text(f"{worker}\n")
     with pytest.raises(PidfileError, match="is not an emperor master"):
         read_master_pid(str(tmp_path / "worker.pid"))

@@ -99,3 +99,19 @@ def test_pause_and_resume_are_idempotent(served):
     r = emperor("--resume", str(pid))
     assert "already running" in r.stdout
     assert get(m.port)[0].status == 200
+
+
+def test_a_worker_pid_is_never_taken_for_a_master(served, tmp_path):
+    # A stale pidfile may hold a PID that is now one of our workers; they inherit the
+    # master's command line (`... emperor master FILE`), so the command line is not enough.
+    from emperor.pidfile import PidfileError, read_master_pid
+
+    m, _ = served
+    with open(f"/proc/{m.pid}/task/{m.pid}/children") as f:
+        worker = int(f.read().split()[0])
+    stale = tmp_path / "stale.pid"
+    stale.write_text(f"{worker}\n")
+    with pytest.raises(PidfileError, match="is not an emperor master"):
+        read_master_pid(str(stale))
+    r = emperor("--reload", str(stale))
+    assert r.returncode == 1 and "is not an emperor master" in r.stderr
