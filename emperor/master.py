@@ -667,15 +667,15 @@ class Master:
     # ---------- reload machinery ----------
     def _start_preflight(self) -> None:
         self.preflight_again = False
-        env = self._clean_env()
         held = ";".join(f"{l.kind}={l.address}" for l in self.listeners)
         if self.config.stats:
             held += f";stats={self.config.stats}"
-        env[ENV_HELD] = held
         r, w = os.pipe2(os.O_CLOEXEC)
         if self._ask_emperor_for_preflight(held, w):
-            self.preflight_remote = True
+            self.preflight_remote = True   # its environment: the one the emperor gave us, + HELD
         else:
+            env = self._clean_env()
+            env[ENV_HELD] = held
             argv = [sys.executable, "-m", "emperor", "master", "--preflight", self.config_path]
             actions = [(os.POSIX_SPAWN_DUP2, w, 1), (os.POSIX_SPAWN_DUP2, w, 2)]
             try:

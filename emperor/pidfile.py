@@ -66,14 +66,15 @@ def _runs_emperor(args: list[str], command: str) -> bool:
 
 
 def is_master(pid: int) -> bool:
-    if process_name(pid) == "emperor worker":
+    name = process_name(pid)
+    if name == "emperor worker":
         return False   # a worker shows its master's command line if it could not rewrite its own
     args = cmdline(pid)
     if _runs_emperor(args, "master"):
         return True
-    # A master the emperor forked keeps the emperor's command line until its first
-    # reload; its process name (`emperor running`, ...) tells it from the emperor and workers.
-    return _runs_emperor(args, "run") and process_name(pid) in MASTER_NAMES
+    # A master the emperor forked keeps the emperor's command line if it could not rewrite
+    # it; its process name (`emperor running`, ...) tells it from the emperor and workers.
+    return _runs_emperor(args, "run") and name in MASTER_NAMES
 
 
 def read_master_pid(path: str) -> int:
