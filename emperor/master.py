@@ -678,8 +678,13 @@ class Master:
             env[ENV_HELD] = held
             argv = [sys.executable, "-m", "emperor", "master", "--preflight", self.config_path]
             actions = [(os.POSIX_SPAWN_DUP2, w, 1), (os.POSIX_SPAWN_DUP2, w, 2)]
+            here = os.getcwd()  # the app's chdir; `-m emperor` must resolve as our own re-exec will
             try:
-                self.preflight_pid = os.posix_spawn(sys.executable, argv, env, file_actions=actions)
+                os.chdir(self.cwd)
+                try:
+                    self.preflight_pid = os.posix_spawn(sys.executable, argv, env, file_actions=actions)
+                finally:
+                    os.chdir(here)
             except OSError as e:
                 os.close(r)
                 os.close(w)

@@ -85,7 +85,10 @@ class Proc:
         e = dict(os.environ)
         extra = (env or {}).get("PYTHONPATH")
         e.update(env or {})
-        e["PYTHONPATH"] = os.pathsep.join(filter(None, [extra, str(ROOT), os.environ.get("PYTHONPATH")]))
+        if env is not None and "PYTHONPATH" in env and extra is None:
+            e.pop("PYTHONPATH")  # {"PYTHONPATH": None}: only what the interpreter itself finds
+        else:
+            e["PYTHONPATH"] = os.pathsep.join(filter(None, [extra, str(ROOT), os.environ.get("PYTHONPATH")]))
         self.popen = subprocess.Popen(argv, cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT, env=e)
         self.pid = self.popen.pid
 

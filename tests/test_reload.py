@@ -7,6 +7,7 @@ import resource
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -349,3 +350,24 @@ def test_reload_fast_with_huge_descriptor_limit(master):
     t0 = time.monotonic()
     reload_and_wait(m, timeout=10)
     assert time.monotonic() - t0 < 5
+
+
+def test_master_run_from_an_uninstalled_checkout_reloads_past_its_apps_chdir(tmp_path, procs):
+    """`python -m emperor` found through the start directory only: the preflight and the re-exec
+    must resolve it from there, not from the app's chdir (the preflight did not: reload failed)."""
+    bare = tmp_path / "bare"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True, timeout=60)
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "wsgiapp.py").write_text(app_source("v1"))
+    port = free_port()
+    ini = tmp_path / "app.ini"
+    ini.write_text(f"[uwsgi]\nhttp-socket = 127.0.0.1:{port}\nchdir = {app}\nmodule = wsgiapp:application\n")
+    m = procs([str(bare / "bin" / "python"), "-m", "emperor", "master", str(ini)], ROOT,
+              env={"PYTHONPATH": None}, log=tmp_path / "master.log")
+    m.wait_log("running (workers ready)", timeout=15)
+    assert get(port)[1] == b"v1"
+    (app / "wsgiapp.py").write_text(app_source("v2"))
+    reload_and_wait(m)
+    assert get(port)[1] == b"v2"
+    assert "reload failed" not in m.log
