@@ -161,6 +161,7 @@ def test_forked_master_is_found_through_its_pidfile(emperor, appdir, tmp_path):
     port = free_port()
     pidfile = tmp_path / "app.pid"
     serving(e, "app.ini", port, appdir, extra=f"pidfile = {pidfile}\n")
+    wait_for(pidfile.exists, 5)  # written once the master has every worker's READY, after a first answer
     master = int(pidfile.read_text())
     assert master != e.pid
     wait_for(lambda: open(f"/proc/{master}/comm").read().strip() == "emperor running", 5)
