@@ -600,7 +600,7 @@ class Master:
         self._tell_emperor("stopping")
         for gen in self.generations():
             self.signal_generation(gen, signal.SIGCONT)
-            self.signal_generation(gen, signal.SIGTERM)
+            self.signal_generation(gen, signal.SIGHUP)  # the last out: answer what is queued
         if self.preflight_pid:
             os.kill(self.preflight_pid, signal.SIGKILL)
         self.stop_deadline = time.monotonic() + self.config.worker_reload_mercy

@@ -4,6 +4,10 @@ Each loop ("core", as uWSGI calls it) waits in epoll on the listening sockets
 and its keep-alive connections, so one slow or idle client never holds the
 worker: only the application call itself is synchronous. Listening sockets are
 registered with EPOLLEXCLUSIVE so a new connection wakes one worker, not all.
+The price: a worker that was woken for a connection and stops accepting without
+taking it leaves it queued with nobody told. So a worker that retires with
+connections still queued asks the master to wake every worker (SIGWINCH), and a
+woken worker re-adds its listeners, which makes the kernel look at the queue.
 
 Worker signal table (sent by the master; see master.py for the master's own):
 """
@@ -30,11 +34,14 @@ from emperor.scoreboard import CoreCounters, Scoreboard
 from emperor.sockets import HTTP, Listener
 from emperor.wsgi import EMPTY_INPUT, ClientGone, Input, base_environ, run
 
-GRACEFUL, NOW, PAUSE, RESUME, WAKE = "graceful stop", "stop now", "pause", "resume", "wake"
+RETIRE, LAST, NOW = "retire", "last out", "stop now"
+PAUSE, RESUME, WAKE = "pause", "resume", "wake"
 
 SIGNALS: dict[int, str] = {
-    signal.SIGTERM: GRACEFUL,   # finish the request in hand, close idle connections, exit
-    signal.SIGHUP: GRACEFUL,
+    signal.SIGTERM: RETIRE,     # stop accepting (another generation takes the queue), finish the
+                                # request in hand, close idle connections, exit
+    signal.SIGHUP: LAST,        # the same, but first answer what the kernel already queued:
+                                # the master is stopping, nobody else will
     signal.SIGINT: NOW,         # exit at once
     signal.SIGQUIT: NOW,
     signal.SIGTSTP: PAUSE,      # stop accepting; connections wait in the backlog
@@ -47,6 +54,13 @@ _EPOLL_ACCEPT = select.EPOLLIN | getattr(select, "EPOLLEXCLUSIVE", 0)
 PR_SET_PDEATHSIG = 1
 _NOWAIT = socket.MSG_DONTWAIT  # per call: client sockets stay in blocking mode, never block
 STOP_LINGER = 1.0  # seconds an idle keep-alive connection may stay open after a graceful stop
+
+
+def _queued(fd: int) -> bool:
+    """Whether a listening socket has connections waiting to be accepted."""
+    p = select.poll()
+    p.register(fd, select.POLLIN)
+    return bool(p.poll(0))
 
 
 def die_with_parent(sig: int = signal.SIGKILL) -> None:
@@ -168,12 +182,14 @@ class Core:
         self.reading = True
         self.logbuf: list[str] = []
         self.next_sweep = 0.0
+        self.wakes = 0  # the worker's WAKE count when this core last read its orders
 
     # -- orders from the worker --
     def apply_orders(self) -> None:
         w = self.worker
+        rearm, self.wakes = self.wakes != w.wakes, w.wakes
         want_accept = not (w.stopping or w.paused)
-        if self.accepting and w.stopping and not w.paused:
+        if self.accepting and w.stopping and w.last_out and not w.paused:
             # Connections the kernel already queued were accepted as far as the
             # client knows: take them in and answer them before leaving, so a
             # stop never resets a request that was sent before it.
@@ -186,6 +202,12 @@ class Core:
                 else:
                     self.ep.unregister(l.fd)
             self.accepting = want_accept
+            if w.stopping and not w.last_out and any(_queued(l.fd) for l in w.listeners):
+                os.kill(w.master_pid, signal.SIGWINCH)  # a connection we may have been woken for
+        elif rearm and self.accepting:
+            for l in w.listeners:  # EPOLLEXCLUSIVE forbids EPOLL_CTL_MOD; a fresh add polls the queue
+                self.ep.unregister(l.fd)
+                self.ep.register(l.fd, _EPOLL_ACCEPT)
         want_read = not w.paused
         if want_read != self.reading:
             for fd in self.conns:
@@ -228,6 +250,11 @@ class Core:
                 events = self.ep.poll(timeout)
             except InterruptedError:
                 events = []
+            if w.pending and self.index == 0:
+                # Orders first: a signal that came with these events (its handler has
+                # run, its wake byte may not be among them) must not be preceded by
+                # one more accept.
+                w.on_wake(self)
             for fd, _ in events:
                 conn = self.conns.get(fd)
                 if conn is not None:
@@ -235,7 +262,7 @@ class Core:
                         self.on_readable(conn)
                 elif fd == self.wake_fd:
                     w.on_wake(self)
-                elif fd in listeners and self.accepting:
+                elif fd in listeners and self.accepting and not w.stopping:
                     self.on_accept(listeners[fd], timeout_s)
             if self.logbuf:
                 logmod.write_raw("".join(self.logbuf))
@@ -277,8 +304,8 @@ class Core:
             self.on_readable(conn)
             if conn.fd in self.conns and self.reading:
                 self.ep.register(conn.fd, select.EPOLLIN)
-            if (w.stopping or w.paused) and limit <= 4:
-                return
+            if limit <= 4 and (w.pending or w.stopping or w.paused):
+                return  # new orders (a signal's handler has run): read them before accepting more
 
     def on_readable(self, conn: Conn) -> None:
         try:
@@ -399,11 +426,13 @@ class Worker:
         self.load_app = load_app
         self.master_pid = 0  # set by the master before run(): its own PID
         self.stopping = False
+        self.last_out = False  # stopping with the master: answer the queued connections too
         self.paused = False
         self.exiting = False
         self.requests = 0
         self.requests_in_flight = 0
         self.pending: collections.deque[int] = collections.deque()
+        self.wakes = 0  # WAKE orders so far: each makes every core re-add its listeners (module docstring)
         self.cores: list[Core] = []
         self.bases = {l.fd: self._base(l) for l in listeners}
 
@@ -478,8 +507,11 @@ class Worker:
             sig = self.pending.popleft()
             action = SIGNALS.get(sig)
             before = self.state
-            if action == GRACEFUL:
+            if action in (RETIRE, LAST):
                 self.stopping = True
+                self.last_out = self.last_out or action == LAST
+            elif action == WAKE:
+                self.wakes += 1
             elif action == NOW:
                 self.exiting = True
                 logmod.flush_std()

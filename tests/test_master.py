@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
 
 import pytest
@@ -102,6 +103,52 @@ def test_max_requests_retires_worker(master):
         time.sleep(0.05)
     assert len(pids) >= 2
     assert "max-requests (3) reached" in m.log
+
+
+def test_a_retiring_worker_leaves_the_queue_to_its_successors(master):
+    """A worker at max-requests stops accepting: connections queued meanwhile are not its to
+    answer (it used to take the whole backlog and serve it alone while its siblings idled)."""
+    app = """
+import os, time
+def application(environ, start_response):
+    if environ["PATH_INFO"] == "/slow":
+        time.sleep(0.6)
+    start_response("200 OK", [("X-Pid", str(os.getpid()))])
+    return [b"ok"]
+"""
+    m = master("max-requests = 1\nprocesses = 2\n", app)
+    first = set(worker_pids(m.pid))
+    results: list = []
+
+    def ask(path: str) -> None:
+        r, body = get(m.port, path)
+        results.append((path, r.status, int(r.getheader("X-Pid"))))
+
+    slow = [threading.Thread(target=ask, args=("/slow",)) for _ in range(2)]
+    for t in slow:
+        t.start()
+    wait_for(lambda: busy_workers(m.pid) == 2, 5)
+    queued = [threading.Thread(target=ask, args=("/",)) for _ in range(6)]
+    for t in queued:
+        t.start()
+    for t in slow + queued:
+        t.join(10)
+    assert sorted(p for p, _, _ in results) == ["/"] * 6 + ["/slow"] * 2
+    assert all(status == 200 for _, status, _ in results)
+    assert {pid for p, _, pid in results if p == "/slow"} == first
+    assert not {pid for p, _, pid in results if p == "/"} & first
+
+
+def busy_workers(master_pid: int) -> int:
+    """Workers inside the application right now, from their kernel wait channel."""
+    n = 0
+    for pid in worker_pids(master_pid):
+        try:
+            with open(f"/proc/{pid}/wchan") as f:
+                n += f.read().startswith("hrtimer")
+        except OSError:
+            pass
+    return n
 
 
 def test_threads_serve_concurrently(master):
