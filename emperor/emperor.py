@@ -481,6 +481,7 @@ class Emperor:
         self._close_channel(v)
         _killpg(pid, signal.SIGKILL)  # nothing of its stack may keep the port
         _unlink(stats_socket(v.path))  # its private stats socket, if it had one
+        held = v.spawned  # it says `spawned` once its sockets are bound: it held its ports
         v.pid, v.kill_at, v.spawned = None, None, False
         how = _describe(code)
         if self.stopping or v.removed:
@@ -496,6 +497,9 @@ class Emperor:
                 w.waiting_for = {n for n in w.waiting_for if n in self.vassals and self.vassals[n].pid}
                 if not w.waiting_for:
                     self.start(w, "ports free")
+            elif held and w is not v and w.state is S.BACKOFF and w.addresses & v.addresses:
+                # it may have failed on a port this master held: try now, not after its backoff
+                self.start(w, f"{v.name} left {', '.join(sorted(w.addresses & v.addresses))}")
 
     # ---------- the signal table's actions ----------
     def on_graceful_shutdown(self, why: str) -> None:

@@ -302,6 +302,25 @@ def test_rename_new_name_serves_on_the_same_port(emperor, appdir):
     assert "backoff" not in log and "Address already in use" not in log
 
 
+def test_two_vassals_on_one_port_the_second_backs_off_until_the_first_leaves(emperor, appdir):
+    e = emperor()
+    port = free_port()
+    first = serving(e, "first.ini", port, appdir)
+    (e.dir / "second.ini").write_text(ini(port, appdir))
+    log = e.wait_log("second.ini: starting -> backoff")
+    assert f"cannot bind http socket 127.0.0.1:{port}: address already in use" in log
+    for _ in range(5):
+        assert get(port).startswith("first ")   # the first one never notices
+    time.sleep(1.5)
+    assert 2 <= e.log.count("second.ini: starting -> backoff") <= 3   # backing off: 1 s, then 2 s
+    first.unlink()
+    t0 = time.monotonic()
+    # not after its backoff (2 s by now): when the master holding the port has left
+    assert body_when(port, lambda b: b.startswith("second ")).startswith("second gen=0")
+    assert time.monotonic() - t0 < 1.0
+    assert f"second.ini: backoff -> starting (first.ini left port {port}" in e.log
+
+
 def test_configmap_update_reloads(emperor, appdir):
     """Kubernetes: app.ini -> ..data/app.ini, ..data -> ..<timestamp>; only ..data is re-pointed."""
     e = emperor()
@@ -704,6 +723,23 @@ def test_rename_starts_the_new_name_after_the_old_master_left(driven, appdir):
     assert new.pid is None and new.waiting_for == {"old.ini"}
     driven.on_exit(old.pid, 0)
     assert "old.ini" not in driven.vassals and new.pid is not None
+
+
+def test_a_master_that_held_ports_wakes_the_vassals_backing_off_on_them(driven, appdir):
+    port = free_port()
+    for name in ("a.ini", "b.ini", "c.ini"):
+        (driven.dir / name).write_text(ini(port, appdir))
+    driven.apply(Changes(new=["a.ini"]))
+    a = driven.vassals["a.ini"]
+    driven.on_message(a, "spawned")                  # a bound the port
+    driven.apply(Changes(new=["b.ini", "c.ini"]))
+    b, c = driven.vassals["b.ini"], driven.vassals["c.ini"]
+    driven.on_exit(b.pid, 1)                         # could not bind
+    driven.on_exit(c.pid, 1)
+    assert b.state is S.BACKOFF and c.state is S.BACKOFF  # a failure never restarts its peers: no ping-pong
+    driven.on_exit(a.pid, 1)                         # the holder left
+    assert a.state is S.BACKOFF                      # itself: its own backoff
+    assert b.state is S.STARTING and c.state is S.STARTING and b.pid and c.pid
 
 
 def test_signals_are_dispatched_through_the_table(driven, appdir):
