@@ -557,6 +557,7 @@ class Emperor:
                 self.start(v, f"{why}: backoff cleared")
 
     def on_rescan(self, why: str) -> None:
+        log(f"{why}: rescanning {self.directory}")
         if self.watcher is not None:
             self.watcher.rescan_now()
 

@@ -477,13 +477,32 @@ def test_sigterm_kills_stragglers_after_the_grace(emperor, appdir):
     assert cut
 
 
-def test_sigint_stops_every_vassal_and_exits_0(emperor, appdir):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGQUIT], ids=["SIGINT", "SIGQUIT"])
+def test_sigint_stops_every_vassal_and_exits_0(emperor, appdir, sig):
     e = emperor()
     port = free_port()
     serving(e, "app.ini", port, appdir)
-    e.signal(signal.SIGINT)
+    e.signal(sig)
     assert e.wait(8) == 0
     assert refuses(port)
+
+
+def test_sigwinch_rescans_now_for_what_inotify_cannot_see(emperor, appdir, tmp_path):
+    # A hard link edited through its other name: the kernel reports the write to the
+    # other directory's watchers only. The safety rescan (30 s) would see it; SIGWINCH now.
+    e = emperor()
+    port = free_port()
+    outside = tmp_path / "outside.ini"
+    outside.write_text(ini(port, appdir))
+    os.link(outside, e.dir / "app.ini")
+    body_when(port, lambda b: b.startswith("app "))
+    with open(outside, "a") as f:
+        f.write("env = MARK=linked\n")
+    time.sleep(0.5)
+    assert "gen=0" in get(port)               # unseen so far: nothing woke the emperor
+    e.signal(signal.SIGWINCH)
+    assert "gen=1 mark=linked" in body_when(port, lambda b: "gen=1" in b, timeout=3)
+    assert f"SIGWINCH: rescanning {e.dir}" in e.log
 
 
 def test_sigkill_of_the_emperor_takes_masters_and_workers_down(emperor, appdir):
