@@ -81,7 +81,8 @@ class Vassal:
     pid: int | None = None
     generation: int = 0          # the master's UWSGI_RELOADS
     starts: int = 0              # masters started for this file
-    backoff: float = 0.0         # the last backoff delay; 0 once the vassal is ready
+    backoff: float = 0.0         # the last backoff delay; 0 once it served a request (`loyal`)
+    started_at: float = 0.0      # the emperor's clock when its current master was started
     retry_at: float | None = None
     kill_at: float | None = None
     last_event: str = ""
@@ -319,6 +320,7 @@ class Emperor:
         if self.preload:
             env[ENV_PREFLIGHTS] = "emperor"   # its reload preflights are forks of this process
         v.env = env
+        v.started_at = self.clock()
         try:
             pid = self.launch(v.path, env, child.fileno(), uid, gid)
         except OSError as e:
@@ -362,6 +364,8 @@ class Emperor:
         self.to(v, S.STOPPING, why)
 
     def _backoff(self, v: Vassal, detail: str) -> None:
+        if self.clock() - v.started_at >= BACKOFF_MAX:
+            v.backoff = 0.0  # it ran longer than any backoff: a crash after a calm, not a loop
         delay = BACKOFF_FIRST if not v.backoff else min(v.backoff * 2, BACKOFF_MAX)
         v.backoff = delay
         v.retry_at = self.clock() + delay
@@ -424,11 +428,12 @@ class Emperor:
             v.spawned = True
             v.images += 1
             v.generation = v.images - 1
-        elif line in ("ready", "loyal"):
-            # `ready`: every worker accepts. The master does not report `loyal` yet,
-            # so `ready` is where the backoff resets.
-            v.backoff = 0.0
-            if line == "ready" and v.state in (S.STARTING, S.RELOADING, S.RELOAD_FAILED):
+        elif line == "loyal":
+            v.backoff = 0.0  # it served a request: whatever made it crash before is over
+        elif line == "ready":
+            # Not a backoff reset: a master that gets ready and dies before serving
+            # anything (its app fails on the first request, a worker crashes) is a loop.
+            if v.state in (S.STARTING, S.RELOADING, S.RELOAD_FAILED):
                 v.last_error = ""
                 self.to(v, S.RUNNING, "ready" if v.generation == 0 else f"generation {v.generation} ready")
         elif line == "reloading":

@@ -412,6 +412,21 @@ def test_crash_looping_vassal_backs_off_while_another_serves(emperor, appdir):
     assert get(good).startswith("good gen=0")
 
 
+def test_a_master_that_gets_ready_but_dies_before_serving_keeps_backing_off(emperor, appdir):
+    # ready is not enough to reset the backoff: only a served request is
+    (appdir / "dies.py").write_text(
+        "import os, threading\n"
+        "threading.Timer(0.2, os._exit, (3,)).start()   # in the master, which imports the app\n"
+        "def application(environ, start_response):\n"
+        "    start_response('200 OK', [])\n"
+        "    return [b'']\n")
+    e = emperor()
+    (e.dir / "dies.ini").write_text(ini(free_port(), appdir).replace("wsgiapp:application", "dies:application"))
+    log = e.wait_log("dies.ini: running -> backoff (exited 3; retry in 2s)", timeout=8)
+    assert "dies.ini: running -> backoff (exited 3; retry in 1s)" in log
+    assert "dies.ini: starting -> running (ready)" in log
+
+
 def test_sigusr1_writes_the_vassal_table(emperor, appdir):
     e = emperor()
     port = free_port()
@@ -699,7 +714,7 @@ def driven(tmp_path, capfd):
         os.close(fd)
 
 
-def test_backoff_doubles_up_to_60s_and_resets_when_ready(driven, appdir):
+def test_backoff_doubles_up_to_60s_and_resets_once_a_request_was_served(driven, appdir):
     (driven.dir / "app.ini").write_text(ini(free_port(), appdir))
     driven.apply(Changes(new=["app.ini"]))
     v = driven.vassals["app.ini"]
@@ -714,11 +729,34 @@ def test_backoff_doubles_up_to_60s_and_resets_when_ready(driven, appdir):
         driven.run_timers()
         assert v.state is S.STARTING
     assert delays == [1, 2, 4, 8, 16, 32, 60, 60]
+    # ready, then dead before serving anything: still a loop
     driven.on_message(v, "spawned")
     driven.on_message(v, "ready")
-    assert v.state is S.RUNNING and v.backoff == 0
+    assert v.state is S.RUNNING and v.backoff == 60
+    driven.on_exit(v.pid, 1)
+    assert v.retry_at - driven.clock_.now == 60
+    driven.clock_.now = v.retry_at
+    driven.run_timers()
+    # it served a request: the next crash is retried after 1 s
+    driven.on_message(v, "spawned")
+    driven.on_message(v, "ready")
+    driven.on_message(v, "loyal")
+    assert v.backoff == 0
     driven.on_exit(v.pid, -9)
     assert v.retry_at - driven.clock_.now == 1 and v.last_event == "killed by SIGKILL; retry in 1s"
+    # a crash after a long calm (no request needed) is not a loop either
+    for _ in range(3):
+        driven.clock_.now = v.retry_at
+        driven.run_timers()
+        driven.on_exit(v.pid, 1)
+    assert v.retry_at - driven.clock_.now == 8
+    driven.clock_.now = v.retry_at
+    driven.run_timers()
+    driven.on_message(v, "spawned")
+    driven.on_message(v, "ready")
+    driven.clock_.now += 3600
+    driven.on_exit(v.pid, 1)
+    assert v.retry_at - driven.clock_.now == 1
 
 
 def test_master_gets_its_channel_and_the_vassals_dir(driven, appdir):
