@@ -16,6 +16,7 @@ from __future__ import annotations
 import collections
 import ctypes
 import os
+import pwd
 import select
 import signal
 import socket
@@ -258,6 +259,10 @@ class Emperor:
             if isinstance(owner, str):
                 return owner
             uid, gid = owner
+        else:
+            distrust = self._distrust(v)
+            if distrust:
+                return distrust
         try:
             config = load_config(v.path, vassals_dir=self.directory)
         except ConfigError as e:
@@ -287,6 +292,24 @@ class Emperor:
         if stat.S_ISLNK(lst.st_mode) and lst.st_uid not in (0, st.st_uid):
             return f"{v.name}: symlink owned by uid {lst.st_uid} points to a file of uid {st.st_uid}; refused"
         return st.st_uid, st.st_gid
+
+    def _distrust(self, v: Vassal) -> str:
+        """Why a file's writers could run code as us, or ''. A vassal file names the code to run."""
+        try:
+            st = os.stat(v.path)
+        except OSError as e:
+            return f"{v.name}: {e.strerror}"
+        if st.st_mode & 0o002:
+            return (f"{v.name}: writable by anyone (mode {stat.S_IMODE(st.st_mode):04o}); refused: "
+                    f"whoever writes it would choose the code this emperor runs")
+        if os.geteuid() == 0 and st.st_uid != 0:
+            try:
+                owner = f"uid {st.st_uid} ({pwd.getpwuid(st.st_uid).pw_name})"
+            except KeyError:
+                owner = f"uid {st.st_uid}"
+            return (f"{v.name}: owned by {owner} while the emperor runs as root; refused: its owner would "
+                    f"run code as root (chown it to root, or use --tyrant to run it as its owner)")
+        return ""
 
     def _config_error(self, v: Vassal, problem: str) -> None:
         v.last_error = problem

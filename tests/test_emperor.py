@@ -649,6 +649,38 @@ def test_tyrant_runs_each_vassal_as_its_file_owner(unprivileged, tyrant_user):
     wait_for(lambda: refuses(port), timeout=3)
 
 
+def test_a_file_anyone_can_write_is_refused_until_it_is_fixed(emperor, appdir):
+    e = emperor()
+    port = free_port()
+    path = e.dir / "open.ini"
+    path.write_text(ini(port, appdir))
+    path.chmod(0o666)
+    log = e.wait_log("open.ini: new -> config error (invalid file; not started)")
+    assert ("open.ini: writable by anyone (mode 0666); refused: whoever writes it would choose the code "
+            "this emperor runs") in log
+    assert refuses(port)
+    path.chmod(0o644)
+    assert body_when(port).startswith("open gen=0")
+    # a running vassal whose file becomes writable by anyone keeps its generation, not the file's word
+    path.chmod(0o646)
+    e.wait_log("open.ini: running -> config error (invalid file; the running generation keeps serving)")
+    assert get(port).startswith("open gen=0")
+
+
+def test_a_root_emperor_refuses_a_file_another_user_owns(emperor, appdir, tyrant_user):
+    e = emperor()
+    port = free_port()
+    path = e.dir / "theirs.ini"
+    path.write_text(ini(port, appdir))
+    os.chown(path, tyrant_user.pw_uid, tyrant_user.pw_gid)
+    log = e.wait_log("theirs.ini: new -> config error")
+    assert (f"theirs.ini: owned by uid {tyrant_user.pw_uid} ({tyrant_user.pw_name}) while the emperor runs as "
+            "root; refused: its owner would run code as root (chown it to root, or use --tyrant") in log
+    assert refuses(port)
+    os.chown(path, 0, 0)
+    assert body_when(port).startswith("theirs gen=0")
+
+
 def test_uid_and_gid_options_drop_privileges_for_master_preflight_and_workers(unprivileged, tyrant_user):
     # A root emperor without --tyrant: the file's own `uid`/`gid` decide, uWSGI's way.
     e, vdir, appdir = unprivileged()
