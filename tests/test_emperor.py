@@ -761,34 +761,33 @@ def test_backoff_doubles_up_to_60s_and_resets_once_a_request_was_served(driven, 
         driven.run_timers()
         assert v.state is S.STARTING
     assert delays == [1, 2, 4, 8, 16, 32, 60, 60]
+
+    def retry_then(*messages: str) -> None:
+        driven.clock_.now = v.retry_at
+        driven.run_timers()
+        for m in messages:
+            driven.on_message(v, m)
+
+    def crash(code: int = 1) -> float:
+        driven.on_exit(v.pid, code)
+        return v.retry_at - driven.clock_.now
+
     # ready, then dead before serving anything: still a loop
     driven.on_message(v, "spawned")
     driven.on_message(v, "ready")
     assert v.state is S.RUNNING and v.backoff == 60
-    driven.on_exit(v.pid, 1)
-    assert v.retry_at - driven.clock_.now == 60
-    driven.clock_.now = v.retry_at
-    driven.run_timers()
+    assert crash() == 60
     # it served a request: the next crash is retried after 1 s
-    driven.on_message(v, "spawned")
-    driven.on_message(v, "ready")
-    driven.on_message(v, "loyal")
+    retry_then("spawned", "ready", "loyal")
     assert v.backoff == 0
-    driven.on_exit(v.pid, -9)
-    assert v.retry_at - driven.clock_.now == 1 and v.last_event == "killed by SIGKILL; retry in 1s"
+    assert crash(-9) == 1 and v.last_event == "killed by SIGKILL; retry in 1s"
     # a crash after a long calm (no request needed) is not a loop either
-    for _ in range(3):
-        driven.clock_.now = v.retry_at
-        driven.run_timers()
-        driven.on_exit(v.pid, 1)
-    assert v.retry_at - driven.clock_.now == 8
-    driven.clock_.now = v.retry_at
-    driven.run_timers()
-    driven.on_message(v, "spawned")
-    driven.on_message(v, "ready")
+    for expected in (2, 4, 8):
+        retry_then()
+        assert crash() == expected
+    retry_then("spawned", "ready")
     driven.clock_.now += 3600
-    driven.on_exit(v.pid, 1)
-    assert v.retry_at - driven.clock_.now == 1
+    assert crash() == 1
 
 
 def test_master_gets_its_channel_and_the_vassals_dir(driven, appdir):
