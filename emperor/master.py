@@ -15,6 +15,7 @@ kernel sockets, so there is no moment with nobody accepting.
 """
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
@@ -23,7 +24,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from emperor import log as logmod
 from emperor import notify, pidfile, sockets
@@ -95,6 +96,28 @@ class Generation:
         gen.ready = {i for i, p in enumerate(slots) if p}
         gen.paused = paused == "1"
         return gen
+
+
+@contextlib.contextmanager
+def _cwd(path: str) -> Iterator[None]:
+    """Run a block in `path`, then return to the directory we were in, even one deleted since
+    (a deploy that removed the old release the app was chdir'ed into). Best effort both ways."""
+    try:
+        back = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        yield
+        return
+    try:
+        try:
+            os.chdir(path)
+        except OSError:
+            pass
+        yield
+    finally:
+        try:
+            os.fchdir(back)
+        finally:
+            os.close(back)
 
 
 class Master:
@@ -678,13 +701,9 @@ class Master:
             env[ENV_HELD] = held
             argv = [sys.executable, "-m", "emperor", "master", "--preflight", self.config_path]
             actions = [(os.POSIX_SPAWN_DUP2, w, 1), (os.POSIX_SPAWN_DUP2, w, 2)]
-            here = os.getcwd()  # the app's chdir; `-m emperor` must resolve as our own re-exec will
             try:
-                os.chdir(self.cwd)
-                try:
+                with _cwd(self.cwd):  # `-m emperor` resolves from where we started, as our re-exec does
                     self.preflight_pid = os.posix_spawn(sys.executable, argv, env, file_actions=actions)
-                finally:
-                    os.chdir(here)
             except OSError as e:
                 os.close(r)
                 os.close(w)

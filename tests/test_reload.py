@@ -371,3 +371,26 @@ def test_master_run_from_an_uninstalled_checkout_reloads_past_its_apps_chdir(tmp
     reload_and_wait(m)
     assert get(port)[1] == b"v2"
     assert "reload failed" not in m.log
+
+
+def test_reload_after_the_deploy_removed_the_directory_the_app_runs_in(tmp_path, procs):
+    """chdir through a `current` symlink, then a deploy re-points it and deletes the old release:
+    the master's working directory is gone, and a reload must still work."""
+    releases = tmp_path / "releases"
+    for version in ("v1", "v2"):
+        (releases / version).mkdir(parents=True)
+        (releases / version / "wsgiapp.py").write_text(app_source(version))
+    (tmp_path / "current").symlink_to(releases / "v1")
+    port = free_port()
+    ini = tmp_path / "app.ini"
+    ini.write_text(f"[uwsgi]\nhttp-socket = 127.0.0.1:{port}\nchdir = {tmp_path / 'current'}\n"
+                   "module = wsgiapp:application\n")
+    m = procs([sys.executable, "-m", "emperor", "master", str(ini)], tmp_path)
+    m.wait_log("running (workers ready)", timeout=15)
+    assert get(port)[1] == b"v1"
+    os.unlink(tmp_path / "current")
+    (tmp_path / "current").symlink_to(releases / "v2")
+    shutil.rmtree(releases / "v1")
+    m.signal(signal.SIGHUP)
+    m.wait_log("generation 1 ready", timeout=15)
+    assert get(port)[1] == b"v2"
