@@ -250,7 +250,7 @@ class Core:
                 events = self.ep.poll(timeout)
             except InterruptedError:
                 events = []
-            if w.pending and self.index == 0:
+            if w.pending:
                 # Orders first: a signal that came with these events (its handler has
                 # run, its wake byte may not be among them) must not be preceded by
                 # one more accept.
@@ -262,7 +262,7 @@ class Core:
                         self.on_readable(conn)
                 elif fd == self.wake_fd:
                     w.on_wake(self)
-                elif fd in listeners and self.accepting and not w.stopping:
+                elif fd in listeners and self.accepting and not (w.stopping or w.paused):
                     self.on_accept(listeners[fd], timeout_s)
             if self.logbuf:
                 logmod.write_raw("".join(self.logbuf))
@@ -446,6 +446,13 @@ class Worker:
 
     def _on_signal(self, signum: int, frame) -> None:
         self.pending.append(signum)
+        # The wakeup fd wakes the main core; the others are told here, so that an order
+        # reaches idle threads while the main one is inside a long request.
+        for c in self.cores[1:]:
+            try:
+                os.write(c.wake_w, b"x")
+            except OSError:
+                pass
 
     def run(self) -> None:
         """Entered right after fork, with signals still blocked by the master."""
@@ -494,17 +501,20 @@ class Worker:
             os._exit(code)
 
     def on_wake(self, core: Core) -> None:
-        """Read the wake pipe; the main core also turns recorded signals into orders."""
+        """Read the wake pipe, turn recorded signals into orders and apply them. Any core may
+        do it, whichever is free first: the main thread may be inside a long request."""
         try:
             while os.read(core.wake_fd, 4096):
                 pass
         except BlockingIOError:
             pass
-        if core.index != 0:
-            core.apply_orders()
-            return
-        while self.pending:
-            sig = self.pending.popleft()
+        orders = False
+        while True:
+            try:
+                sig = self.pending.popleft()
+            except IndexError:  # empty, or another core took the last one
+                break
+            orders = True
             action = SIGNALS.get(sig)
             before = self.state
             if action in (RETIRE, LAST):
@@ -522,10 +532,13 @@ class Worker:
                 self.paused = False
             if self.state != before:
                 logmod.log(f"{before} -> {self.state} ({signal.Signals(sig).name})")
-        self.board.set_flags(self.slot, self.paused, not (self.paused or self.stopping))
+        if orders or core.index == 0:
+            self.board.set_flags(self.slot, self.paused, not (self.paused or self.stopping))
         core.apply_orders()
-        for c in self.cores[1:]:
-            os.write(c.wake_w, b"x")
+        if orders:
+            for c in self.cores:
+                if c is not core:
+                    os.write(c.wake_w, b"x")
 
     @property
     def state(self) -> str:

@@ -202,6 +202,48 @@ def test_sigtstp_pauses_and_waiting_clients_are_served_on_resume(master):
     s.close()
 
 
+def test_sigtstp_reaches_idle_threads_while_the_main_thread_serves_a_long_request(master, tmp_path):
+    """Orders used to be read by a worker's main thread only: with it inside a long request,
+    the worker's other threads went on accepting through a pause (and a retire)."""
+    app = """
+import threading, time
+def application(environ, start_response):
+    if environ["PATH_INFO"] == "/slow":
+        name = threading.current_thread().name
+        with open(environ["QUERY_STRING"], "a") as f:
+            f.write(name + "\\n")
+        time.sleep(3 if name == "MainThread" else 0.3)
+    start_response("200 OK", [])
+    return [b"ok"]
+"""
+    m = master("processes = 1\nthreads = 4\n", app)
+    names = tmp_path / "names"
+    names.write_text("")
+    slow = []
+    for i in range(4):  # the kernel wakes a busy worker's idle threads first: the main one comes last
+        slow.append(threading.Thread(target=get, args=(m.port, f"/slow?{names}"), kwargs={"timeout": 15}))
+        slow[-1].start()
+        wait_for(lambda: len(names.read_text().split()) == i + 1, 5)
+        if names.read_text().split()[-1] == "MainThread":
+            break
+    assert names.read_text().split()[-1] == "MainThread"
+    for t in slow[:-1]:
+        t.join(5)            # the other threads are idle again; the main one still sleeps
+    m.signal(signal.SIGTSTP)
+    m.wait_log("running -> paused")
+    time.sleep(0.2)
+    s = socket.create_connection(("127.0.0.1", m.port), timeout=10)
+    s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    s.settimeout(0.7)
+    with pytest.raises(socket.timeout):
+        s.recv(100)          # an idle thread did not take it
+    m.signal(signal.SIGTSTP)
+    s.settimeout(5)
+    assert s.recv(4096).startswith(b"HTTP/1.1 200 OK")
+    s.close()
+    slow[-1].join(15)
+
+
 def test_sigurg_without_snapshot_changes_nothing(master):
     m = master("", app_source("v"))
     m.signal(signal.SIGURG)
