@@ -432,6 +432,7 @@ class Worker:
         self.requests = 0
         self.requests_in_flight = 0
         self.pending: collections.deque[int] = collections.deque()
+        self.orders_lock = threading.Lock()
         self.wakes = 0  # WAKE orders so far: each makes every core re-add its listeners (module docstring)
         self.cores: list[Core] = []
         self.bases = {l.fd: self._base(l) for l in listeners}
@@ -509,29 +510,27 @@ class Worker:
         except BlockingIOError:
             pass
         orders = False
-        while True:
-            try:
+        with self.orders_lock:  # one core at a time, so signals apply in their order
+            while self.pending:
                 sig = self.pending.popleft()
-            except IndexError:  # empty, or another core took the last one
-                break
-            orders = True
-            action = SIGNALS.get(sig)
-            before = self.state
-            if action in (RETIRE, LAST):
-                self.stopping = True
-                self.last_out = self.last_out or action == LAST
-            elif action == WAKE:
-                self.wakes += 1
-            elif action == NOW:
-                self.exiting = True
-                logmod.flush_std()
-                os._exit(0)
-            elif action == PAUSE:
-                self.paused = True
-            elif action == RESUME:
-                self.paused = False
-            if self.state != before:
-                logmod.log(f"{before} -> {self.state} ({signal.Signals(sig).name})")
+                orders = True
+                action = SIGNALS.get(sig)
+                before = self.state
+                if action in (RETIRE, LAST):
+                    self.stopping = True
+                    self.last_out = self.last_out or action == LAST
+                elif action == WAKE:
+                    self.wakes += 1
+                elif action == NOW:
+                    self.exiting = True
+                    logmod.flush_std()
+                    os._exit(0)
+                elif action == PAUSE:
+                    self.paused = True
+                elif action == RESUME:
+                    self.paused = False
+                if self.state != before:
+                    logmod.log(f"{before} -> {self.state} ({signal.Signals(sig).name})")
         if orders or core.index == 0:
             self.board.set_flags(self.slot, self.paused, not (self.paused or self.stopping))
         core.apply_orders()
