@@ -202,7 +202,7 @@ class Core:
                 else:
                     self.ep.unregister(l.fd)
             self.accepting = want_accept
-            if w.stopping and not w.last_out and any(_queued(l.fd) for l in w.listeners):
+            if w.stopping and not w.last_out and w.master_pid and any(_queued(l.fd) for l in w.listeners):
                 os.kill(w.master_pid, signal.SIGWINCH)  # a connection we may have been woken for
         elif rearm and self.accepting:
             for l in w.listeners:  # EPOLLEXCLUSIVE forbids EPOLL_CTL_MOD; a fresh add polls the queue
