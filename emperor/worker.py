@@ -447,13 +447,9 @@ class Worker:
 
     def _on_signal(self, signum: int, frame) -> None:
         self.pending.append(signum)
-        # The wakeup fd wakes the main core; the others are told here, so that an order
-        # reaches idle threads while the main one is inside a long request.
-        for c in self.cores[1:]:
-            try:
-                os.write(c.wake_w, b"x")
-            except OSError:
-                pass
+        # Every core, not only the main one (the wakeup fd's), so that an order reaches
+        # idle threads while the main one is inside a long request.
+        self.broadcast()
 
     def run(self) -> None:
         """Entered right after fork, with signals still blocked by the master."""
@@ -535,9 +531,7 @@ class Worker:
             self.board.set_flags(self.slot, self.paused, not (self.paused or self.stopping))
         core.apply_orders()
         if orders:
-            for c in self.cores:
-                if c is not core:
-                    os.write(c.wake_w, b"x")
+            self.broadcast()
 
     @property
     def state(self) -> str:
@@ -556,6 +550,9 @@ class Worker:
             self.broadcast()
 
     def broadcast(self) -> None:
-        """Make every core re-read its orders."""
+        """Make every core re-read its orders (safe in a signal handler)."""
         for c in self.cores:
-            os.write(c.wake_w, b"x")
+            try:
+                os.write(c.wake_w, b"x")
+            except OSError:
+                pass  # a full pipe: that core has a wake-up pending already
