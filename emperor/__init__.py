@@ -16,7 +16,7 @@ def reload() -> bool:
     from somewhere: it cannot reach the wrong process. Returns False when not
     running under an emperor master.
     """
-    from emperor.notify import send_reload_request
+    from emperor.wire.notify import send_reload_request
 
     return send_reload_request()
 

@@ -32,10 +32,10 @@ sys.path.insert(0, str(ROOT))
 
 from emperor import sockets  # noqa: E402
 from emperor.config import load_config  # noqa: E402
-from emperor.protocols.uwsgi import encode_vars, parse_vars  # noqa: E402
-from emperor.scoreboard import Scoreboard  # noqa: E402
-from emperor.worker import Core, Worker  # noqa: E402
-from emperor.wsgi import base_environ  # noqa: E402
+from emperor.worker.protocols.uwsgi import encode_vars, parse_vars  # noqa: E402
+from emperor.wire.scoreboard import Scoreboard  # noqa: E402
+from emperor.worker.process import Core, Worker  # noqa: E402
+from emperor.worker.wsgi import base_environ  # noqa: E402
 
 APP = '''
 def application(environ, start_response):

@@ -51,8 +51,8 @@ except ImportError:
 
 import subprocess  # noqa: E402
 
-from emperor.protocols.http import find_head, parse_head  # noqa: E402
-from emperor.wsgi import base_environ  # noqa: E402
+from emperor.worker.protocols.http import find_head, parse_head  # noqa: E402
+from emperor.worker.wsgi import base_environ  # noqa: E402
 
 CURL = (b"GET /api/items?id=42&sort=name HTTP/1.1\r\n"
         b"Host: localhost:8000\r\n"

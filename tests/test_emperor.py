@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, descendants, free_port, wait_for
-from emperor import emperor as emp
+from emperor.emperor import process as emp
 from emperor.states import VassalState as S
-from emperor.watch import Changes
+from emperor.emperor.watch import Changes
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -114,7 +114,7 @@ def emperor(tmp_path, procs):
     yield start
     for p in started:
         assert "unexpected transition" not in p.log
-        assert 'emperor/emperor.py"' not in p.log and 'emperor/watch.py"' not in p.log  # no traceback of ours
+        assert 'emperor/emperor/process.py"' not in p.log and 'emperor/emperor/watch.py"' not in p.log  # no traceback of ours
 
 
 def serving(emperor_proc, name: str, port: int, appdir: Path, extra: str = "", timeout: float = 5.0):
@@ -155,7 +155,7 @@ def cmdline(pid: int) -> list[str]:
 def test_forked_master_is_found_through_its_pidfile(emperor, appdir, tmp_path):
     # Masters are forks of the emperor: until their first reload they keep its command
     # line, and `--reload PIDFILE` must still know one (and refuse a worker's PID).
-    from emperor.pidfile import PidfileError, read_master_pid
+    from emperor.master.pidfile import PidfileError, read_master_pid
 
     e = emperor()
     port = free_port()

@@ -146,8 +146,8 @@ def test_an_exclusive_wakeup_strands_a_connection_until_listeners_are_re_added(t
     Two real worker loops (`Core`) in this process, one listening socket, the real kernel."""
     from emperor import sockets
     from emperor.config import load_config
-    from emperor.scoreboard import Scoreboard
-    from emperor.worker import Core, Worker
+    from emperor.wire.scoreboard import Scoreboard
+    from emperor.worker.process import Core, Worker
 
     (tmp_path / "a.ini").write_text("[uwsgi]\nhttp-socket = 127.0.0.1:0\nmodule = x\n")
     config = load_config(str(tmp_path / "a.ini"))
@@ -254,7 +254,7 @@ raise RuntimeError("database is down")
     log = m.log
     assert "RuntimeError: database is down" in log
     assert "failed to import" in log
-    assert "emperor/app.py" not in log  # the traceback is the application's own
+    assert "emperor/worker/app.py" not in log  # the traceback is the application's own
 
 
 def test_port_already_taken(master):
@@ -285,7 +285,7 @@ def test_unreadable_file(procs, tmp_path):
 
 
 def test_uwsgi_socket_serves(master):
-    from emperor.protocols.uwsgi import encode_vars
+    from emperor.worker.protocols.uwsgi import encode_vars
     port2 = free_port()
     m = master(f"socket = 127.0.0.1:{port2}\n", HELLO_APP)
     s = socket.create_connection(("127.0.0.1", port2), timeout=5)
@@ -373,8 +373,8 @@ def application(environ, start_response):
 def test_a_ready_read_after_the_stop_began_changes_nothing(tmp_path):
     # The race seen when the emperor is SIGKILLed right after start: the master stops
     # (its channel hit EOF) and only then reads a worker's READY from before the kill.
-    from emperor.master import Generation, Master
-    from emperor.scoreboard import Scoreboard
+    from emperor.master.process import Generation, Master
+    from emperor.wire.scoreboard import Scoreboard
     from emperor.states import MasterState
 
     m = Master(str(tmp_path / "app.ini"))

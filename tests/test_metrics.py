@@ -17,7 +17,8 @@ import time
 import pytest
 
 from conftest import ROOT, free_port, wait_for
-from emperor import control, metrics
+from emperor.emperor import control
+from emperor.emperor import prometheus as metrics
 from test_stats import REQUIRED_TOP, REQUIRED_WORKER
 from test_status import get, start_stack
 
@@ -76,7 +77,7 @@ def stack(tmp_path_factory):
     p.metrics = mport
     yield p
     p.kill()
-    for ours in ("control.py", "emperor.py", "metrics.py"):
+    for ours in ("emperor/control.py", "emperor/process.py", "emperor/prometheus.py"):
         assert f'emperor/{ours}"' not in p.log   # no traceback of ours
 
 

@@ -104,7 +104,7 @@ def test_pause_and_resume_are_idempotent(served):
 def test_a_worker_pid_is_never_taken_for_a_master(served, tmp_path):
     # A stale pidfile may hold a PID that is now one of our workers; they inherit the
     # master's command line (`... emperor master FILE`), so the command line is not enough.
-    from emperor.pidfile import PidfileError, read_master_pid
+    from emperor.master.pidfile import PidfileError, read_master_pid
 
     m, _ = served
     with open(f"/proc/{m.pid}/task/{m.pid}/children") as f:

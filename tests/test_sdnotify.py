@@ -22,8 +22,9 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, free_port, wait_for
-from emperor import health, sdnotify
-from emperor.control import query
+from emperor.cli import health
+from emperor.emperor import systemd as sdnotify
+from emperor.emperor.control import query
 from emperor.paths import control_socket
 
 pytestmark = pytest.mark.timeout(60)

@@ -24,8 +24,9 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, Proc, free_port, wait_for
-from emperor import control, paths
-from emperor.status import event_text, vassal_lines
+from emperor import paths
+from emperor.emperor import control
+from emperor.cli.status import event_text, vassal_lines
 
 pytestmark = pytest.mark.timeout(40)
 

@@ -10,7 +10,7 @@ import pytest
 
 from apps.rawhttp import Client, get, one, running_master, worker_pids
 from conftest import free_port
-from emperor.protocols.uwsgi import encode_vars
+from emperor.worker.protocols.uwsgi import encode_vars
 
 VARS = {
     "REQUEST_METHOD": "GET", "REQUEST_URI": "/environ?x=1", "PATH_INFO": "/environ",

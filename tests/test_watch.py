@@ -9,7 +9,7 @@ import time
 import pytest
 from inotify_simple import Event, flags
 
-from emperor.watch import DELETE_GRACE, Changes, DirectoryWatcher
+from emperor.emperor.watch import DELETE_GRACE, Changes, DirectoryWatcher
 
 pytestmark = pytest.mark.timeout(20)
 

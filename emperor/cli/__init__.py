@@ -59,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _signal_pidfile(action: str, path: str) -> int:
-    from emperor.pidfile import PidfileError, read_master_pid
+    from emperor.master.pidfile import PidfileError, read_master_pid
 
     try:
         pid = read_master_pid(path)
@@ -67,7 +67,7 @@ def _signal_pidfile(action: str, path: str) -> int:
         print(f"emperor: {e}", file=sys.stderr)
         return 1
     if action in ("pause", "resume"):
-        from emperor.pidfile import process_name
+        from emperor.master.pidfile import process_name
 
         paused = process_name(pid) == "emperor paused"
         if paused == (action == "pause"):
@@ -86,7 +86,7 @@ def _signal_pidfile(action: str, path: str) -> int:
 
 
 def _run_master(path: str) -> int:
-    from emperor.master import run_master
+    from emperor.master.process import run_master
 
     try:
         return run_master(path)
@@ -106,24 +106,24 @@ def main(argv: list[str] | None = None) -> int:
             return _signal_pidfile(action, path)
     if args.command == "master":
         if args.preflight:
-            from emperor.preflight import preflight
+            from emperor.master.preflight import preflight
 
             return preflight(args.file)
         return _run_master(args.file)
     if args.command == "run":
-        from emperor.emperor import run_emperor
+        from emperor.emperor.process import run_emperor
 
         return run_emperor(args)
     if args.command == "status":
-        from emperor.status import run_status
+        from emperor.cli.status import run_status
 
         return run_status(args)
     if args.command == "health":
-        from emperor.health import run_health
+        from emperor.cli.health import run_health
 
         return run_health(args)
     if args.command == "restart":
-        from emperor.status import run_restart
+        from emperor.cli.status import run_restart
 
         return run_restart(args)
     _parser().print_help()

@@ -10,9 +10,9 @@ import os
 import sys
 
 from emperor import sockets
-from emperor.app import AppError, load
+from emperor.worker.app import AppError, load
 from emperor.config import ConfigError, load_config
-from emperor.launch import drop_privileges
+from emperor.emperor.launch import drop_privileges
 
 
 def preflight(path: str) -> int:

@@ -29,7 +29,7 @@ import os
 import sys
 
 from emperor import paths
-from emperor.control import query
+from emperor.emperor.control import query
 
 MAX_BACKOFF = 60.0
 
@@ -38,7 +38,7 @@ def check(doc: dict, *, live: bool = False, max_backoff: float = MAX_BACKOFF) ->
     """(healthy, one line) for a control-socket status document."""
     vassals = doc.get("vassals") or {}
     states = {name: (v or {}).get("state", "?") for name, v in vassals.items()}
-    from emperor.sdnotify import summary
+    from emperor.emperor.systemd import summary
 
     line = summary(states)
     if live:

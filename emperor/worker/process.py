@@ -26,13 +26,13 @@ import time
 from collections.abc import Callable
 
 from emperor import log as logmod
-from emperor import notify
+from emperor.wire import notify
 from emperor.config import Config
-from emperor.protocols import uwsgi as uwsgi_proto
-from emperor.protocols.http import HTTPError, error_response, find_head, parse_head
-from emperor.scoreboard import CoreCounters, Scoreboard
+from emperor.worker.protocols import uwsgi as uwsgi_proto
+from emperor.worker.protocols.http import HTTPError, error_response, find_head, parse_head
+from emperor.wire.scoreboard import CoreCounters, Scoreboard
 from emperor.sockets import HTTP, Listener
-from emperor.wsgi import EMPTY_INPUT, ClientGone, Input, base_environ, run
+from emperor.worker.wsgi import EMPTY_INPUT, ClientGone, Input, base_environ, run
 
 RETIRE, LAST, NOW = "retire", "last out", "stop now"
 PAUSE, RESUME, WAKE = "pause", "resume", "wake"

@@ -27,8 +27,8 @@ from emperor import log as logmod
 
 
 # What a master and its workers import; `touch` only when a vassal asks for touch-reload.
-PRELOAD = ("emperor.master", "emperor.worker", "emperor.wsgi", "emperor.app", "emperor.preflight",
-           "emperor.protocols.http", "emperor.protocols.uwsgi", "emperor.stats", "emperor.touch")
+PRELOAD = ("emperor.master.process", "emperor.worker.process", "emperor.worker.wsgi", "emperor.worker.app", "emperor.master.preflight",
+           "emperor.worker.protocols.http", "emperor.worker.protocols.uwsgi", "emperor.master.stats", "emperor.master.touch")
 
 
 def preload() -> None:
@@ -46,7 +46,7 @@ def fork_master(path: str, env: dict[str, str], channel_fd: int,
                 uid: int | None, gid: int | None) -> int:
     """Fork a master for vassal file `path`, keeping `channel_fd`; returns its PID."""
     def run() -> int:
-        from emperor.master import Master, set_command_line
+        from emperor.master.process import Master, set_command_line
 
         # ps shows what a reload's `python -m emperor master FILE` would, not the emperor's command
         set_command_line(f"emperor master {path}")
@@ -65,7 +65,7 @@ def fork_preflight(path: str, env: dict[str, str], out_fd: int,
     clean, pre-imported process costs a few ms where a fresh interpreter costs ~100.
     """
     def run() -> int:
-        from emperor.preflight import preflight
+        from emperor.master.preflight import preflight
 
         os.dup2(out_fd, 1)
         os.dup2(out_fd, 2)

@@ -23,7 +23,7 @@ from rich.live import Live
 from rich.text import Text
 
 from emperor import paths
-from emperor.control import query
+from emperor.emperor.control import query
 
 REFRESH = 1.0
 STATE_STYLE = {

@@ -121,7 +121,7 @@ def _app_traceback() -> str:
     """The traceback without our own frames: the part the user's code is in."""
     etype, value, tb = sys.exc_info()
     frames = traceback.extract_tb(tb)
-    here = os.path.dirname(__file__)
+    here = os.path.dirname(os.path.dirname(__file__))  # every module of the package
     keep = [f for f in frames if not f.filename.startswith(here) and "<frozen importlib" not in f.filename]
     lines = ["Traceback (most recent call last):\n"] + traceback.format_list(keep)
     lines += traceback.format_exception_only(etype, value)

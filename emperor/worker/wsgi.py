@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 from emperor.log import log
-from emperor.protocols.http import ChunkedDecoder, HTTPError, error_response
+from emperor.worker.protocols.http import ChunkedDecoder, HTTPError, error_response
 
 _NO_BODY_STATUS = (204, 304)
 

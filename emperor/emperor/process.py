@@ -29,14 +29,14 @@ from typing import Callable
 from emperor import log as logmod
 from emperor import paths
 from emperor.config import ConfigError, load_config
-from emperor.control import ControlError, ControlServer
-from emperor.launch import fork_master, fork_preflight, preload
-from emperor.master import ENV_CHANNEL, ENV_HELD, ENV_PREFLIGHTS, ENV_STATS, INTERNAL_ENV
-from emperor.metrics import stats_socket
-from emperor.sdnotify import Notifier
+from emperor.emperor.control import ControlError, ControlServer
+from emperor.emperor.launch import fork_master, fork_preflight, preload
+from emperor.master.process import ENV_CHANNEL, ENV_HELD, ENV_PREFLIGHTS, ENV_STATS, INTERNAL_ENV
+from emperor.emperor.prometheus import stats_socket
+from emperor.emperor.systemd import Notifier
 from emperor.signals import SignalQueue, reaped
 from emperor.states import VassalState as S
-from emperor.watch import Changes, DirectoryWatcher
+from emperor.emperor.watch import Changes, DirectoryWatcher
 
 log = logmod.log
 

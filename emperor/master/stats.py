@@ -12,7 +12,7 @@ import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from emperor.master import Master
+    from emperor.master.process import Master
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 

@@ -27,14 +27,16 @@ import time
 from collections.abc import Callable, Iterator
 
 from emperor import log as logmod
-from emperor import notify, pidfile, sockets
-from emperor.app import AppError, load as load_app
+from emperor import sockets
+from emperor.master import pidfile
+from emperor.wire import notify
+from emperor.worker.app import AppError, load as load_app
 from emperor.config import Config, ConfigError, load_config
-from emperor.launch import drop_privileges
-from emperor.scoreboard import Scoreboard
+from emperor.emperor.launch import drop_privileges
+from emperor.wire.scoreboard import Scoreboard
 from emperor.signals import SignalQueue, drain, reaped
 from emperor.states import MasterState, StateMachine
-from emperor.worker import Worker
+from emperor.worker.process import Worker
 
 log = logmod.log
 
@@ -265,7 +267,7 @@ class Master:
                 return
             # Backstop for a lost EOF: the kernel kills us when the emperor dies.
             # It survives execve; a lost race (emperor already gone) still ends in EOF.
-            from emperor.worker import die_with_parent
+            from emperor.worker.process import die_with_parent
 
             die_with_parent(signal.SIGKILL)
 
@@ -274,7 +276,7 @@ class Master:
 
     def _setup_touch_reload(self) -> None:
         if self.config.touch_reload:
-            from emperor.touch import TouchWatcher
+            from emperor.master.touch import TouchWatcher
 
             self.touch = TouchWatcher(self.config.touch_reload)
 
@@ -560,7 +562,7 @@ class Master:
                 self._preflight_done(int(line.split()[1]))
 
     def _serve_stats(self) -> None:
-        from emperor.stats import document
+        from emperor.master.stats import document
 
         while True:
             try:
@@ -629,7 +631,7 @@ class Master:
         self.stop_deadline = time.monotonic() + self.config.worker_reload_mercy
 
     def on_log_stats(self, why: str) -> None:
-        from emperor.stats import document
+        from emperor.master.stats import document
 
         lines = ["statistics (SIGUSR1); effective config:"] + ["  " + l for l in self.config.ini_lines()]
         doc = document(self)
@@ -640,7 +642,7 @@ class Master:
         log("\n".join(lines))
 
     def on_log_workers(self, why: str) -> None:
-        from emperor.stats import document
+        from emperor.master.stats import document
 
         doc = document(self)
         lines = [f"worker status (SIGUSR2), state {self.state.state.value}:"]

@@ -24,7 +24,8 @@ import socket
 import time
 from typing import Callable
 
-from emperor import metrics, paths, sockets
+from emperor import paths, sockets
+from emperor.emperor import prometheus as metrics
 
 TIMEOUT = 2.0          # a client has this long to send its request and read the answer
 STATS_TIMEOUT = 0.5    # a master that has not answered by then is shown without stats

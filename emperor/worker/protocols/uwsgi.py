@@ -7,7 +7,7 @@ The response is plain HTTP, ended by closing the connection.
 """
 from __future__ import annotations
 
-from emperor.protocols.http import HTTPError
+from emperor.worker.protocols.http import HTTPError
 
 
 _SERVER_KEYS = ("wsgi.version", "wsgi.url_scheme", "wsgi.multithread", "wsgi.multiprocess",
