@@ -5,9 +5,6 @@ import os
 
 __version__ = "0.1.0"
 
-# Set in every worker so the application can talk to its master (see reload()).
-_NOTIFY_FD_ENV = "EMPEROR_NOTIFY_FD"
-
 
 def reload() -> bool:
     """Ask this process's master for a graceful reload.

@@ -1,12 +1,16 @@
-"""Where an emperor's control socket lives, derived from its vassals directory alone.
+"""Where the emperor's runtime files live: its control socket and its masters' private stats sockets.
 
-So `emperor status`, run from the directory where `emperor run` was started,
-finds that emperor with no option: both compute the same path.
+Derived from the vassals directory (and the vassal file) alone, so `emperor
+status`, run from the directory where `emperor run` was started, finds that
+emperor with no option: both compute the same path.
 """
 from __future__ import annotations
 
 import hashlib
 import os
+import socket
+import stat
+import time
 
 
 def runtime_dir() -> str:
@@ -32,3 +36,44 @@ def ensure_runtime_dir() -> str:
     if st.st_mode & 0o077:
         os.chmod(d, 0o700)
     return d
+
+
+def stats_socket(vassal_path: str) -> str | None:
+    """The private stats socket of a vassal's master, in our runtime dir; None if unusable."""
+    try:
+        d = ensure_runtime_dir()
+    except OSError:
+        return None
+    digest = hashlib.sha1(os.path.abspath(vassal_path).encode()).hexdigest()[:16]
+    return os.path.join(d, f"stats-{digest}.sock")
+
+
+def sweep_stale_stats_sockets(min_age: float = 60.0) -> int:
+    """Remove private stats sockets nobody listens on, left by masters killed with SIGKILL.
+
+    Only files bound more than `min_age` ago: a master binds and listens at
+    once, so a young socket that refuses may be one that is just starting.
+    """
+    d = runtime_dir()
+    removed = 0
+    try:
+        names = [n for n in os.listdir(d) if n.startswith("stats-") and n.endswith(".sock")]
+    except OSError:
+        return 0
+    for name in names:
+        path = os.path.join(d, name)
+        try:
+            st = os.lstat(path)
+            if not stat.S_ISSOCK(st.st_mode) or time.time() - st.st_mtime < min_age:
+                continue
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+                probe.connect(path)
+        except ConnectionRefusedError:
+            try:
+                os.unlink(path)
+                removed += 1
+            except OSError:
+                pass
+        except OSError:
+            pass
+    return removed

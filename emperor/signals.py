@@ -28,7 +28,7 @@ class SignalQueue:
         signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
         return self.wake_r
 
-    def _record(self, signum: int, frame) -> None:
+    def _record(self, signum: int, frame: object) -> None:
         self.pending.append(signum)
 
     def dispatch(self, owner: object) -> None:

@@ -1,9 +1,9 @@
 """Listening sockets: bound once, inherited across every `execve`.
 
 A reload must never close and re-bind a socket: the kernel keeps queueing
-connections on a listening socket only while it stays open. The master passes
-its sockets to its next image by descriptor number in EMPEROR_SOCKETS (the same
-idea as systemd's LISTEN_FDS, which is honoured too).
+connections on a listening socket only while it stays open. The master hands
+its sockets to its next image (emperor/wire/handoff.py); systemd's LISTEN_FDS
+is honoured too.
 """
 from __future__ import annotations
 
@@ -12,10 +12,13 @@ import os
 import socket
 import stat
 
-ENV = "EMPEROR_SOCKETS"
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing into every master image
+if TYPE_CHECKING:
+    from emperor.config import Config
 
 HTTP = "http"
 UWSGI = "uwsgi"
+STATS = "stats"
 
 
 class SocketError(Exception):
@@ -48,7 +51,7 @@ class Listener:
         return self.sock.family == socket.AF_UNIX
 
 
-def parse_address(address: str) -> tuple[int, object]:
+def parse_address(address: str) -> tuple[int, str | tuple[str, int]]:
     """'host:port', ':port', '[::1]:port' or a UNIX path -> (family, sockaddr)."""
     if "/" in address or ":" not in address:
         return socket.AF_UNIX, address
@@ -65,7 +68,7 @@ def bind(kind: str, address: str, backlog: int, chmod: str | None = None) -> Lis
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         if family == socket.AF_UNIX:
-            _remove_stale_unix(str(addr))
+            remove_stale_unix(address)
         else:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if family == socket.AF_INET6:
@@ -83,40 +86,41 @@ def bind(kind: str, address: str, backlog: int, chmod: str | None = None) -> Lis
     return Listener(kind, address, sock)
 
 
-def _remove_stale_unix(path: str) -> None:
-    """A UNIX socket file nobody listens on is stale; one in use means a conflict."""
+def remove_stale_unix(path: str) -> bool:
+    """Remove a UNIX socket file nobody listens on; False if someone does (a conflict).
+
+    Anything else at `path` is left alone: the bind that follows fails with a clear error.
+    """
     try:
         st = os.stat(path)
     except FileNotFoundError:
-        return
+        return True
     if not stat.S_ISSOCK(st.st_mode):
-        return  # bind will fail with a clear error
+        return True
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         probe.connect(path)
     except OSError:
-        os.unlink(path)
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        return True
     finally:
         probe.close()
+    return False
 
 
-def export(listeners: list[Listener]) -> str:
-    """The value of EMPEROR_SOCKETS for the next image."""
-    return ";".join(f"{l.fd}={l.kind}={l.address}" for l in listeners)
+def wanted(config: Config, private_stats: str | None = None) -> list[tuple[str, str]]:
+    """(kind, address) of every socket a vassal's master listens on, in order.
 
-
-def adopt(environ: dict[str, str]) -> dict[tuple[str, str], socket.socket]:
-    """Sockets handed over by the previous image (or by systemd), by (kind, address)."""
-    found: dict[tuple[str, str], socket.socket] = {}
-    spec = environ.pop(ENV, "")
-    for item in filter(None, spec.split(";")):
-        fd, kind, address = item.split("=", 2)
-        try:
-            sock = socket.socket(fileno=int(fd))
-        except OSError:
-            continue
-        found[(kind, address)] = sock
-    return found
+    `private_stats`: the emperor's stats socket for a vassal without `stats`.
+    """
+    out = [(HTTP, a) for a in config.http_sockets] + [(UWSGI, a) for a in config.uwsgi_sockets]
+    stats = config.stats or private_stats
+    if stats:
+        out.append((STATS, stats))
+    return out
 
 
 def systemd_sockets(environ: dict[str, str]) -> list[socket.socket]:
@@ -134,22 +138,21 @@ def _same_address(sock: socket.socket, address: str) -> bool:
     if sock.family != family:
         return False
     name = sock.getsockname()
-    if family == socket.AF_UNIX:
-        return name == addr
-    return tuple(name[:2]) == tuple(addr) or (addr[1] == name[1] and addr[0] in ("0.0.0.0", "::"))
+    if isinstance(addr, str):
+        return bool(name == addr)
+    return tuple(name[:2]) == addr or (addr[1] == name[1] and addr[0] in ("0.0.0.0", "::"))
 
 
-def open_listeners(wanted: list[tuple[str, str]], backlog: int, chmod: str | None,
-                   environ: dict[str, str]) -> list[Listener]:
+def open_listeners(want: list[tuple[str, str]], backlog: int, chmod: str | None,
+                   inherited: dict[tuple[str, str], socket.socket], environ: dict[str, str]) -> list[Listener]:
     """Adopt inherited sockets that are still wanted, bind new ones, close dropped ones.
 
     A socket is reused only if it is the same kind at the same address: a reload
-    that changes a socket's address really moves it.
+    that changes a socket's address really moves it. `inherited` is emptied.
     """
-    inherited = adopt(environ)
     activated = systemd_sockets(environ)
     out: list[Listener] = []
-    for kind, address in wanted:
+    for kind, address in want:
         sock = inherited.pop((kind, address), None)
         if sock is None:
             for cand in activated:
@@ -169,6 +172,7 @@ def open_listeners(wanted: list[tuple[str, str]], backlog: int, chmod: str | Non
             out.append(bind(kind, address, backlog, chmod))
     for (kind, address), sock in inherited.items():
         _close_dropped(address, sock)
+    inherited.clear()
     for sock in activated:
         sock.close()
     return out
@@ -182,6 +186,16 @@ def _close_dropped(address: str, sock: socket.socket) -> None:
             os.unlink(address)
         except OSError:
             pass
+
+
+def vacuum(listeners: list[Listener]) -> None:
+    """`vacuum`: remove the files of our UNIX sockets."""
+    for l in listeners:
+        if l.is_unix:
+            try:
+                os.unlink(l.address)
+            except OSError:
+                pass
 
 
 def defer_accept(listeners: list[Listener], seconds: int) -> None:

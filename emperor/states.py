@@ -1,7 +1,13 @@
-"""The explicit states of a master, a worker and a vassal (as the emperor sees it).
+"""The explicit states of the three processes, their allowed edges, and the one machine that moves them.
 
-Every transition goes through `StateMachine.to`, which logs one line, so the
-log, the stats and the status view all tell the same story.
+Each process changes state only through `Machine.to`, which checks the edge and
+logs one line (`running -> reloading (SIGHUP)`), so the log, the stats and the
+status view tell the same story. A state absent from the table (None for a
+vassal) is "not there": a new file or a vassal gone.
+
+Pausing is not a state here but a toggle beside it, in the master and in the
+worker alike: a paused master may also be reloading, a paused worker may also
+have been told to retire, and each resumes where it was.
 """
 from __future__ import annotations
 
@@ -17,10 +23,10 @@ class MasterState(enum.Enum):
     STOPPING = "stopping"
 
 
-class WorkerStatus(enum.Enum):
-    IDLE = "idle"
-    BUSY = "busy"
-    PAUSE = "pause"
+class WorkerState(enum.Enum):
+    RUNNING = "running"      # accepting (unless paused)
+    RETIRING = "retiring"    # stops accepting, finishes what it holds; another generation takes the queue
+    LAST_OUT = "last out"    # the same, after answering what the kernel queued: nobody else will
 
 
 class VassalState(enum.Enum):
@@ -34,33 +40,66 @@ class VassalState(enum.Enum):
     STOPPING = "stopping"
 
 
-# Which edges a master may take; anything else is a bug worth a loud log line.
-MASTER_EDGES: dict[MasterState, set[MasterState]] = {
-    MasterState.STARTING: {MasterState.RUNNING, MasterState.STOPPING, MasterState.RELOADING},
-    MasterState.RUNNING: {MasterState.PAUSED, MasterState.RELOADING, MasterState.STOPPING},
-    MasterState.PAUSED: {MasterState.RUNNING, MasterState.RELOADING, MasterState.STOPPING},
-    MasterState.RELOADING: {MasterState.RUNNING, MasterState.PAUSED, MasterState.STOPPING},
-    MasterState.STOPPING: set(),
+M, W, V = MasterState, WorkerState, VassalState
+
+MASTER_EDGES: dict[MasterState | None, set[MasterState | None]] = {
+    M.STARTING: {M.RUNNING, M.PAUSED, M.STOPPING, M.RELOADING},
+    M.RUNNING: {M.PAUSED, M.RELOADING, M.STOPPING},
+    M.PAUSED: {M.RUNNING, M.RELOADING, M.STOPPING},
+    M.RELOADING: {M.RUNNING, M.PAUSED, M.STOPPING},
+    M.STOPPING: set(),
+}
+
+WORKER_EDGES: dict[WorkerState | None, set[WorkerState | None]] = {
+    W.RUNNING: {W.RETIRING, W.LAST_OUT},
+    W.RETIRING: {W.LAST_OUT},
+    W.LAST_OUT: set(),
+}
+
+VASSAL_EDGES: dict[VassalState | None, set[VassalState | None]] = {
+    None: {V.STARTING, V.CONFIG_ERROR, V.BACKOFF},
+    V.STARTING: {V.RUNNING, V.RELOADING, V.RELOAD_FAILED, V.STOPPING, V.BACKOFF, V.CONFIG_ERROR, None},
+    V.RUNNING: {V.PAUSED, V.RELOADING, V.STOPPING, V.BACKOFF, V.CONFIG_ERROR},
+    V.PAUSED: {V.RUNNING, V.RELOADING, V.STOPPING, V.BACKOFF, V.CONFIG_ERROR},
+    V.RELOADING: {V.RUNNING, V.RELOAD_FAILED, V.STOPPING, V.BACKOFF, V.CONFIG_ERROR},
+    V.RELOAD_FAILED: {V.RUNNING, V.RELOADING, V.STOPPING, V.BACKOFF, V.CONFIG_ERROR},
+    V.BACKOFF: {V.STARTING, V.CONFIG_ERROR, None},
+    V.CONFIG_ERROR: {V.STARTING, V.RELOADING, V.STOPPING, V.CONFIG_ERROR, None},
+    V.STOPPING: {V.STARTING, V.BACKOFF, V.CONFIG_ERROR, None},  # restart after an owner change
 }
 
 
-class StateMachine:
-    """Holds one state and logs each transition as `old -> new (why)`."""
+def _name(state: enum.Enum | None, absent: str) -> str:
+    return absent if state is None else str(state.value)
 
-    def __init__(self, initial: MasterState, log: Callable[[str], None],
-                 edges: dict = MASTER_EDGES, on_change: Callable[[], None] | None = None) -> None:
+
+class Machine:
+    """One state and its allowed edges; `to` logs each transition once.
+
+    `again`: states whose re-entry is logged too (a second config error is news).
+    `absent`: how a None state reads in the log (`new` when entering, `gone` when leaving).
+    """
+
+    def __init__(self, initial: enum.Enum | None, edges: dict, log: Callable[[str], None], *,
+                 label: str = "", again: frozenset = frozenset(),
+                 on_change: Callable[[], None] | None = None) -> None:
         self.state = initial
-        self._log = log
-        self._edges = edges
-        self._on_change = on_change
+        self.edges = edges
+        self.log = log
+        self.label = label            # prefixed to each line (`app.ini: `)
+        self.again = again
+        self.on_change = on_change
 
-    def to(self, new: MasterState, why: str = "") -> None:
+    def to(self, new: enum.Enum | None, why: str = "") -> bool:
+        """Move to `new`; False (and no line) when already there."""
         old = self.state
-        if new is old:
-            return
-        if new not in self._edges.get(old, set()):
-            self._log(f"unexpected transition {old.value} -> {new.value} ({why})")
+        if new is old and new not in self.again:
+            return False
+        before, after = _name(old, "new"), _name(new, "gone")
+        if new not in self.edges.get(old, set()):
+            self.log(f"{self.label}unexpected transition {before} -> {after} ({why})")
         self.state = new
-        self._log(f"{old.value} -> {new.value}" + (f" ({why})" if why else ""))
-        if self._on_change is not None:
-            self._on_change()
+        self.log(f"{self.label}{before} -> {after}" + (f" ({why})" if why else ""))
+        if self.on_change is not None:
+            self.on_change()
+        return True

@@ -34,7 +34,8 @@ from emperor import sockets  # noqa: E402
 from emperor.config import load_config  # noqa: E402
 from emperor.worker.protocols.uwsgi import encode_vars, parse_vars  # noqa: E402
 from emperor.wire.scoreboard import Scoreboard  # noqa: E402
-from emperor.worker.process import Core, Worker  # noqa: E402
+from emperor.worker.core import Core  # noqa: E402
+from emperor.worker.process import Worker  # noqa: E402
 from emperor.worker.wsgi import base_environ  # noqa: E402
 
 APP = '''

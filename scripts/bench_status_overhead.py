@@ -45,7 +45,7 @@ APP = '''def application(environ, start_response):
 '''
 QUERY_LOOP = '''
 import sys, time
-from emperor.emperor.control import query
+from emperor.wire.control import query
 path, n = sys.argv[1], 0
 while True:
     query(path)

@@ -23,6 +23,7 @@ import pytest
 from conftest import ROOT, descendants, free_port, wait_for
 from emperor.emperor import process as emp
 from emperor.states import VassalState as S
+from emperor.wire import channel
 from emperor.emperor.watch import Changes
 
 pytestmark = pytest.mark.timeout(30)
@@ -741,9 +742,14 @@ def driven(tmp_path, capfd):
     e.clock_, e.launched, e.dir = clock, launched, d
     yield e
     for v in list(e.vassals.values()):
-        e._close_channel(v)
+        e.masters.close_channel(v)
     for *_, fd in launched:
         os.close(fd)
+
+
+def say(e, v, line: str) -> None:
+    """What the vassal's master would say on its channel."""
+    e.masters.on_message(v, *channel.parse(line))
 
 
 def test_backoff_doubles_up_to_60s_and_resets_once_a_request_was_served(driven, appdir):
@@ -752,8 +758,8 @@ def test_backoff_doubles_up_to_60s_and_resets_once_a_request_was_served(driven, 
     v = driven.vassals["app.ini"]
     delays = []
     for _ in range(8):
-        driven.on_message(v, "error app.ini: boom")
-        driven.on_exit(v.pid, 1)
+        say(driven, v, "error app.ini: boom")
+        driven.masters.on_exit(v.pid, 1)
         assert v.state is S.BACKOFF and v.last_error == "app.ini: boom"
         delays.append(v.retry_at - driven.clock_.now)
         assert driven.next_timeout() <= delays[-1]
@@ -766,15 +772,15 @@ def test_backoff_doubles_up_to_60s_and_resets_once_a_request_was_served(driven, 
         driven.clock_.now = v.retry_at
         driven.run_timers()
         for m in messages:
-            driven.on_message(v, m)
+            say(driven, v, m)
 
     def crash(code: int = 1) -> float:
-        driven.on_exit(v.pid, code)
+        driven.masters.on_exit(v.pid, code)
         return v.retry_at - driven.clock_.now
 
     # ready, then dead before serving anything: still a loop
-    driven.on_message(v, "spawned")
-    driven.on_message(v, "ready")
+    say(driven, v, "spawned")
+    say(driven, v, "ready")
     assert v.state is S.RUNNING and v.backoff == 60
     assert crash() == 60
     # it served a request: the next crash is retried after 1 s
@@ -809,7 +815,7 @@ def test_rename_starts_the_new_name_after_the_old_master_left(driven, appdir):
     new = driven.vassals["new.ini"]
     assert old.state is S.STOPPING and new.state is S.STARTING
     assert new.pid is None and new.waiting_for == {"old.ini"}
-    driven.on_exit(old.pid, 0)
+    driven.masters.on_exit(old.pid, 0)
     assert "old.ini" not in driven.vassals and new.pid is not None
 
 
@@ -819,13 +825,13 @@ def test_a_master_that_held_ports_wakes_the_vassals_backing_off_on_them(driven, 
         (driven.dir / name).write_text(ini(port, appdir))
     driven.apply(Changes(new=["a.ini"]))
     a = driven.vassals["a.ini"]
-    driven.on_message(a, "spawned")                  # a bound the port
+    say(driven, a, "spawned")                  # a bound the port
     driven.apply(Changes(new=["b.ini", "c.ini"]))
     b, c = driven.vassals["b.ini"], driven.vassals["c.ini"]
-    driven.on_exit(b.pid, 1)                         # could not bind
-    driven.on_exit(c.pid, 1)
+    driven.masters.on_exit(b.pid, 1)                         # could not bind
+    driven.masters.on_exit(c.pid, 1)
     assert b.state is S.BACKOFF and c.state is S.BACKOFF  # a failure never restarts its peers: no ping-pong
-    driven.on_exit(a.pid, 1)                         # the holder left
+    driven.masters.on_exit(a.pid, 1)                         # the holder left
     assert a.state is S.BACKOFF                      # itself: its own backoff
     assert b.state is S.STARTING and c.state is S.STARTING and b.pid and c.pid
 
@@ -834,7 +840,7 @@ def test_signals_are_dispatched_through_the_table(driven, appdir):
     (driven.dir / "app.ini").write_text(ini(free_port(), appdir))
     driven.apply(Changes(new=["app.ini"]))
     v = driven.vassals["app.ini"]
-    driven.on_exit(v.pid, 1)
+    driven.masters.on_exit(v.pid, 1)
     assert v.state is S.BACKOFF
     driven.pending.append(signal.SIGURG)
     driven.dispatch_signals()
@@ -843,7 +849,7 @@ def test_signals_are_dispatched_through_the_table(driven, appdir):
     driven.dispatch_signals()
     assert v.state is S.STOPPING and driven.stopping == "graceful"
     assert v.kill_at == driven.clock_.now + 30
-    driven.on_exit(v.pid, 0)
+    driven.masters.on_exit(v.pid, 0)
     assert driven.vassals == {}
 
 
@@ -852,8 +858,8 @@ def test_shutdown_delay_keeps_serving_then_stops_gracefully(driven, appdir):
     (driven.dir / "app.ini").write_text(ini(free_port(), appdir))
     driven.apply(Changes(new=["app.ini"]))
     v = driven.vassals["app.ini"]
-    driven.on_message(v, "spawned")
-    driven.on_message(v, "ready")
+    say(driven, v, "spawned")
+    say(driven, v, "ready")
     driven.on_graceful_shutdown("SIGTERM")
     assert v.state is S.RUNNING and driven.next_timeout() == 2.0
     driven.clock_.now += 2.0

@@ -147,7 +147,9 @@ def test_an_exclusive_wakeup_strands_a_connection_until_listeners_are_re_added(t
     from emperor import sockets
     from emperor.config import load_config
     from emperor.wire.scoreboard import Scoreboard
-    from emperor.worker.process import Core, Worker
+    from emperor.worker.core import Core
+    from emperor.states import WorkerState
+    from emperor.worker.process import Worker
 
     (tmp_path / "a.ini").write_text("[uwsgi]\nhttp-socket = 127.0.0.1:0\nmodule = x\n")
     config = load_config(str(tmp_path / "a.ini"))
@@ -180,7 +182,7 @@ def test_an_exclusive_wakeup_strands_a_connection_until_listeners_are_re_added(t
     told = [i for i in (0, 1) if woken[i]]
     assert len(told) == 1, woken                 # one epoll was told, the other slept on
     first, other = cores[told[0]], cores[1 - told[0]]
-    first.worker.stopping = True                 # it retires without accepting
+    first.worker.life.to(WorkerState.RETIRING, "test")  # it retires without accepting
     first.apply_orders()
     assert not first.accepting
     assert other.ep.poll(0.3) == []              # stranded: the other loop never hears of it
@@ -373,12 +375,13 @@ def application(environ, start_response):
 def test_a_ready_read_after_the_stop_began_changes_nothing(tmp_path):
     # The race seen when the emperor is SIGKILLed right after start: the master stops
     # (its channel hit EOF) and only then reads a worker's READY from before the kill.
-    from emperor.master.process import Generation, Master
+    from emperor.config import load_config
+    from emperor.master.generations import Generation, Workers
     from emperor.wire.scoreboard import Scoreboard
-    from emperor.states import MasterState
 
-    m = Master(str(tmp_path / "app.ini"))
-    m.current = Generation(0, Scoreboard(1, 1), [4_000_000])
-    m.state.to(MasterState.STOPPING, "emperor gone")
-    m._worker_ready(4_000_000)
-    assert m.state.state == MasterState.STOPPING and m.current.ready == set()
+    (tmp_path / "a.ini").write_text("[uwsgi]\nhttp-socket = 127.0.0.1:0\nmodule = x\n")
+    w = Workers(load_config(str(tmp_path / "a.ini")), 0, log=lambda m: None, become_worker=lambda g, s: None)
+    w.current = Generation(0, Scoreboard(1, 1), [4_000_000])
+    w.stopping = True
+    assert w.worker_ready(4_000_000) is False
+    assert w.current.ready == set()

@@ -17,8 +17,9 @@ import time
 import pytest
 
 from conftest import ROOT, free_port, wait_for
-from emperor.emperor import control
 from emperor.emperor import prometheus as metrics
+from emperor.emperor import summary
+from emperor.wire import control
 from test_stats import REQUIRED_TOP, REQUIRED_WORKER
 from test_status import get, start_stack
 
@@ -192,7 +193,7 @@ def test_label_values_and_help_are_escaped():
 
 
 def test_rates_count_per_worker_so_a_respawn_is_not_negative():
-    rates = metrics.Rates()
+    rates = summary.Rates()
     assert rates.rate("a", {10: 100, 11: 50}, now=0.0) is None      # nothing to compare with yet
     assert rates.rate("a", {10: 110, 11: 60}, now=1.0) == 20.0
     assert rates.rate("a", {10: 120, 12: 5}, now=2.0) == 15.0       # 11 was respawned as 12

@@ -24,7 +24,7 @@ import pytest
 from conftest import ROOT, free_port, wait_for
 from emperor.cli import health
 from emperor.emperor import systemd as sdnotify
-from emperor.emperor.control import query
+from emperor.wire.control import query
 from emperor.paths import control_socket
 
 pytestmark = pytest.mark.timeout(60)

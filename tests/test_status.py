@@ -25,7 +25,7 @@ import pytest
 
 from conftest import ROOT, Proc, free_port, wait_for
 from emperor import paths
-from emperor.emperor import control
+from emperor.wire import control
 from emperor.cli.status import event_text, vassal_lines
 
 pytestmark = pytest.mark.timeout(40)
@@ -77,7 +77,7 @@ def stack(tmp_path_factory):
     p = start_stack(tmp_path_factory.mktemp("status"))
     yield p
     p.kill()
-    for ours in ("control.py", "emperor.py", "metrics.py"):
+    for ours in ("emperor/control.py", "emperor/process.py", "emperor/prometheus.py"):
         assert f'emperor/{ours}"' not in p.log   # no traceback of ours
 
 

@@ -67,7 +67,7 @@ def _signal_pidfile(action: str, path: str) -> int:
         print(f"emperor: {e}", file=sys.stderr)
         return 1
     if action in ("pause", "resume"):
-        from emperor.master.pidfile import process_name
+        from emperor.proc import process_name
 
         paused = process_name(pid) == "emperor paused"
         if paused == (action == "pause"):

@@ -25,11 +25,12 @@ it is draining, would do more harm than good.
 """
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 
 from emperor import paths
-from emperor.emperor.control import query
+from emperor.wire.control import query
 
 MAX_BACKOFF = 60.0
 
@@ -61,7 +62,7 @@ def check(doc: dict, *, live: bool = False, max_backoff: float = MAX_BACKOFF) ->
     return True, "ok: " + line
 
 
-def run_health(args) -> int:
+def run_health(args: argparse.Namespace) -> int:
     path = args.control or paths.control_socket(args.directory)
     try:
         # `health`: the emperor's table alone, answered at once (`status` also asks every master

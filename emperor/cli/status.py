@@ -10,6 +10,7 @@ it was and exits 0.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import select
@@ -23,7 +24,7 @@ from rich.live import Live
 from rich.text import Text
 
 from emperor import paths
-from emperor.emperor.control import query
+from emperor.wire.control import query
 
 REFRESH = 1.0
 STATE_STYLE = {
@@ -339,7 +340,7 @@ def frame(doc: dict, name: str | None, width: int, height: int | None = None,
     return Group(*lines)
 
 
-def control_path(args) -> tuple[str, str]:
+def control_path(args: argparse.Namespace) -> tuple[str, str]:
     directory = os.path.abspath(args.directory)
     return directory, args.control or paths.control_socket(directory)
 
@@ -356,7 +357,7 @@ def ask(path: str, directory: str, request: str = "status") -> dict:
     return doc
 
 
-def run_status(args) -> int:
+def run_status(args: argparse.Namespace) -> int:
     directory, path = control_path(args)
     try:
         doc = ask(path, directory)
@@ -383,7 +384,7 @@ def _live(doc: dict, path: str, directory: str, name: str | None) -> int:
     stop: list[int] = []
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
-    def on_signal(signum: int, _frame) -> None:
+    def on_signal(signum: int, _frame: object) -> None:
         if signum != signal.SIGWINCH:
             stop.append(signum)
 
@@ -435,7 +436,7 @@ def _drain(fd: int) -> None:
         pass
 
 
-def run_restart(args) -> int:
+def run_restart(args: argparse.Namespace) -> int:
     directory, path = control_path(args)
     try:
         doc = ask(path, directory, f"restart {args.name}")

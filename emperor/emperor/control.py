@@ -22,14 +22,14 @@ import os
 import select
 import socket
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from emperor import paths, sockets
-from emperor.emperor import prometheus as metrics
+from emperor.emperor import prometheus, summary
+from emperor.wire.control import MAX_REQUEST, STATUS, TIMEOUT
+from emperor.worker.protocols.http import response
 
-TIMEOUT = 2.0          # a client has this long to send its request and read the answer
 STATS_TIMEOUT = 0.5    # a master that has not answered by then is shown without stats
-MAX_REQUEST = 8192
 MAX_STATS = 4 << 20
 _GONE = select.EPOLLHUP | select.EPOLLERR
 
@@ -44,7 +44,7 @@ class ControlServer:
         self.path = path
         self.handle = handle
         self.clock = clock
-        self.rates = metrics.Rates()
+        self.rates = summary.Rates()
         self.ep = select.epoll()
         self.conns: dict[int, _Conn] = {}
         self.listeners: dict[int, tuple[socket.socket, type[_Client]]] = {}
@@ -58,7 +58,7 @@ class ControlServer:
         except ControlError:
             self.close()
             raise
-        metrics.sweep_stale_stats_sockets()
+        paths.sweep_stale_stats_sockets()
 
     def _listen(self, sock: socket.socket, kind: type[_Client]) -> None:
         sock.setblocking(False)
@@ -110,14 +110,14 @@ class ControlServer:
     def answer(self, request: str, reply: Callable[[dict], None]) -> None:
         """`status` gets each master's stats merged in; anything else is the emperor's."""
         verb = request.split(" ", 1)[0]
-        if verb in ("", "status"):
+        if verb in ("", STATUS):
             self.status(reply)
         else:
             reply(self.handle(request))
 
     def status(self, reply: Callable[[dict], None]) -> None:
         """The emperor's table, each vassal with its master's stats, once every master answered."""
-        doc = self.handle("status")
+        doc = self.handle(STATUS)
         vassals = doc.get("vassals", {})
         wanted = {name: v["stats_address"] for name, v in vassals.items() if v.get("pid") and v.get("stats_address")}
         answers: dict[str, dict | None] = {}
@@ -126,7 +126,7 @@ class ControlServer:
             now = self.clock()
             for name, v in vassals.items():
                 raw = answers.get(name)
-                v["stats"] = metrics.summarize(raw, self.rates, name, now) \
+                v["stats"] = summary.summarize(raw, self.rates, name, now) \
                     if raw is not None and raw.get("pid") == v.get("pid") else None
             self.rates.keep(vassals)
             reply(doc)
@@ -275,22 +275,17 @@ class _HttpClient(_Client):
             self.send(_http(405, "method not allowed\n", method, [("Allow", "GET, HEAD")]))
         elif path == "/metrics":
             self.server.status(lambda doc: self.send(
-                _http(200, metrics.render(doc), method, content_type=metrics.CONTENT_TYPE)))
+                _http(200, prometheus.render(doc), method, content_type=prometheus.CONTENT_TYPE)))
         elif path == "/":
             self.send(_http(200, "emperor: metrics at /metrics\n", method))
         else:
             self.send(_http(404, "not found; metrics at /metrics\n", method))
 
 
-_REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed"}
-
-
-def _http(status: int, body: str, method: str, headers: list[tuple[str, str]] = (),
+def _http(status: int, body: str, method: str, headers: tuple[tuple[str, str], ...] | list[tuple[str, str]] = (),
           content_type: str = "text/plain; charset=utf-8") -> bytes:
-    data = body.encode()
-    head = [f"HTTP/1.0 {status} {_REASONS[status]}", f"Content-Type: {content_type}",
-            f"Content-Length: {len(data)}", "Connection: close"] + [f"{k}: {v}" for k, v in headers]
-    return ("\r\n".join(head) + "\r\n\r\n").encode() + (b"" if method == "HEAD" else data)
+    return response(status, body.encode(), version="HTTP/1.0", content_type=content_type,
+                    headers=headers, head_only=method == "HEAD")
 
 
 class _Fetch(_Conn):
@@ -331,7 +326,7 @@ class _Fetch(_Conn):
 def _fetch(server: ControlServer, address: str, done: Callable[[dict | None], None]) -> None:
     try:
         family, addr = sockets.parse_address(address)
-        if family != socket.AF_UNIX and addr[0] in ("0.0.0.0", "::"):
+        if isinstance(addr, tuple) and addr[0] in ("0.0.0.0", "::"):
             addr = ("127.0.0.1", addr[1]) if family == socket.AF_INET else ("::1", addr[1])
         sock = socket.socket(family, socket.SOCK_STREAM)
     except (OSError, ValueError):
@@ -360,7 +355,8 @@ def _bind_unix(path: str) -> socket.socket:
     try:
         if os.path.dirname(path) == paths.runtime_dir():
             paths.ensure_runtime_dir()
-        _remove_stale(path)
+        if not sockets.remove_stale_unix(path):
+            raise ControlError(f"another emperor already answers on {path}")
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old = os.umask(0o177)
         try:
@@ -387,30 +383,3 @@ def _bind_tcp(address: str) -> socket.socket:
         sock.close()
         raise ControlError(f"--metrics {address}: {(e.strerror or str(e)).lower()}") from None
     return sock
-
-
-def _remove_stale(path: str) -> None:
-    """Remove a socket file nobody answers on; refuse to start over a live emperor."""
-    if not os.path.exists(path):
-        return
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(path)
-    except OSError:
-        os.unlink(path)
-        return
-    finally:
-        probe.close()
-    raise ControlError(f"another emperor already answers on {path}")
-
-
-def query(path: str, request: str = "status", timeout: float = TIMEOUT) -> dict:
-    """Ask the emperor at `path`; raises OSError (nobody there) or ValueError (bad answer)."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(timeout)
-        s.connect(path)
-        s.sendall(request.encode() + b"\n")
-        data = b""
-        while chunk := s.recv(65536):
-            data += chunk
-    return json.loads(data)

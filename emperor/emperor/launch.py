@@ -27,8 +27,7 @@ from emperor import log as logmod
 
 
 # What a master and its workers import; `touch` only when a vassal asks for touch-reload.
-PRELOAD = ("emperor.master.process", "emperor.worker.process", "emperor.worker.wsgi", "emperor.worker.app", "emperor.master.preflight",
-           "emperor.worker.protocols.http", "emperor.worker.protocols.uwsgi", "emperor.master.stats", "emperor.master.touch")
+PRELOAD = ("emperor.master.process", "emperor.master.preflight", "emperor.master.touch")
 
 
 def preload() -> None:
@@ -46,14 +45,15 @@ def fork_master(path: str, env: dict[str, str], channel_fd: int,
                 uid: int | None, gid: int | None) -> int:
     """Fork a master for vassal file `path`, keeping `channel_fd`; returns its PID."""
     def run() -> int:
-        from emperor.master.process import Master, set_command_line
+        from emperor.master.process import run_master
+        from emperor.proc import set_command_line
 
         # ps shows what a reload's `python -m emperor master FILE` would, not the emperor's command
         set_command_line(f"emperor master {path}")
         sys.argv = [sys.argv[0], "master", path]
         # as for the `python -m emperor master FILE` of every reload: the working directory first
         sys.path[0] = os.getcwd()
-        return Master(path, environ=env).main()
+        return run_master(path, environ=env)
     return _fork(run, env, {channel_fd}, uid, gid)
 
 
@@ -75,19 +75,6 @@ def fork_preflight(path: str, env: dict[str, str], out_fd: int,
     return _fork(run, env, {out_fd}, uid, gid)
 
 
-def drop_privileges(uid: str | None, gid: str | None) -> None:
-    """The `uid`/`gid` options: names or numbers; only root changes identity."""
-    if os.getuid() != 0 or not (uid or gid):
-        return
-    import grp
-
-    if gid:
-        os.setgroups([])
-        os.setgid(int(gid) if gid.isdigit() else grp.getgrnam(gid).gr_gid)
-    if uid:
-        os.setuid(int(uid) if uid.isdigit() else pwd.getpwnam(uid).pw_uid)
-
-
 def _fork(run: Callable[[], int], env: dict[str, str], keep: set[int],
           uid: int | None, gid: int | None) -> int:
     """Fork; the child becomes a session leader as `uid`, runs `run()` and exits with it.
@@ -98,7 +85,7 @@ def _fork(run: Callable[[], int], env: dict[str, str], keep: set[int],
     groups = None
     if uid is not None:
         try:
-            groups = os.getgrouplist(pwd.getpwuid(uid).pw_name, gid)
+            groups = os.getgrouplist(pwd.getpwuid(uid).pw_name, gid if gid is not None else uid)
         except KeyError:
             groups = []
     logmod.flush_std()

@@ -29,7 +29,8 @@ import collections
 import os
 import socket
 import time
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 ENV = "NOTIFY_SOCKET"
 READY_TIMEOUT = 60.0   # READY=1 at the latest this long after start (or after a SIGHUP reload-all)
@@ -96,7 +97,7 @@ class Notifier:
         self.sent: list[str] = []               # what was sent, for tests and the log
 
     @classmethod
-    def from_environ(cls, environ: dict | None = None, unset: bool = True, **kw) -> "Notifier":
+    def from_environ(cls, environ: dict | None = None, unset: bool = True, **kw: Any) -> Notifier:
         env = os.environ if environ is None else environ
         path = env.get(ENV)
         if unset:
@@ -157,7 +158,7 @@ class Notifier:
         self.send("STOPPING=1", "STATUS=stopping" + (f" ({why})" if why else ""))
 
 
-def _state(v) -> str:
+def _state(v: Any) -> str:
     if isinstance(v, str):
         return v
     return v.state.value if v.state is not None else "gone"

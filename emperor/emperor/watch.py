@@ -17,17 +17,16 @@ from __future__ import annotations
 
 import hashlib
 import os
-import stat
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
+
+from emperor.files import Fingerprint, fingerprint
 
 try:
     from inotify_simple import INotify, flags
 except ImportError:  # pragma: no cover - inotify-simple is a dependency
     INotify = None
-
-Fingerprint = tuple[int, int, int, int, int]
 
 if INotify is not None:
     DIR_MASK = (flags.CREATE | flags.DELETE | flags.MOVED_FROM | flags.MOVED_TO | flags.CLOSE_WRITE
@@ -51,17 +50,6 @@ class Changes:
 
     def __bool__(self) -> bool:
         return bool(self.new or self.changed or self.deleted)
-
-
-def fingerprint(path: str) -> Fingerprint | None:
-    """None unless `path` is (or links to) a regular file."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    if not stat.S_ISREG(st.st_mode):
-        return None
-    return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size)
 
 
 def content_digest(path: str) -> bytes | None:
@@ -254,7 +242,7 @@ class DirectoryWatcher:
             if wd not in interest and wd != self.top_wd:
                 del self.wds[wd]
                 try:
-                    self.inotify.rm_watch(wd)
+                    self.inotify.rm_watch(wd)  # type: ignore[union-attr]  # only called with inotify on
                 except OSError:
                     pass
         self.interest = interest
@@ -262,7 +250,7 @@ class DirectoryWatcher:
 
     def _add_watch(self, directory: str) -> int | None:
         try:
-            wd = self.inotify.add_watch(directory, DIR_MASK)
+            wd = self.inotify.add_watch(directory, DIR_MASK)  # type: ignore[union-attr]  # only called with inotify on
         except OSError:
             return None
         self.wds[wd] = directory

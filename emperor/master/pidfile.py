@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 
+from emperor.proc import cmdline, process_name
 from emperor.states import MasterState
 
 MASTER_NAMES = {f"emperor {s.value}" for s in MasterState}
@@ -39,22 +40,6 @@ def remove(path: str, pid: int) -> None:
                 os.unlink(path)
     except OSError:
         pass
-
-
-def cmdline(pid: int) -> list[str]:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
-    except OSError:
-        return []
-
-
-def process_name(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/comm") as f:
-            return f.read().strip()
-    except OSError:
-        return ""
 
 
 def _runs_emperor(args: list[str], command: str) -> bool:

@@ -10,26 +10,20 @@ import os
 import sys
 
 from emperor import sockets
-from emperor.worker.app import AppError, load
 from emperor.config import ConfigError, load_config
-from emperor.emperor.launch import drop_privileges
+from emperor.proc import drop_privileges
+from emperor.wire import handoff
+from emperor.worker.app import AppError, load
 
 
 def preflight(path: str) -> int:
     try:
-        config = load_config(path, vassals_dir=os.environ.get("EMPEROR_VASSALS_DIR"))
-        held = set()
-        for item in filter(None, os.environ.get("EMPEROR_HELD_SOCKETS", "").split(";")):
-            kind, _, address = item.partition("=")
-            held.add((kind, address))
-        wanted = [(sockets.HTTP, a) for a in config.http_sockets] + \
-                 [(sockets.UWSGI, a) for a in config.uwsgi_sockets]
-        if config.stats:
-            wanted.append(("stats", config.stats))
-        for kind, address in wanted:
+        config = load_config(path, vassals_dir=os.environ.get(handoff.VASSALS_DIR))
+        held = handoff.read_held(os.environ.get(handoff.HELD, ""))
+        for kind, address in sockets.wanted(config):
             if (kind, address) in held:
                 continue
-            family, addr = sockets.parse_address(address)
+            family, _ = sockets.parse_address(address)
             if family == sockets.socket.AF_UNIX:
                 continue  # binding would replace a live file; checked for real after execve
             sockets.bind(kind, address, 1).sock.close()

@@ -1,30 +1,23 @@
 """The stats document, in uWSGI's JSON shape so that `uwsgitop` reads it unchanged.
 
-Every key uwsgitop may touch is present and every number is an integer;
-our own extras (state, generation, snapshot, busy_for) ride alongside.
+Every key uwsgitop may touch is present and every number is an integer; our
+own extras (state, generation, snapshot, busy_for) ride alongside. A master
+answers it on its `stats` socket (or the emperor's private one) from its own
+loop: one document per connection, then close.
 """
 from __future__ import annotations
 
+import json
 import os
 import socket
 import struct
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
-if TYPE_CHECKING:
-    from emperor.master.process import Master
-
-_PAGE = os.sysconf("SC_PAGE_SIZE")
-
-
-def _mem(pid: int) -> tuple[int, int]:
-    """(rss, vsz) in bytes from /proc, (0, 0) if the process is gone."""
-    try:
-        with open(f"/proc/{pid}/statm") as f:
-            vsz, rss = f.read().split()[:2]
-        return int(rss) * _PAGE, int(vsz) * _PAGE
-    except (OSError, ValueError):
-        return 0, 0
+from emperor.config import Config
+from emperor.master.generations import Generation
+from emperor.proc import memory
+from emperor.sockets import Listener
 
 
 def listen_queue(sock: socket.socket) -> tuple[int, int]:
@@ -39,58 +32,121 @@ def listen_queue(sock: socket.socket) -> tuple[int, int]:
         return 0, 0
 
 
-def document(master: "Master") -> dict:
+def _workers(gen: Generation, config: Config, last_requests: dict[int, int]) -> list[dict]:
     now_mono = time.monotonic()
-    now = time.time()
-    gen = master.current
     workers = []
-    total_queue = 0
+    for slot, pid in enumerate(gen.slots):
+        w = gen.board.worker(slot)
+        pid = pid or 0
+        rss, vsz = memory(pid)
+        requests = sum(c["requests"] for c in w["cores"])
+        rt_sum = sum(c["rt_sum"] for c in w["cores"])
+        busy = [c for c in w["cores"] if c["busy_since"]]
+        status = "pause" if w["paused"] or gen.paused else ("busy" if busy else "idle")
+        if not pid:
+            status = "cheap"
+        cores = []
+        for i, c in enumerate(w["cores"]):
+            cores.append({
+                "id": i, "requests": c["requests"], "static_requests": 0, "routed_requests": 0,
+                "offloaded_requests": 0, "write_errors": 0, "read_errors": 0,
+                "in_request": int(bool(c["busy_since"])),
+                "vars": [], "req_info": {}, "method": c["method"] if c["busy_since"] else "",
+                "path": c["path"] if c["busy_since"] else "",
+                "busy_for": round(now_mono - c["busy_since"], 3) if c["busy_since"] else 0,
+            })
+        workers.append({
+            "id": slot + 1, "pid": pid, "accepting": int(bool(pid) and not w["paused"] and not gen.paused),
+            "requests": requests, "delta_requests": requests - last_requests.get(pid, requests),
+            "exceptions": sum(c["exceptions"] for c in w["cores"]),
+            "harakiri_count": gen.harakiri[slot], "signals": 0, "signal_queue": 0, "status": status,
+            "rss": rss, "vsz": vsz, "running_time": rt_sum,
+            "last_spawn": int(w["last_spawn"]), "respawn_count": w["respawn_count"],
+            "tx": sum(c["tx"] for c in w["cores"]), "avg_rt": rt_sum // requests if requests else 0,
+            "apps": [{"id": 0, "modifier1": 0, "mountpoint": "", "startup_time": 0, "requests": requests,
+                      "exceptions": 0, "chdir": config.chdir or ""}],
+            "cores": cores, "generation": gen.number,
+        })
+    return workers
+
+
+def document(config: Config, listeners: list[Listener], current: Generation | None,
+             last_requests: dict[int, int], ours: dict) -> dict:
+    """uWSGI's stats document; `ours`: the master's own facts (name, state, generation...)."""
     sockets_doc = []
-    for l in master.listeners:
+    total_queue = 0
+    for l in listeners:
         queue, maxq = listen_queue(l.sock)
         total_queue += queue
-        sockets_doc.append({"name": l.address, "proto": l.kind, "queue": queue, "max_queue": maxq or master.config.listen,
-                            "shared": 0, "can_offload": 0})
-    if gen is not None:
-        for slot, pid in enumerate(gen.slots):
-            w = gen.board.worker(slot)
-            pid = pid or 0
-            rss, vsz = _mem(pid) if pid else (0, 0)
-            requests = sum(c["requests"] for c in w["cores"])
-            rt_sum = sum(c["rt_sum"] for c in w["cores"])
-            busy = [c for c in w["cores"] if c["busy_since"]]
-            status = "pause" if w["paused"] or gen.paused else ("busy" if busy else "idle")
-            if not pid:
-                status = "cheap"
-            cores = []
-            for i, c in enumerate(w["cores"]):
-                cores.append({
-                    "id": i, "requests": c["requests"], "static_requests": 0, "routed_requests": 0,
-                    "offloaded_requests": 0, "write_errors": 0, "read_errors": 0, "in_request": int(bool(c["busy_since"])),
-                    "vars": [], "req_info": {}, "method": c["method"] if c["busy_since"] else "",
-                    "path": c["path"] if c["busy_since"] else "",
-                    "busy_for": round(now_mono - c["busy_since"], 3) if c["busy_since"] else 0,
-                })
-            workers.append({
-                "id": slot + 1, "pid": pid, "accepting": int(bool(pid) and not w["paused"] and not gen.paused),
-                "requests": requests, "delta_requests": requests - master.last_requests.get(pid, requests), "exceptions": sum(c["exceptions"] for c in w["cores"]),
-                "harakiri_count": gen.harakiri[slot], "signals": 0, "signal_queue": 0, "status": status,
-                "rss": rss, "vsz": vsz, "running_time": rt_sum,
-                "last_spawn": int(w["last_spawn"]), "respawn_count": w["respawn_count"],
-                "tx": sum(c["tx"] for c in w["cores"]), "avg_rt": rt_sum // requests if requests else 0,
-                "apps": [{"id": 0, "modifier1": 0, "mountpoint": "", "startup_time": 0, "requests": requests,
-                          "exceptions": 0, "chdir": master.config.chdir or ""}],
-                "cores": cores, "generation": gen.number,
-            })
-    master.last_requests = {w["pid"]: w["requests"] for w in workers}
+        sockets_doc.append({"name": l.address, "proto": l.kind, "queue": queue,
+                            "max_queue": maxq or config.listen, "shared": 0, "can_offload": 0})
+    workers = _workers(current, config, last_requests) if current is not None else []
     load = sum(1 for w in workers for c in w["cores"] if c["in_request"])
-    return {
+    doc = {
         "version": "2.0.31-emperor", "listen_queue": total_queue, "listen_queue_errors": 0,
         "signal_queue": 0, "load": load, "pid": os.getpid(), "uid": os.getuid(), "gid": os.getgid(),
         "cwd": os.getcwd(), "locks": [], "sockets": sockets_doc, "workers": workers,
-        # ours
-        "name": master.name, "state": master.state.state.value, "generation": master.reloads,
-        "snapshot": master.snapshot.number if master.snapshot else -1,
-        "paused": int(master.paused), "started_at": int(master.started_at), "now": int(now),
-        "last_reload_error": master.last_reload_error,
     }
+    doc.update(ours, now=int(time.time()))
+    return doc
+
+
+def statistics_text(config: Config, doc: dict) -> str:
+    """SIGUSR1: the effective config, then each worker's counters."""
+    lines = ["statistics (SIGUSR1); effective config:"] + ["  " + l for l in config.ini_lines()]
+    for w in doc["workers"]:
+        lines.append(f"  worker {w['id']} pid {w['pid']}: {w['requests']} requests, "
+                     f"{w['exceptions']} exceptions, status {w['status']}, "
+                     f"avg {w['avg_rt'] / 1000:.2f} ms, rss {w['rss'] // 1024} KiB")
+    return "\n".join(lines)
+
+
+def workers_text(state: str, doc: dict) -> str:
+    """SIGUSR2: each worker's status and the request it is busy with."""
+    lines = [f"worker status (SIGUSR2), state {state}:"]
+    for w in doc["workers"]:
+        line = f"  worker {w['id']} pid {w['pid']}: {w['status']}"
+        for core in w["cores"]:
+            if core.get("busy_for"):
+                line += f"; {core['method']} {core['path']} running {core['busy_for']:.2f}s"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+class StatsServer:
+    """Answers the stats socket from the master's loop; keeps what `delta_requests` counts from."""
+
+    def __init__(self, listener: Listener | None, config: Config, build: Callable[[dict[int, int]], dict]) -> None:
+        self.listener = listener            # None: no stats socket (SIGUSR1 still logs the document)
+        self.config = config
+        self.build = build                  # last_requests -> the document
+        self.last_requests: dict[int, int] = {}   # per worker pid, at the previous read
+
+    def fileno(self) -> int | None:
+        return self.listener.fd if self.listener is not None else None
+
+    def document(self) -> dict:
+        doc = self.build(self.last_requests)
+        self.last_requests = {w["pid"]: w["requests"] for w in doc["workers"]}
+        return doc
+
+    def serve(self) -> None:
+        """Answer every connection waiting: one document each, then close."""
+        assert self.listener is not None
+        while True:
+            try:
+                conn, _ = self.listener.sock.accept()
+            except OSError:  # BlockingIOError included: nobody left
+                return
+            try:
+                body = json.dumps(self.document()).encode()
+                if self.config.stats_http:
+                    body = (b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n"
+                            b"Content-Length: %d\r\n\r\n" % len(body)) + body
+                conn.setblocking(True)
+                conn.settimeout(2)
+                conn.sendall(body)
+            except OSError:
+                pass
+            finally:
+                conn.close()

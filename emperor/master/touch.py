@@ -11,16 +11,16 @@ import os
 
 from inotify_simple import INotify, flags
 
+from emperor.files import fingerprint
+
 MASK = (flags.ATTRIB | flags.CLOSE_WRITE | flags.MOVED_TO | flags.MOVED_FROM
         | flags.CREATE | flags.DELETE | flags.MODIFY)
 
 
-def fingerprint(path: str) -> tuple | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+def _mark(path: str) -> tuple[int, ...] | None:
+    """The fingerprint without ctime: a chmod or chown of the file is not a touch (as in uWSGI)."""
+    fp = fingerprint(path, regular_only=False)
+    return None if fp is None else fp[:3] + fp[4:]
 
 
 class TouchWatcher:
@@ -32,7 +32,7 @@ class TouchWatcher:
                 self.inotify.add_watch(d, MASK)
             except OSError:
                 pass
-        self.prints = {p: fingerprint(p) for p in self.paths}
+        self.prints = {p: _mark(p) for p in self.paths}
 
     def fileno(self) -> int:
         return self.inotify.fileno()
@@ -42,7 +42,7 @@ class TouchWatcher:
             self.inotify.read(timeout=0)
         except (BlockingIOError, OSError):
             pass
-        now = {p: fingerprint(p) for p in self.paths}
+        now = {p: _mark(p) for p in self.paths}
         changed = now != self.prints
         self.prints = now
         return changed

@@ -53,6 +53,7 @@ def prepare_environment(config: Config) -> None:
 
 def _activate_virtualenv(config: Config) -> None:
     venv = config.virtualenv
+    assert venv is not None
     pattern = os.path.join(venv, "lib", "python%d.%d" % sys.version_info[:2], "site-packages")
     if not os.path.isdir(venv):
         raise AppError(f"{config.name}: virtualenv {venv}: no such directory")
@@ -89,15 +90,18 @@ def load(config: Config) -> Callable:
         where = f"module {modname!r}"
     else:
         path = config.wsgi_file
+        assert path is not None  # the config requires module or wsgi-file
         if not os.path.isfile(path):
             raise AppError(f"{config.name}: wsgi-file {path}: no such file")
         name = "uwsgi_file_" + _safe(path)
         # SourceFileLoader: `.wsgi` and `.py` files alike (the default finder only knows `.py`)
-        spec = importlib.util.spec_from_file_location(name, path, loader=SourceFileLoader(name, path))
+        loader = SourceFileLoader(name, path)
+        spec = importlib.util.spec_from_file_location(name, path, loader=loader)
+        assert spec is not None
         module = importlib.util.module_from_spec(spec)
         sys.modules[spec.name] = module
         try:
-            spec.loader.exec_module(module)
+            loader.exec_module(module)
         except BaseException as e:
             if isinstance(e, KeyboardInterrupt):
                 raise

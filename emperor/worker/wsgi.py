@@ -12,14 +12,14 @@ import os
 import stat
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing into every master image
 if TYPE_CHECKING:
     from typing import Any
 
 from emperor.log import log
-from emperor.worker.protocols.http import ChunkedDecoder, HTTPError, error_response
+from emperor.worker.protocols.http import ChunkedDecoder, HTTPError, error_response, response
 
 _NO_BODY_STATUS = (204, 304)
 
@@ -104,7 +104,8 @@ class Input:
         return out
 
     def readlines(self, hint: int | None = -1) -> list[bytes]:
-        lines, total = [], 0
+        lines: list[bytes] = []
+        total = 0
         while True:
             line = self.readline()
             if not line:
@@ -176,7 +177,7 @@ class Errors:
             log(line)
         return len(s)
 
-    def writelines(self, seq) -> None:
+    def writelines(self, seq: Iterable[str]) -> None:
         for s in seq:
             self.write(s)
 
@@ -205,7 +206,7 @@ class FileWrapper:
         raise StopIteration
 
 
-_date_cache = [0, ""]
+_date_cache: list = [0, ""]
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("", "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
@@ -253,7 +254,7 @@ class Exchange:
         self.failed = False
         self.keep_alive = False
 
-    def start_response(self, status: str, headers: list, exc_info=None) -> Callable[[bytes], None]:
+    def start_response(self, status: str, headers: list, exc_info: Any = None) -> Callable[[bytes], None]:
         if exc_info:
             try:
                 if self.head_sent:
@@ -434,23 +435,18 @@ def run(app: Callable, environ: dict, conn: Any, *, version: str, keep_alive: bo
         ex.fail(error_response(e.status), e.status)
     except Exception:
         log("exception in the application:\n" + traceback.format_exc().rstrip())
-        ex.fail(_internal_error(version), 500)
+        ex.fail(response(500, version=version), 500)
     finally:
-        if hasattr(result, "close"):
+        close = getattr(result, "close", None)
+        if close is not None:
             try:
-                result.close()
+                close()
             except Exception:
                 ex.failed = True
                 ex.close = True
                 log("exception in the application's close():\n" + traceback.format_exc().rstrip())
     ex.keep_alive = not ex.close
     return ex
-
-
-def _internal_error(version: str) -> bytes:
-    body = b"500 Internal Server Error\n"
-    return (f"{version} 500 Internal Server Error\r\nContent-Type: text/plain\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body
 
 
 def _real_file(f: Any) -> tuple[int, int] | None:

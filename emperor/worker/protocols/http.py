@@ -12,6 +12,7 @@ an ambiguity is what request smuggling through a front proxy is built on.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 # tchar from RFC 9110 5.6.2; bytes.translate(None, TOKEN) leaves only the bad ones.
 TOKEN = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -24,7 +25,7 @@ REASONS = {
     100: "Continue", 200: "OK", 204: "No Content", 400: "Bad Request", 404: "Not Found",
     408: "Request Timeout", 411: "Length Required", 413: "Content Too Large",
     414: "URI Too Long", 431: "Request Header Fields Too Large",
-    500: "Internal Server Error", 501: "Not Implemented", 503: "Service Unavailable",
+    405: "Method Not Allowed", 500: "Internal Server Error", 501: "Not Implemented", 503: "Service Unavailable",
     505: "HTTP Version Not Supported",
 }
 
@@ -38,12 +39,24 @@ class HTTPError(Exception):
         self.detail = detail
 
 
-def error_response(status: int, detail: str = "") -> bytes:
-    """A minimal response that never echoes anything from the request."""
+def response(status: int, body: bytes | None = None, *, version: str = "HTTP/1.1",
+             content_type: str = "text/plain", headers: tuple[tuple[str, str], ...] | list[tuple[str, str]] = (),
+             head_only: bool = False) -> bytes:
+    """A whole response of our own (never the application's), ending the connection.
+
+    The default body is the status line's text: nothing from the request is echoed.
+    """
     reason = REASONS.get(status, "Error")
-    body = f"{status} {reason}\n".encode()
-    return (f"HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body
+    if body is None:
+        body = f"{status} {reason}\n".encode()
+    head = [f"{version} {status} {reason}", f"Content-Type: {content_type}",
+            f"Content-Length: {len(body)}", "Connection: close"] + [f"{k}: {v}" for k, v in headers]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + (b"" if head_only else body)
+
+
+def error_response(status: int) -> bytes:
+    """The refusal of a request we cannot serve: status, reason, close."""
+    return response(status)
 
 
 # Environ keys for header names seen before: most requests repeat the same few.
@@ -110,7 +123,7 @@ _SPECIAL = {b"content-length": _LENGTH, b"transfer-encoding": _TE, b"connection"
             b"expect": _EXPECT, b"host": _HOST}
 
 
-def _memo(table: dict[bytes, tuple], line: bytes, parse) -> tuple:
+def _memo(table: dict[bytes, tuple], line: bytes, parse: Callable[[bytes], tuple]) -> tuple:
     """Parse a line missing from `table` and keep the result if the line is short."""
     result = parse(line)
     if len(line) <= _MEMO_LINE:

@@ -1,0 +1,245 @@
+"""A master's workers: generations, and keeping every slot of the current one filled.
+
+A generation is the workers of one load of the code and config, with their
+scoreboard. The current generation serves; the ones a reload replaced drain
+(finish their requests and leave, bounded by `worker-reload-mercy`); with
+`snapshot = true` the one the last reload retired waits, paused, for SIGURG.
+The master forks through the callback it gives (`become_worker`, which never
+returns in the child) and learns from `worker_ready` when the whole current
+generation accepts, the moment the previous ones may leave.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+
+from emperor.config import Config
+from emperor.proc import describe_exit, signal_quietly
+from emperor.wire.scoreboard import Scoreboard
+
+RESPAWN_MIN_INTERVAL = 1.0   # a slot whose worker dies faster than this waits: no fork loop
+
+
+class Generation:
+    """The workers of one load of the code and config, and their scoreboard."""
+
+    def __init__(self, number: int, board: Scoreboard, slots: list[int | None]) -> None:
+        n = len(slots)
+        self.number = number
+        self.board = board
+        self.slots = slots                        # pid per slot
+        self.ready: set[int] = set()              # slots that reported READY
+        self.respawns = [0] * n
+        self.last_spawn = [0.0] * n
+        self.harakiri = [0] * n
+        self.draining_since: float | None = None
+        self.paused = False
+
+    def pids(self) -> list[int]:
+        return [p for p in self.slots if p]
+
+    def export(self) -> str:
+        pids = ",".join(str(p or 0) for p in self.slots)
+        return f"{self.number}/{self.board.export()}/{pids}/{int(self.paused)}"
+
+    @classmethod
+    def adopt(cls, spec: str) -> Generation:
+        number, board, pids, paused = spec.split("/")
+        slots: list[int | None] = [int(p) or None for p in pids.split(",")] if pids else []
+        gen = cls(int(number), Scoreboard.adopt(board), slots)
+        gen.ready = {i for i, p in enumerate(slots) if p}
+        gen.paused = paused == "1"
+        return gen
+
+
+class Workers:
+    """Every generation of one master image, and what happens to their workers."""
+
+    def __init__(self, config: Config, number: int, *, log: Callable[[str], None],
+                 become_worker: Callable[[Generation, int], None],
+                 draining: list[Generation] | None = None, snapshot: Generation | None = None) -> None:
+        self.config = config
+        self.number = number                     # this image's generation (UWSGI_RELOADS)
+        self.log = log
+        self.become_worker = become_worker
+        self.current: Generation | None = None
+        self.draining = draining or []           # handed over by the previous image
+        self.snapshot = snapshot
+        self.respawn_at: dict[tuple[int, int], float] = {}
+        self.awaiting = True                     # until this image's generation is all ready
+        self.stopping = False                    # the master stops: nobody is respawned
+
+    def generations(self) -> list[Generation]:
+        return [g for g in (self.current, self.snapshot) if g] + self.draining
+
+    def children_left(self) -> bool:
+        return any(g.pids() for g in self.generations())
+
+    # ---------- forking ----------
+    def start(self) -> Generation:
+        c = self.config
+        gen = self.current = Generation(self.number, Scoreboard(c.processes, c.threads), [None] * c.processes)
+        return gen
+
+    def spawn_all(self) -> None:
+        assert self.current is not None
+        for slot in range(len(self.current.slots)):
+            self.spawn(self.current, slot)
+
+    def spawn(self, gen: Generation, slot: int) -> None:
+        # Signals stay blocked across the fork: the child installs its own handlers first.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+        try:
+            pid = os.fork()
+        except OSError as e:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+            self.log(f"fork failed: {e.strerror}; retrying in 1s")
+            self.respawn_at[(gen.number, slot)] = time.monotonic() + 1
+            return
+        if pid == 0:
+            try:
+                self.become_worker(gen, slot)
+            finally:
+                os._exit(1)
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        gen.slots[slot] = pid
+        gen.ready.discard(slot)
+        gen.last_spawn[slot] = time.monotonic()
+        gen.board.spawned(slot, pid, gen.number, gen.respawns[slot])
+
+    # ---------- signals to workers ----------
+    def signal(self, gen: Generation, sig: int) -> None:
+        for pid in gen.pids():
+            signal_quietly(pid, sig)
+
+    def signal_all(self, sig: int) -> None:
+        for gen in self.generations():
+            self.signal(gen, sig)
+
+    def wait_all(self, limit: float, other: int | None = None) -> int | None:
+        """Block (at most `limit` s) until every worker, and `other`, has been reaped: a brutal
+        reload's workers were just SIGKILLed. Returns `other` if it was reaped."""
+        deadline = time.monotonic() + limit
+        reaped_other = None
+        while (self.children_left() or (other and not reaped_other)) and time.monotonic() < deadline:
+            try:
+                pid, _ = os.waitpid(-1, 0)
+            except ChildProcessError:
+                break
+            if pid == other:
+                reaped_other = pid
+            for gen in self.generations():
+                if pid in gen.slots:
+                    gen.slots[gen.slots.index(pid)] = None
+        return reaped_other
+
+    # ---------- what workers tell ----------
+    def exited(self, pid: int, code: int) -> bool:
+        """A child ended: respawn it if it served the current generation. False if not a worker."""
+        for gen in self.generations():
+            if pid not in gen.slots:
+                continue
+            slot = gen.slots.index(pid)
+            gen.slots[slot] = None
+            gen.ready.discard(slot)
+            if gen is not self.current or self.stopping:
+                if gen in self.draining and not gen.pids():
+                    self.draining.remove(gen)
+                    gen.board.close()
+                    self.log(f"generation {gen.number} has left")
+                return True
+            self.log(f"worker {slot + 1} (pid {pid}) {describe_exit(code)}; respawning")
+            gen.respawns[slot] += 1
+            wait = gen.last_spawn[slot] + RESPAWN_MIN_INTERVAL - time.monotonic()
+            if wait > 0 and code != 0:
+                self.respawn_at[(gen.number, slot)] = time.monotonic() + wait
+            else:
+                self.spawn(gen, slot)
+            return True
+        return False
+
+    def worker_ready(self, pid: int) -> bool:
+        """A worker accepts. True once, when the whole generation of this image does:
+        then the previous generations are told to leave."""
+        gen = self.current
+        if gen is None or pid not in gen.slots or self.stopping:
+            return False  # a READY read after a stop began (written before it was told) changes nothing
+        gen.ready.add(gen.slots.index(pid))
+        if len(gen.ready) < len(gen.slots) or not self.awaiting:
+            return False
+        self.awaiting = False
+        for old in self.draining:
+            if old.draining_since is None:
+                self.retire(old)
+        return True
+
+    # ---------- retiring, pausing, restoring ----------
+    def retire(self, gen: Generation) -> None:
+        """Tell a replaced generation to leave, or keep it paused as the snapshot."""
+        if self.config.snapshot and self.snapshot is None and not gen.paused and gen.number == self.number - 1:
+            self.snapshot = gen
+            self.draining.remove(gen)
+            gen.paused = True
+            self.signal(gen, signal.SIGTSTP)
+            self.log(f"generation {gen.number} kept as snapshot (SIGURG restores it)")
+            return
+        gen.draining_since = time.monotonic()
+        self.signal(gen, signal.SIGCONT)  # a paused generation must wake to leave
+        self.signal(gen, signal.SIGTERM)
+
+    def restore_snapshot(self) -> tuple[Generation, Generation | None]:
+        """The snapshot serves again; the generation it displaces leaves. (restored, displaced)"""
+        snap, cur = self.snapshot, self.current
+        assert snap is not None
+        self.snapshot = None
+        snap.paused = False
+        self.signal(snap, signal.SIGCONT)
+        self.current = snap
+        if cur is not None:
+            self.draining.append(cur)
+            cur.draining_since = time.monotonic()
+            self.signal(cur, signal.SIGTERM)
+        return snap, cur
+
+    # ---------- timers ----------
+    def next_deadline(self) -> float | None:
+        deadlines = list(self.respawn_at.values())
+        if self.config.harakiri and not self.stopping:
+            deadlines.append(time.monotonic() + 1.0)
+        mercy = self.config.worker_reload_mercy
+        deadlines += [g.draining_since + mercy for g in self.draining if g.draining_since is not None]
+        return min(deadlines, default=None)
+
+    def run_timers(self, now: float) -> None:
+        for key, when in list(self.respawn_at.items()):
+            if when <= now:
+                del self.respawn_at[key]
+                number, slot = key
+                cur = self.current
+                if cur and cur.number == number and not self.stopping and cur.slots[slot] is None:
+                    self.spawn(cur, slot)
+        mercy = self.config.worker_reload_mercy
+        for gen in self.draining:
+            if gen.draining_since is not None and now >= gen.draining_since + mercy and gen.pids():
+                self.log(f"generation {gen.number} still busy after worker-reload-mercy ({mercy}s): killing")
+                self.signal(gen, signal.SIGKILL)
+                gen.draining_since = None
+        if self.config.harakiri:
+            self._check_harakiri(now)
+
+    def _check_harakiri(self, now: float) -> None:
+        limit = self.config.harakiri
+        for gen in [g for g in [self.current] if g] + self.draining:
+            for slot, pid in enumerate(gen.slots):
+                if not pid:
+                    continue
+                for core in gen.board.worker(slot)["cores"]:
+                    since = core["busy_since"]
+                    if since and now - since > limit:
+                        self.log(f"HARAKIRI: worker {slot + 1} (pid {pid}) ran {core['method']} {core['path']} "
+                                 f"for {now - since:.1f}s (limit {limit}s): killing it")
+                        gen.harakiri[slot] += 1
+                        signal_quietly(pid, signal.SIGKILL)
+                        break

@@ -1,0 +1,119 @@
+"""A master -> its own next image across `execve`, and what the emperor gives every master.
+
+A graceful reload re-executes the master (same PID, new code). What must
+survive is passed as inherited descriptors named in environment variables:
+the listening sockets (never closed, so the kernel keeps queueing), the
+worker -> master notify pipe, the scoreboards of the generations still
+running, and the channel to the emperor. `export` writes them for the next
+image and `adopt` reads them back (and removes them), so each variable is
+written in one place and read in one place.
+"""
+from __future__ import annotations
+
+import os
+import socket
+
+# Set by the emperor when it starts a master; part of the master's own environment from then on.
+CHANNEL = "EMPEROR_CHANNEL"            # the master's end of the channel (a descriptor number)
+VASSALS_DIR = "EMPEROR_VASSALS_DIR"    # for the %v magic variable
+STATS_SOCKET = "EMPEROR_STATS_SOCKET"  # a private stats socket, for a vassal without `stats`
+PREFLIGHTS = "EMPEROR_PREFLIGHTS"      # "emperor": ask the emperor to fork our reload preflights
+FROM_EMPEROR = (CHANNEL, VASSALS_DIR, STATS_SOCKET, PREFLIGHTS)
+
+# From one master image to the next; consumed by the next one.
+SOCKETS = "EMPEROR_SOCKETS"            # fd=kind=address;... of the listening sockets
+NOTIFY = "EMPEROR_NOTIFY"              # "r,w" of the worker -> master pipe
+GENERATIONS = "EMPEROR_OLD_GENERATIONS"  # generations still running, to drain (Generation.export)
+SNAPSHOT = "EMPEROR_SNAPSHOT"          # the paused previous generation, if one is kept
+STATE = "EMPEROR_MASTER_STATE"         # started-at, paused flag, original working directory
+RELOADS = "UWSGI_RELOADS"              # as in uWSGI: applications read it
+HELD = "EMPEROR_HELD_SOCKETS"          # to a preflight: the addresses we already hold (kind=address;...)
+SYSTEMD = ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")
+INTERNAL = (SOCKETS, NOTIFY, GENERATIONS, SNAPSHOT, STATE, HELD, RELOADS)
+
+
+class HandOff:
+    """What one master image passes to the next (and the first image finds empty)."""
+
+    __slots__ = ("reloads", "sockets", "notify", "generations", "snapshot", "started_at", "paused",
+                 "cwd", "channel")
+
+    def __init__(self) -> None:
+        self.reloads = 0
+        self.sockets: dict[tuple[str, str], socket.socket] = {}   # (kind, address) -> socket
+        self.notify: tuple[int, int] | None = None
+        self.generations: list[str] = []
+        self.snapshot = ""
+        self.started_at: float | None = None
+        self.paused = False
+        self.cwd = ""
+        self.channel: int | None = None
+
+
+def export(h: HandOff, env: dict[str, str], sockets: list[tuple[str, str, int]]) -> list[int]:
+    """Write `h` into `env` for the next image; returns the descriptors it must inherit.
+
+    `sockets`: (kind, address, fd) of every listening socket to keep.
+    """
+    env[SOCKETS] = ";".join(f"{fd}={kind}={address}" for kind, address, fd in sockets)
+    env[RELOADS] = str(h.reloads)
+    fds = [fd for _, _, fd in sockets]
+    if h.notify is not None:
+        env[NOTIFY] = f"{h.notify[0]},{h.notify[1]}"
+        fds += list(h.notify)
+    env[GENERATIONS] = ";".join(h.generations)
+    if h.snapshot:
+        env[SNAPSHOT] = h.snapshot
+    env[STATE] = f"{h.started_at},{int(h.paused)},{h.cwd}"
+    if h.channel is not None:
+        env[CHANNEL] = str(h.channel)
+        fds.append(h.channel)
+    return fds
+
+
+def adopt(env: dict[str, str]) -> HandOff:
+    """Read (and remove from `env`) what the previous image handed over; the channel stays."""
+    h = HandOff()
+    h.reloads = int(env.pop(RELOADS, "0") or 0)
+    for item in filter(None, env.pop(SOCKETS, "").split(";")):
+        fd, kind, address = item.split("=", 2)
+        try:
+            h.sockets[(kind, address)] = socket.socket(fileno=int(fd))
+        except OSError:
+            continue
+    notify = env.pop(NOTIFY, "")
+    if notify:
+        r, w = (int(x) for x in notify.split(","))
+        h.notify = (r, w)
+    h.generations = [g for g in env.pop(GENERATIONS, "").split(";") if g]
+    h.snapshot = env.pop(SNAPSHOT, "")
+    state = env.pop(STATE, "")
+    if state:
+        started, paused, cwd = state.split(",", 2)
+        h.started_at, h.paused, h.cwd = float(started), paused == "1", cwd
+    if env.get(CHANNEL):
+        h.channel = int(env[CHANNEL])
+    return h
+
+
+def held(items: list[tuple[str, str]]) -> str:
+    """The value of HELD for a preflight: the (kind, address) pairs we already hold."""
+    return ";".join(f"{kind}={address}" for kind, address in items)
+
+
+def read_held(value: str) -> set[tuple[str, str]]:
+    out = set()
+    for item in filter(None, value.split(";")):
+        kind, _, address = item.partition("=")
+        out.add((kind, address))
+    return out
+
+
+def clean(env: dict[str, str]) -> dict[str, str]:
+    """`env` without what only one image may see: the environment of a next image or a preflight."""
+    return {k: v for k, v in env.items() if k not in INTERNAL}
+
+
+def inheritable(fds: list[int]) -> None:
+    for fd in fds:
+        os.set_inheritable(fd, True)

@@ -1,0 +1,120 @@
+"""One client connection of a worker: the transport under the protocols and WSGI.
+
+Client sockets stay in blocking mode and every call passes MSG_DONTWAIT (no
+ioctl per connection); a wait is an explicit poll bounded by socket-timeout,
+so one slow client costs its own request, never the loop.
+"""
+from __future__ import annotations
+
+import _socket
+import os
+import select
+import socket
+import time
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing into every master image
+if TYPE_CHECKING:
+    from typing import Any
+
+from emperor.sockets import Listener
+from emperor.worker.wsgi import ClientGone
+
+_NOWAIT = socket.MSG_DONTWAIT  # per call: client sockets stay in blocking mode, never block
+
+
+class Conn:
+    """One client connection; non-blocking, with explicit waits bounded by socket-timeout."""
+
+    __slots__ = ("sock", "fd", "buf", "listener", "peer", "remote", "base", "deadline", "timeout", "_poll",
+                 "tcp", "nodelay")
+
+    def __init__(self, sock: _socket.socket, listener: Listener, peer: Any, base: dict,
+                 timeout: float) -> None:
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.buf = b""
+        self.listener = listener
+        self.peer = peer
+        # REMOTE_ADDR/REMOTE_PORT, computed once per connection rather than per request
+        self.remote = (peer[0], str(peer[1])) if isinstance(peer, tuple) else ("127.0.0.1", "0")
+        self.tcp = sock.family != socket.AF_UNIX
+        self.nodelay = False
+        self.base = base
+        self.timeout = timeout
+        self.deadline = time.monotonic() + timeout
+        self._poll: select.poll | None = None
+
+    def _wait(self, events: int) -> None:
+        if self._poll is None:
+            self._poll = select.poll()
+            self._poll.register(self.fd, select.POLLIN | select.POLLOUT)
+        self._poll.modify(self.fd, events)
+        if not self._poll.poll(self.timeout * 1000):
+            raise ClientGone("timed out")
+
+    def take(self, n: int) -> bytes:
+        """Up to n body bytes: buffered first, then from the socket (waiting at most socket-timeout)."""
+        if self.buf:
+            data, self.buf = self.buf[:n], self.buf[n:]
+            return data
+        while True:
+            try:
+                data = self.sock.recv(min(n, 65536), _NOWAIT)
+            except BlockingIOError:
+                self._wait(select.POLLIN)
+                continue
+            except OSError as e:
+                raise ClientGone(str(e)) from None
+            if not data:
+                raise ClientGone("client closed the connection")
+            return data
+
+    def sendall(self, data: bytes) -> int:
+        view = memoryview(data)
+        total = len(data)
+        while view:
+            try:
+                n = self.sock.send(view, _NOWAIT)
+            except BlockingIOError:
+                self._wait(select.POLLOUT)
+                continue
+            except OSError as e:
+                raise ClientGone(str(e)) from None
+            view = view[n:]
+        return total
+
+    def sendfile(self, f: Any, offset: int, count: int) -> int:
+        self.sock.setblocking(False)  # sendfile(2) takes no MSG_DONTWAIT
+        sent = 0
+        while sent < count:
+            try:
+                n = os.sendfile(self.fd, f.fileno(), offset + sent, count - sent)
+            except BlockingIOError:
+                self._wait(select.POLLOUT)
+                continue
+            except OSError as e:
+                raise ClientGone(str(e)) from None
+            if n == 0:
+                break
+            sent += n
+        return sent
+
+    def has_pending_data(self) -> bool:
+        if self.buf:
+            return True
+        try:
+            return bool(self.sock.recv(1, socket.MSG_PEEK | _NOWAIT))
+        except BlockingIOError:
+            return False
+        except OSError:
+            return False
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+def peer_name(conn: Conn) -> str:
+    return conn.peer[0] if conn.peer and isinstance(conn.peer, tuple) else "unix"

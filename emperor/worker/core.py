@@ -1,0 +1,283 @@
+"""One event loop ("core", as uWSGI calls it) of a worker: one per thread.
+
+Each core waits in epoll on the listening sockets and its keep-alive
+connections, so one slow or idle client never holds the worker: only the
+application call itself is synchronous. Listening sockets are registered with
+EPOLLEXCLUSIVE so a new connection wakes one worker, not all. The price: a
+worker that was woken for a connection and stops accepting without taking it
+leaves it queued with nobody told. So a worker that retires with connections
+still queued asks the master to wake every worker (SIGWINCH), and a woken
+worker re-adds its listeners, which makes the kernel look at the queue.
+"""
+from __future__ import annotations
+
+import _socket
+import errno
+import os
+import select
+import signal
+import socket
+import time
+
+from emperor import log as logmod
+from emperor.sockets import HTTP, Listener
+from emperor.wire.scoreboard import CoreCounters
+from emperor.worker.conn import Conn, peer_name
+from emperor.worker.protocols import uwsgi as uwsgi_proto
+from emperor.worker.protocols.http import HTTPError, error_response, find_head, parse_head
+from emperor.worker.wsgi import EMPTY_INPUT, EmptyInput, Input, run
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing into every master image
+if TYPE_CHECKING:
+    from emperor.worker.process import Worker
+
+_EPOLL_ACCEPT = select.EPOLLIN | getattr(select, "EPOLLEXCLUSIVE", 0)
+_NOWAIT = socket.MSG_DONTWAIT
+STOP_LINGER = 1.0  # seconds an idle keep-alive connection may stay open after a graceful stop
+
+
+def _queued(fd: int) -> bool:
+    """Whether a listening socket has connections waiting to be accepted."""
+    p = select.poll()
+    p.register(fd, select.POLLIN)
+    return bool(p.poll(0))
+
+
+class Core:
+    """One event loop (one thread) of a worker."""
+
+    def __init__(self, worker: Worker, index: int, wake_fd: int) -> None:
+        self.worker = worker
+        self.index = index
+        self.ep = select.epoll()
+        self.conns: dict[int, Conn] = {}
+        self.counters = CoreCounters(worker.board, worker.slot, index)
+        self.wake_fd = wake_fd
+        self.ep.register(wake_fd, select.EPOLLIN)
+        self.wake_w = -1
+        self.accepting = False
+        self.reading = True
+        self.logbuf: list[str] = []
+        self.next_sweep = 0.0
+        self.wakes = 0  # the worker's WAKE count when this core last read its orders
+
+    # -- orders from the worker --
+    def apply_orders(self) -> None:
+        w = self.worker
+        rearm, self.wakes = self.wakes != w.wakes, w.wakes
+        want_accept = not (w.stopping or w.paused)
+        if self.accepting and w.stopping and w.last_out and not w.paused:
+            # Connections the kernel already queued were accepted as far as the
+            # client knows: take them in and answer them before leaving, so a
+            # stop never resets a request that was sent before it.
+            for l in w.listeners:
+                self.on_accept(l, w.config.socket_timeout, limit=w.config.listen)
+        if want_accept != self.accepting:
+            for l in w.listeners:
+                if want_accept:
+                    self.ep.register(l.fd, _EPOLL_ACCEPT)
+                else:
+                    self.ep.unregister(l.fd)
+            self.accepting = want_accept
+            if w.stopping and not w.last_out and w.master_pid and any(_queued(l.fd) for l in w.listeners):
+                os.kill(w.master_pid, signal.SIGWINCH)  # a connection we may have been woken for
+        elif rearm and self.accepting:
+            for l in w.listeners:  # EPOLLEXCLUSIVE forbids EPOLL_CTL_MOD; a fresh add polls the queue
+                self.ep.unregister(l.fd)
+                self.ep.register(l.fd, _EPOLL_ACCEPT)
+        want_read = not w.paused
+        if want_read != self.reading:
+            for fd in self.conns:
+                if want_read:
+                    self.ep.register(fd, select.EPOLLIN)
+                else:
+                    self.ep.unregister(fd)
+            self.reading = want_read
+            if want_read:
+                now = time.monotonic()
+                for conn in self.conns.values():
+                    conn.deadline = now + conn.timeout
+        if w.stopping and not w.paused:
+            # Closing an idle keep-alive connection races with a request the client
+            # may be sending right now. Instead each connection gets its next
+            # response with `Connection: close`; one that stays idle for the short
+            # linger is closed (the same race as any idle timeout, no more).
+            limit = time.monotonic() + min(STOP_LINGER, w.config.socket_timeout)
+            for conn in self.conns.values():
+                conn.deadline = min(conn.deadline, limit)
+            self.next_sweep = min(self.next_sweep, limit)
+
+    def loop(self) -> None:
+        w = self.worker
+        listeners = {l.fd: l for l in w.listeners}
+        timeout_s = w.config.socket_timeout
+        self.apply_orders()
+        while True:
+            if w.stopping and not self.conns:
+                break
+            if self.conns and self.reading:
+                now = time.monotonic()
+                if now >= self.next_sweep:
+                    self.sweep(now)
+                    self.next_sweep = now + 1.0
+                timeout = max(self.next_sweep - now, 0.0) if self.conns else -1
+            else:
+                timeout = -1
+            try:
+                events = self.ep.poll(timeout)
+            except InterruptedError:
+                events = []
+            if w.pending:
+                # Orders first: a signal that came with these events (its handler has
+                # run, its wake byte may not be among them) must not be preceded by
+                # one more accept.
+                w.on_wake(self)
+            for fd, _ in events:
+                conn = self.conns.get(fd)
+                if conn is not None:
+                    if self.reading:
+                        self.on_readable(conn)
+                elif fd == self.wake_fd:
+                    w.on_wake(self)
+                elif fd in listeners and self.accepting and not (w.stopping or w.paused):
+                    self.on_accept(listeners[fd], timeout_s)
+            if self.logbuf:
+                logmod.write_raw("".join(self.logbuf))
+                self.logbuf.clear()
+
+    def sweep(self, now: float) -> None:
+        for conn in [c for c in self.conns.values() if c.deadline <= now]:
+            if conn.buf:
+                try:
+                    conn.sock.send(error_response(408), _NOWAIT)
+                except OSError:
+                    pass
+            self.close(conn)
+
+    def close(self, conn: Conn) -> None:
+        # closing the descriptor removes it from epoll: no unregister call needed
+        self.conns.pop(conn.fd, None)
+        conn.close()
+
+    def on_accept(self, listener: Listener, timeout_s: float, limit: int = 4) -> None:
+        w = self.worker
+        base = w.bases[listener.fd]
+        family = listener.family
+        for _ in range(limit):
+            try:
+                fd, peer = listener.sock._accept()  # type: ignore[attr-defined]  # the C accept: no wrapper object
+            except BlockingIOError:
+                return
+            except OSError as e:
+                if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    self.logbuf.append(logmod.line(f"accept: {e.strerror}"))
+                return
+            # The bare C socket: no Python wrapper, no enum conversions, and left in
+            # blocking mode (no ioctl) because every call passes MSG_DONTWAIT.
+            conn = Conn(_socket.socket(family, socket.SOCK_STREAM, 0, fd), listener, peer, base, timeout_s)
+            self.conns[conn.fd] = conn
+            # The request is usually there already: serve it before involving epoll,
+            # and register only a connection that stays open.
+            self.on_readable(conn)
+            if conn.fd in self.conns and self.reading:
+                self.ep.register(conn.fd, select.EPOLLIN)
+            if limit <= 4 and (w.pending or w.stopping or w.paused):
+                return  # new orders (a signal's handler has run): read them before accepting more
+
+    def on_readable(self, conn: Conn) -> None:
+        try:
+            data = conn.sock.recv(65536, _NOWAIT)
+        except BlockingIOError:
+            return
+        except OSError:
+            self.close(conn)
+            return
+        if not data:
+            self.close(conn)
+            return
+        conn.buf = conn.buf + data if conn.buf else data
+        try:
+            if conn.listener.kind == HTTP:
+                self.serve_http(conn)
+            else:
+                self.serve_uwsgi(conn)
+        except HTTPError as e:
+            self.refuse(conn, e)
+        except Exception as e:  # a bug of ours must cost one connection, never the worker
+            self.logbuf.append(logmod.line(f"{peer_name(conn)} internal error: {type(e).__name__}: {e}"))
+            self.refuse(conn, HTTPError(500, "internal error"))
+
+    def refuse(self, conn: Conn, e: HTTPError) -> None:
+        self.logbuf.append(logmod.line(f"{peer_name(conn)} refused: {e.status} {e.detail}"))
+        try:
+            conn.sock.send(error_response(e.status), _NOWAIT)
+        except OSError:
+            pass
+        self.close(conn)
+
+    def serve_http(self, conn: Conn) -> None:
+        w = self.worker
+        limit = w.config.buffer_size
+        while conn.buf:
+            end = find_head(conn.buf, limit)
+            if end < 0:
+                return
+            head, conn.buf = conn.buf[:end], conn.buf[end:]
+            h = parse_head(head, conn.base)
+            environ = h.environ
+            inp: Input | EmptyInput = Input(conn, h.length, h.chunked, h.expect_continue) \
+                if h.length or h.chunked else EMPTY_INPUT
+            environ["wsgi.input"] = inp
+            environ["REMOTE_ADDR"], environ["REMOTE_PORT"] = conn.remote
+            out = self.handle(environ, conn, "HTTP/1.1", h.keep_alive and not w.stopping,
+                              h.version == "HTTP/1.1")
+            if not (out and inp.drain()):
+                self.close(conn)
+                return
+            conn.deadline = time.monotonic() + conn.timeout
+            if not conn.nodelay and conn.tcp:
+                # only a connection that carries several responses can meet Nagle's
+                # delay; a one-request connection never pays for this setsockopt
+                conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                conn.nodelay = True
+            if w.paused or w.stopping:
+                return  # a stopping worker answers the next request with Connection: close
+
+    def serve_uwsgi(self, conn: Conn) -> None:
+        n = uwsgi_proto.find_packet(conn.buf, self.worker.config.buffer_size)
+        if n < 0:
+            return
+        packet, conn.buf = conn.buf[:n], conn.buf[n:]
+        environ = uwsgi_proto.parse_vars(packet, conn.base)
+        length = environ.get("CONTENT_LENGTH")
+        environ["wsgi.input"] = Input(conn, int(length), False, False) if length else EMPTY_INPUT
+        if environ.get("HTTPS") in ("on", "1") or environ.get("UWSGI_SCHEME") == "https":
+            environ["wsgi.url_scheme"] = "https"
+        version = environ["SERVER_PROTOCOL"]
+        if version not in ("HTTP/1.0", "HTTP/1.1"):
+            version = "HTTP/1.1"
+        self.handle(environ, conn, version, False, False)
+        self.close(conn)
+
+    def handle(self, environ: dict, conn: Conn, version: str, keep_alive: bool, http11: bool) -> bool:
+        """Run one request; True if the connection may carry another."""
+        w = self.worker
+        started = time.monotonic()
+        method = environ["REQUEST_METHOD"]
+        path = environ["PATH_INFO"]
+        self.counters.begin(started, method, path)
+        w.requests_in_flight += 1
+        try:
+            out = run(w.app, environ, conn, version=version, keep_alive=keep_alive, http11=http11,
+                      allow_chunked=conn.listener.kind == HTTP)
+        finally:
+            w.requests_in_flight -= 1
+        now = time.monotonic()
+        self.counters.end(now, started, out.sent, out.failed)
+        if not w.config.disable_logging:
+            qs = environ.get("QUERY_STRING")
+            self.logbuf.append(logmod.line(
+                f"{peer_name(conn)} {method} {environ.get('REQUEST_URI') or path + ('?' + qs if qs else '')}"
+                f" => {out.status} {out.sent} bytes in {(now - started) * 1000:.2f} ms"))
+        w.count_request()
+        return out.keep_alive
