@@ -34,6 +34,10 @@ if TYPE_CHECKING:
 _EPOLL_ACCEPT = select.EPOLLIN | getattr(select, "EPOLLEXCLUSIVE", 0)
 _NOWAIT = socket.MSG_DONTWAIT
 STOP_LINGER = 1.0  # seconds an idle keep-alive connection may stay open after a graceful stop
+DRAIN_BYTES = 1 << 20   # of a body the app left unread, discarded to reuse the connection...
+DRAIN_SECONDS = 1.0     # ...if it comes this fast; otherwise the connection is closed
+ACCEPT_PAUSE = 0.1      # out of descriptors: stop accepting this long instead of spinning
+_SCARCE = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
 def _queued(fd: int) -> bool:
@@ -60,12 +64,14 @@ class Core:
         self.logbuf: list[str] = []
         self.next_sweep = 0.0
         self.wakes = 0  # the worker's WAKE count when this core last read its orders
+        self.accept_again: float | None = None  # out of descriptors: listeners come back then
+        self.scarce = 0                         # accepts refused for want of descriptors, unlogged
 
     # -- orders from the worker --
     def apply_orders(self) -> None:
         w = self.worker
         rearm, self.wakes = self.wakes != w.wakes, w.wakes
-        want_accept = not (w.stopping or w.paused)
+        want_accept = not (w.stopping or w.paused) and self.accept_again is None
         if self.accepting and w.stopping and w.last_out and not w.paused:
             # Connections the kernel already queued were accepted as far as the
             # client knows: take them in and answer them before leaving, so a
@@ -97,6 +103,8 @@ class Core:
                 now = time.monotonic()
                 for conn in self.conns.values():
                     conn.deadline = now + conn.timeout
+                for conn in [c for c in self.conns.values() if c.buf]:
+                    self.serve(conn)  # requests pipelined before the pause: no read event will come
         if w.stopping and not w.paused:
             # Closing an idle keep-alive connection races with a request the client
             # may be sending right now. Instead each connection gets its next
@@ -113,16 +121,18 @@ class Core:
         timeout_s = w.config.socket_timeout
         self.apply_orders()
         while True:
+            now = time.monotonic()
+            if self.conns and self.reading and now >= self.next_sweep:
+                self.sweep(now)
+                self.next_sweep = now + 1.0
+            if self.accept_again is not None and now >= self.accept_again:
+                self.accept_again = None
+                self.apply_orders()
             if w.stopping and not self.conns:
-                break
-            if self.conns and self.reading:
-                now = time.monotonic()
-                if now >= self.next_sweep:
-                    self.sweep(now)
-                    self.next_sweep = now + 1.0
-                timeout = max(self.next_sweep - now, 0.0) if self.conns else -1
-            else:
-                timeout = -1
+                break  # checked after the sweep: it may have closed the last connection
+            deadlines = ([self.next_sweep] if self.conns and self.reading else []) + \
+                ([self.accept_again] if self.accept_again is not None else [])
+            timeout = max(min(deadlines) - now, 0.0) if deadlines else -1
             try:
                 events = self.ep.poll(timeout)
             except InterruptedError:
@@ -169,8 +179,8 @@ class Core:
             except BlockingIOError:
                 return
             except OSError as e:
-                if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    self.logbuf.append(logmod.line(f"accept: {e.strerror}"))
+                if e.errno in _SCARCE:
+                    self.out_of_descriptors(e)
                 return
             # The bare C socket: no Python wrapper, no enum conversions, and left in
             # blocking mode (no ioctl) because every call passes MSG_DONTWAIT.
@@ -184,6 +194,21 @@ class Core:
             if limit <= 4 and (w.pending or w.stopping or w.paused):
                 return  # new orders (a signal's handler has run): read them before accepting more
 
+    def out_of_descriptors(self, e: OSError) -> None:
+        """accept() failed for want of descriptors (or memory): a listener that stays readable
+        would spin this loop. Shed our oldest idle connection, stop accepting for a moment,
+        and say so in one line per pause, not one per attempt."""
+        idle = [c for c in self.conns.values() if not c.buf]
+        if idle:
+            self.close(min(idle, key=lambda c: c.deadline))
+        self.scarce += 1
+        if self.accept_again is None:
+            self.logbuf.append(logmod.line(f"accept: {e.strerror}; pausing accept for {ACCEPT_PAUSE:g}s"
+                                           + (f" ({self.scarce} refused)" if self.scarce > 1 else "")))
+            self.scarce = 0
+            self.accept_again = time.monotonic() + ACCEPT_PAUSE
+            self.apply_orders()
+
     def on_readable(self, conn: Conn) -> None:
         try:
             data = conn.sock.recv(65536, _NOWAIT)
@@ -196,6 +221,10 @@ class Core:
             self.close(conn)
             return
         conn.buf = conn.buf + data if conn.buf else data
+        self.serve(conn)
+
+    def serve(self, conn: Conn) -> None:
+        """Answer the complete requests buffered on `conn`."""
         try:
             if conn.listener.kind == HTTP:
                 self.serve_http(conn)
@@ -231,7 +260,7 @@ class Core:
             environ["REMOTE_ADDR"], environ["REMOTE_PORT"] = conn.remote
             out = self.handle(environ, conn, "HTTP/1.1", h.keep_alive and not w.stopping,
                               h.version == "HTTP/1.1")
-            if not (out and inp.drain()):
+            if not (out and inp.drain(DRAIN_BYTES, DRAIN_SECONDS)):
                 self.close(conn)
                 return
             conn.deadline = time.monotonic() + conn.timeout
@@ -240,8 +269,10 @@ class Core:
                 # delay; a one-request connection never pays for this setsockopt
                 conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 conn.nodelay = True
-            if w.paused or w.stopping:
-                return  # a stopping worker answers the next request with Connection: close
+            if w.paused:
+                return  # what is pipelined behind waits for the resume (apply_orders)
+            # a stopping worker goes on: a request the client pipelined before it could see
+            # `Connection: close` is answered (with it), not dropped
 
     def serve_uwsgi(self, conn: Conn) -> None:
         n = uwsgi_proto.find_packet(conn.buf, self.worker.config.buffer_size)

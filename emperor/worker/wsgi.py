@@ -124,22 +124,34 @@ class Input:
             raise StopIteration
         return line
 
-    def drain(self, limit: int = 1 << 20) -> bool:
-        """Discard what the app left unread; True if the connection can carry another request."""
+    def drain(self, limit: int, seconds: float) -> bool:
+        """Discard what the app left unread; True if the connection can carry another request.
+
+        Bounded in bytes and in time as a whole: a client that trickles a body nobody reads
+        must not hold the worker (the connection is closed instead, as gunicorn and uWSGI do).
+        """
         if self._eof:
             return self._ok
         if self._expect:
             return False  # the client may or may not send the body now: ambiguous
+        conn = self._conn
+        saved = conn.timeout
+        deadline = time.monotonic() + seconds
         try:
             seen = 0
-            while self._fill(65536):
+            while True:
+                conn.timeout = deadline - time.monotonic()  # each wait gets what is left
+                if conn.timeout <= 0 or not self._fill(65536):
+                    break
                 seen += len(self._buf)
                 self._buf = b""
                 if seen > limit:
                     return False
         except (ClientGone, HTTPError, OSError):
             return False
-        return True
+        finally:
+            conn.timeout = saved
+        return self._eof and self._ok
 
 
 class EmptyInput:
@@ -157,7 +169,7 @@ class EmptyInput:
     def __iter__(self):
         return iter(())
 
-    def drain(self, limit: int = 0) -> bool:
+    def drain(self, limit: int = 0, seconds: float = 0.0) -> bool:
         return True
 
 
