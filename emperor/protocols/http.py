@@ -19,6 +19,13 @@ TOKEN = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrs
 _CTL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _VERSIONS = {b"HTTP/1.1": "HTTP/1.1", b"HTTP/1.0": "HTTP/1.0"}
 _VERSION_SHAPE = re.compile(rb"HTTP/[0-9]\.[0-9]")
+# What a request-target may hold (RFC 9112 3.2 builds it from RFC 3986, whose characters
+# are visible US-ASCII): no HT, no obs-text, and no "#" (a fragment is never sent).
+_TARGET = bytes(range(0x21, 0x7f)).replace(b"#", b"")
+# uri-host [ ":" port ] (RFC 3986 3.2.2, 3.2.3): an IP-literal, checked further in
+# _authority_host, or a reg-name (which IPv4address is a subset of).
+_AUTHORITY = re.compile(rb"(\[[^\]]*\]|(?:[-A-Za-z0-9._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})*)(?::[0-9]*)?")
+_IPVFUTURE = re.compile(rb"[vV][0-9A-Fa-f]+\.[-A-Za-z0-9._~!$&'()*+,;=:]+")
 
 REASONS = {
     100: "Continue", 200: "OK", 204: "No Content", 400: "Bad Request", 404: "Not Found",
@@ -133,21 +140,53 @@ def _request_line(line: bytes) -> tuple:
         raise HTTPError(400, "malformed HTTP version")
     if not method or method.translate(None, TOKEN):
         raise HTTPError(400, "malformed method")
-    if not target or b"#" in target:
+    if not target or target.translate(None, _TARGET):
         raise HTTPError(400, "malformed request target")
     request_uri = uri = target.decode("latin-1")
     if target[0] != 47:  # '/'
-        if target.startswith((b"http://", b"https://")):
-            # absolute-form: the path is what the application routes on
-            rest = uri.split("://", 1)[1]
-            slash = rest.find("/")
-            uri = rest[slash:] if slash >= 0 else "/"
+        sep = target.find(b"://")
+        if sep > 0 and target[:sep].lower() in (b"http", b"https"):
+            # absolute-form (RFC 9112 3.2.2): the authority ends at the first "/" or "?"
+            # (RFC 3986 3.2), and the path that follows is what the application routes on
+            rest = uri[sep + 3:]
+            end = len(rest)
+            for c in "/?":
+                i = rest.find(c, 0, end)
+                if i >= 0:
+                    end = i
+            if not _authority_host(target[sep + 3:sep + 3 + end]):
+                # RFC 9110 4.2.1: an empty host is invalid; 4.2.4: so is userinfo
+                raise HTTPError(400, "malformed request target")
+            uri = rest[end:]
+            if uri[:1] != "/":
+                uri = "/" + uri  # RFC 9112 3.3: an empty path is "/"
         elif target == b"*" and method == b"OPTIONS":
             uri = "*"
         else:
             raise HTTPError(400, "malformed request target")
     path, _, query = uri.partition("?")
     return method.decode("ascii"), version, request_uri, _unquote(path), query
+
+
+def _authority_host(authority: bytes) -> bytes | None:
+    """The host of `uri-host [":" port]`, None if that grammar does not match."""
+    m = _AUTHORITY.fullmatch(authority)
+    if m is None:
+        return None
+    host = m.group(1)
+    if host[:1] == b"[":
+        inner = host[1:-1]
+        if inner[:1] in (b"v", b"V"):
+            return host if _IPVFUTURE.fullmatch(inner) else None
+        import ipaddress
+
+        try:
+            ipaddress.IPv6Address(inner.decode("ascii"))
+        except ValueError:
+            return None
+        if b"%" in inner:  # a zone ID: Python accepts it, RFC 3986 does not
+            return None
+    return host
 
 
 def _header_line(line: bytes) -> tuple:

@@ -1,0 +1,139 @@
+"""HTTP/1.1 strictness beyond tests/test_http.py: what gunicorn refuses, we refuse too.
+
+Each refusal closes a leniency that a front proxy could read differently from us
+(request smuggling, cache poisoning) or that lets a client hold a worker. One
+real master (two workers) serves the module over real sockets; after every
+refusal the same workers must still serve. socket-timeout is 4 s here so that
+an answer "at once" cannot be mistaken for the timeout's 408.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from apps.rawhttp import Client, get, one, running_master, worker_pids
+from conftest import free_port
+
+pytestmark = pytest.mark.timeout(30)
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory):
+    d = tmp_path_factory.mktemp("http_strict")
+    body = "processes = 2\nsocket-timeout = 4\nbuffer-size = 4096\n"
+    with running_master(d, body, free_port(), app="echo.py") as p:
+        p.workers = worker_pids(p.pid)
+        assert len(p.workers) == 2
+        yield p
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def assert_workers_intact(srv) -> None:
+    assert all(_alive(p) for p in srv.workers), "a worker died"
+    assert worker_pids(srv.pid) == srv.workers, "a worker was replaced"
+    r, _ = one(srv.port, get("/pid", extra="Connection: close\r\n"))
+    assert r.status == 200 and int(r.header("X-Pid")) in srv.workers
+
+
+def refused(srv, data: bytes, status: int = 400) -> None:
+    """`data` must get `status` with Connection: close, then the close, well before socket-timeout."""
+    start = time.monotonic()
+    with Client(srv.port, timeout=3.5) as c:
+        c.send(data)
+        r = c.response()
+        assert r.status == status, r
+        assert r.header("Connection") == "close"
+        assert c.closed(), "connection left open after a refused request"
+    assert time.monotonic() - start < 2.0, "refused only after a timeout"
+    assert_workers_intact(srv)
+
+
+def answered(srv, data: bytes) -> dict:
+    """`data` must get a 200; what the application saw (tests/apps/echo.py)."""
+    with Client(srv.port) as c:
+        c.send(data)
+        r = c.response()
+    assert r.status == 200, r
+    return json.loads(r.body)
+
+
+def sha(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()
+
+
+def chunked_post(chunks: bytes, path: str = "/echo") -> bytes:
+    return f"POST {path} HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n".encode() + chunks
+
+
+# -- 1. the request target: RFC 9112 3.2 / RFC 3986 allow only visible US-ASCII --
+
+BAD_TARGETS = {
+    "tab-in-path": b"/a\tb",
+    "tab-in-query": b"/environ?x=\t",
+    "utf8-in-path": b"/caf\xc3\xa9",
+    "obs-text-in-query": b"/environ?q=\xff",
+    "0x80-in-path": b"/\x80",
+    "obs-text-in-absolute-form": b"http://t/\xe9",
+}
+
+
+@pytest.mark.parametrize("target", BAD_TARGETS.values(), ids=BAD_TARGETS.keys())
+def test_tab_or_obs_text_in_the_request_target_is_400(srv, target):
+    """RFC 9112 3.2: request-target is built from RFC 3986 URI characters, which are
+    visible US-ASCII only; a TAB or a raw byte >= 0x80 is a malformed request-line
+    (RFC 9112 3: respond 400), not something to pass through to PATH_INFO."""
+    refused(srv, b"GET " + target + b" HTTP/1.1\r\nHost: t\r\n\r\n")
+
+
+def test_percent_encoded_bytes_in_the_target_still_reach_path_info(srv):
+    """What a client must send instead of raw bytes (RFC 3986 2.1) still works."""
+    env = answered(srv, b"GET /environ/caf%C3%A9%09 HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert env["path"] == "/environ/caf\xc3\xa9\t"
+
+
+# -- absolute-form (RFC 9112 3.2.2): the authority ends at the first "/" or "?" --
+
+def test_absolute_form_with_a_query_and_no_path(srv):
+    """RFC 3986 3: in http://host?q the query starts at "?": PATH_INFO is "/" (RFC 9112 3.3)
+    and the query must not be dropped."""
+    env = answered(srv, b"GET http://t?x=1 HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert env["path"] == "/" and env["query"] == "x=1"
+
+
+def test_absolute_form_slash_inside_the_query_is_not_the_path(srv):
+    """http://t?a=/environ has the path "" (so "/") and the query "a=/environ": routing on
+    "/environ" would let a query steer the application."""
+    env = answered(srv, b"GET http://t?a=/environ HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert env["path"] == "/" and env["query"] == "a=/environ"
+
+
+def test_absolute_form_scheme_is_case_insensitive(srv):
+    """RFC 3986 3.1: schemes are case-insensitive; HTTP://t/ is the same target as http://t/."""
+    env = answered(srv, b"GET HTTP://t/environ?y=2 HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert env["path"] == "/environ" and env["query"] == "y=2"
+
+
+@pytest.mark.parametrize("target", [b"http:///environ", b"http://u@t/environ", b"http://u:p@t/environ",
+                                    b"http://t:80x/environ", b"http://[zz]/environ"],
+                         ids=["empty-host", "userinfo", "userinfo-password", "bad-port", "bad-ip-literal"])
+def test_absolute_form_with_a_bad_authority_is_400(srv, target):
+    """RFC 9110 4.2.1: an http URI with an empty host MUST be rejected; 4.2.4: userinfo is
+    an error (it hides the real host from a reader of logs); RFC 3986 3.2.2/3.2.3: the
+    host and port grammar."""
+    refused(srv, b"GET " + target + b" HTTP/1.1\r\nHost: t\r\n\r\n")
+
+
+def test_workers_survived_the_whole_module(srv):
+    assert_workers_intact(srv)
+    assert "worker failed" not in srv.log and "internal error" not in srv.log
