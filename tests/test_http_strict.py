@@ -134,6 +134,29 @@ def test_absolute_form_with_a_bad_authority_is_400(srv, target):
     refused(srv, b"GET " + target + b" HTTP/1.1\r\nHost: t\r\n\r\n")
 
 
+# -- Host (RFC 9112 3.2): an invalid field value MUST get a 400 --
+
+@pytest.mark.parametrize("host", [b"a b", b"t/x", b"t@x", b"t:8x", b"t:80:80", b"[::1", b"t#", b"t?",
+                                  b'"t"', b"t\\x"],
+                         ids=["space", "slash", "at", "bad-port", "two-ports", "open-bracket", "hash",
+                              "question", "quotes", "backslash"])
+def test_host_with_an_invalid_value_is_400(srv, host):
+    """RFC 9112 3.2: "A server MUST respond with a 400 ... to any request message that
+    contains ... a Host header field with an invalid field value"; Host = uri-host [":" port]
+    (RFC 9110 7.2). A Host that the application and a cache split differently poisons caches."""
+    refused(srv, b"GET /pid HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")
+
+
+@pytest.mark.parametrize("host", [b"example.org", b"example.org:8080", b"127.0.0.1:80", b"[::1]:8000",
+                                  b"", b"xn--bcher-kva.example", b"a_b.example", b"t:"],
+                         ids=["name", "name-port", "ipv4", "ipv6", "empty", "idn", "underscore",
+                              "empty-port"])
+def test_host_with_a_valid_value_is_served(srv, host):
+    """The same grammar's valid forms, the empty value included (RFC 9112 3.2)."""
+    env = answered(srv, b"GET /environ HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")
+    assert env["fields"]["HTTP_HOST"] == host.decode()
+
+
 def test_workers_survived_the_whole_module(srv):
     assert_workers_intact(srv)
     assert "worker failed" not in srv.log and "internal error" not in srv.log

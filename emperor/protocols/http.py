@@ -196,6 +196,10 @@ def _header_line(line: bytes) -> tuple:
         raise HTTPError(400, "malformed header line")
     value = value.strip(b" \t")
     kind = _SPECIAL.get(name.lower(), _PLAIN)
+    if kind == _HOST and _authority_host(value) is None:
+        # RFC 9112 3.2: a Host that is not uri-host [":" port] MUST get a 400; an
+        # application and a cache that split it differently is a poisoned cache
+        raise HTTPError(400, "malformed Host")
     return kind, _environ_key(name), value.decode("latin-1"), value.lower() if kind else b""
 
 
