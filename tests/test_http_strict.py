@@ -157,6 +157,59 @@ def test_host_with_a_valid_value_is_served(srv, host):
     assert env["fields"]["HTTP_HOST"] == host.decode()
 
 
+# -- 2. chunk sizes (RFC 9112 7.1): chunk-size is 1*HEXDIG, with no whitespace around it --
+
+BAD_CHUNK_LINES = {
+    "space-before-size": b" 5",
+    "tab-before-size": b"\t5",
+    "space-after-size": b"5 ",
+    "tab-after-size": b"5\t",
+    "space-after-last-chunk": b"0 ",
+    "empty-extension-name": b"5;",
+    "space-only-extension": b"5; ",
+    "extension-trailing-space": b"5;a ",
+    "extension-empty-value": b"5;a=",
+    "extension-space-in-name": b"5;a b",
+    "extension-bad-name-char": b"5;a@b",
+    "extension-unterminated-quote": b'5;a="x',
+    "extension-bare-cr": b"5;a\rb",
+    "extension-bad-value-char": b"5;a=b@c",
+}
+
+
+@pytest.mark.parametrize("line", BAD_CHUNK_LINES.values(), ids=BAD_CHUNK_LINES.keys())
+def test_chunk_size_line_outside_the_grammar_is_400(srv, line):
+    """RFC 9112 7.1: chunk = chunk-size [ chunk-ext ] CRLF; chunk-size = 1*HEXDIG; 7.1.1:
+    chunk-ext = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] ). Whitespace is
+    allowed only on either side of ";" and "=": a parser that trims " 5 " agrees with one
+    that reads it as an error only by luck, and that disagreement is how a chunked body
+    gets smuggled past a front proxy."""
+    if line.startswith(b"0"):
+        chunks = line + b"\r\n\r\n"
+    else:
+        chunks = line + b"\r\nhello\r\n0\r\n\r\n"
+    refused(srv, chunked_post(chunks))
+
+
+GOOD_CHUNK_LINES = {
+    "plain": b"5",
+    "upper-hex-leading-zeros": b"0005",
+    "extension": b"5;a",
+    "extension-value": b"5;a=1",
+    "bws-before-semicolon": b"5 \t;a=1",
+    "bws-everywhere": b"5 ; a = 1",
+    "two-extensions": b"5;a=1;b",
+    "quoted-value": b'5;a="x y;\\"z"',
+}
+
+
+@pytest.mark.parametrize("line", GOOD_CHUNK_LINES.values(), ids=GOOD_CHUNK_LINES.keys())
+def test_chunk_size_line_inside_the_grammar_is_decoded(srv, line):
+    """The BWS the grammar does allow (around ";" and "=") and quoted-string values."""
+    env = answered(srv, chunked_post(line + b"\r\nhello\r\n0;last=1\r\n\r\n"))
+    assert env["body"] == sha(b"hello") and env["length"] == 5
+
+
 def test_workers_survived_the_whole_module(srv):
     assert_workers_intact(srv)
     assert "worker failed" not in srv.log and "internal error" not in srv.log

@@ -26,6 +26,13 @@ _TARGET = bytes(range(0x21, 0x7f)).replace(b"#", b"")
 # _authority_host, or a reg-name (which IPv4address is a subset of).
 _AUTHORITY = re.compile(rb"(\[[^\]]*\]|(?:[-A-Za-z0-9._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})*)(?::[0-9]*)?")
 _IPVFUTURE = re.compile(rb"[vV][0-9A-Fa-f]+\.[-A-Za-z0-9._~!$&'()*+,;=:]+")
+# chunk-ext (RFC 9112 7.1.1): *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] ),
+# a value being a token or a quoted-string (RFC 9110 5.6.4). BWS is only allowed there.
+_TOKEN_RE = rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+"
+_QUOTED_RE = rb'"(?:[\t !#-\[\]-~\x80-\xff]|\\[\t \x21-\x7e\x80-\xff])*"'
+_CHUNK_EXT = re.compile(rb"(?:[ \t]*;[ \t]*" + _TOKEN_RE + rb"(?:[ \t]*=[ \t]*(?:"
+                        + _TOKEN_RE + rb"|" + _QUOTED_RE + rb"))?)+")
+_HEX = b"0123456789abcdefABCDEF"
 
 REASONS = {
     100: "Continue", 200: "OK", 204: "No Content", 400: "Bad Request", 404: "Not Found",
@@ -320,15 +327,19 @@ class ChunkedDecoder:
                     break
                 if i > self.MAX_LINE:
                     raise HTTPError(400, "chunk size line too long")
-                line, semi, ext = self.buf[:i].partition(b";")
-                line = line.strip(b" \t")
+                line = self.buf[:i]
                 self.buf = self.buf[i + 2:]
-                if not line or len(line) > 15 or line.translate(None, b"0123456789abcdefABCDEF"):
+                # RFC 9112 7.1: chunk-size [ chunk-ext ] CRLF, chunk-size = 1*HEXDIG. No
+                # whitespace around the size unless an extension follows (its BWS): a
+                # parser that trims " 5 " and one that refuses it disagree on the framing.
+                semi = line.find(b";")
+                size = line if semi < 0 else line[:semi].rstrip(b" \t")
+                if not size or len(size) > 15 or size.translate(None, _HEX):
                     raise HTTPError(400, "malformed chunk size")
-                if semi and (b"\n" in ext or _CTL.search(ext)):
-                    # a bare LF here is read as the line's end by some proxies: smuggling
+                if semi >= 0 and not _CHUNK_EXT.fullmatch(line, semi):
+                    # a bare CR or LF here is read as the line's end by some proxies: smuggling
                     raise HTTPError(400, "malformed chunk extension")
-                self.remaining = int(line, 16)
+                self.remaining = int(size, 16)
                 self.state = "data" if self.remaining else "trailer"
             elif self.state == "data":
                 if not self.buf:
