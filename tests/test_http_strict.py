@@ -210,6 +210,47 @@ def test_chunk_size_line_inside_the_grammar_is_decoded(srv, line):
     assert env["body"] == sha(b"hello") and env["length"] == 5
 
 
+# -- 3. trailers (RFC 9112 7.1.2, RFC 9110 6.5) --
+
+BAD_TRAILERS = {
+    "no-colon": b"JustAName\r\n",
+    "obs-fold": b"X-A: 1\r\n folded\r\n",
+    "obs-fold-tab": b"X-A: 1\r\n\tfolded\r\n",
+    "leading-space": b" X-A: 1\r\n",
+    "space-before-colon": b"X-A : 1\r\n",
+    "empty-name": b": 1\r\n",
+    "bad-name-char": b"X(A): 1\r\n",
+}
+
+
+@pytest.mark.parametrize("trailer", BAD_TRAILERS.values(), ids=BAD_TRAILERS.keys())
+def test_malformed_trailer_line_is_400(srv, trailer):
+    """RFC 9112 7.1.2: trailer-section = *( field-line CRLF ), field-line = field-name ":"
+    OWS field-value OWS (RFC 9112 5), and obs-fold is not allowed there at all (RFC 9112 5.2
+    allows it only in message/http). A line that is not a field is an error, not noise."""
+    refused(srv, chunked_post(b"5\r\nhello\r\n0\r\n" + trailer + b"\r\n"))
+
+
+FORBIDDEN_TRAILERS = ["Content-Length", "Transfer-Encoding", "Host", "Trailer", "TE", "Connection",
+                      "Keep-Alive", "Upgrade", "Expect", "Authorization", "Proxy-Authorization",
+                      "Content-Type", "Content-Encoding", "Content-Range", "cOnTeNt-LeNgTh"]
+
+
+@pytest.mark.parametrize("name", FORBIDDEN_TRAILERS)
+def test_trailer_field_that_frames_routes_or_authenticates_is_400(srv, name):
+    """RFC 9110 6.5.1: a trailer cannot carry what must be known before the content:
+    framing (Content-Length, Transfer-Encoding, Trailer), connection handling (Connection,
+    Keep-Alive, TE, Upgrade, Expect), routing (Host), authentication (Authorization,
+    Proxy-Authorization) or the content's format (Content-*). A proxy that merges trailers
+    into the header section would act on them; we refuse the message instead."""
+    refused(srv, chunked_post(b"5\r\nhello\r\n0\r\n" + name.encode() + b": 5\r\n\r\n"))
+
+
+def test_ordinary_trailer_fields_are_accepted(srv):
+    env = answered(srv, chunked_post(b"5\r\nhello\r\n0\r\nX-Checksum: abc\r\nServer-Timing: x;dur=1\r\n\r\n"))
+    assert env["body"] == sha(b"hello") and env["length"] == 5
+
+
 def test_workers_survived_the_whole_module(srv):
     assert_workers_intact(srv)
     assert "worker failed" not in srv.log and "internal error" not in srv.log

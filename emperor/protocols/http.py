@@ -33,6 +33,12 @@ _QUOTED_RE = rb'"(?:[\t !#-\[\]-~\x80-\xff]|\\[\t \x21-\x7e\x80-\xff])*"'
 _CHUNK_EXT = re.compile(rb"(?:[ \t]*;[ \t]*" + _TOKEN_RE + rb"(?:[ \t]*=[ \t]*(?:"
                         + _TOKEN_RE + rb"|" + _QUOTED_RE + rb"))?)+")
 _HEX = b"0123456789abcdefABCDEF"
+# Fields a trailer must not carry (RFC 9110 6.5.1): what has to be known before the
+# content. Framing, connection handling, routing, authentication, the content's format.
+_FORBIDDEN_TRAILERS = frozenset((
+    b"content-length", b"transfer-encoding", b"trailer", b"connection", b"keep-alive", b"te",
+    b"upgrade", b"expect", b"host", b"authorization", b"proxy-authorization", b"content-type",
+    b"content-encoding", b"content-range"))
 
 REASONS = {
     100: "Continue", 200: "OK", 204: "No Content", 400: "Bad Request", 404: "Not Found",
@@ -374,6 +380,13 @@ class ChunkedDecoder:
                     break
                 if _CTL.search(line) or b"\r" in line or b"\n" in line:
                     raise HTTPError(400, "malformed trailer")
+                # RFC 9112 7.1.2: field-line CRLF, as in the head: no obs-fold (a line
+                # starting with SP or HTAB), a token name right before the colon
+                name, colon, _ = line.partition(b":")
+                if not colon or not name or name.translate(None, TOKEN):
+                    raise HTTPError(400, "malformed trailer")
+                if name.lower() in _FORBIDDEN_TRAILERS:
+                    raise HTTPError(400, "forbidden trailer field")
             else:
                 break
         return b"".join(out)
