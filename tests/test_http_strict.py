@@ -251,6 +251,38 @@ def test_ordinary_trailer_fields_are_accepted(srv):
     assert env["body"] == sha(b"hello") and env["length"] == 5
 
 
+# -- 4. header count (RFC 9110 5.4 / RFC 6585 5): more than 100 fields is 431 --
+
+def _many(n: int) -> bytes:
+    return b"GET /pid HTTP/1.1\r\nHost: t\r\n" + b"".join(b"X-%d: v\r\n" % i for i in range(n - 1)) + b"\r\n"
+
+
+def test_more_than_100_header_fields_is_431(srv):
+    """RFC 9110 5.4: a server that receives more header fields than it wishes to process
+    responds with a 4xx; RFC 6585 5 names it 431. 101 tiny fields fit in buffer-size, so
+    only the count can refuse them: a parse cost bounded per request, as gunicorn's
+    limit_request_fields (100)."""
+    assert len(_many(101)) < 4096
+    refused(srv, _many(101), 431)
+
+
+def test_exactly_100_header_fields_are_served(srv):
+    with Client(srv.port) as c:
+        c.send(_many(100))
+        assert c.response().status == 200
+
+
+# -- 5. a repeated singleton field --
+
+@pytest.mark.parametrize("second", [b"Content-Type: text/html", b"content-type: text/plain"])
+def test_repeated_content_type_is_400(srv, second):
+    """RFC 9110 5.3: a field that is not a list (Content-Type = media-type, 8.3) must not be
+    repeated; keeping the last one, as we did, lets an application and a proxy in front of
+    it see different content types (a WAF checks the first, the app parses the second)."""
+    refused(srv, b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Type: text/plain\r\n" + second
+            + b"\r\nContent-Length: 2\r\n\r\nok")
+
+
 def test_workers_survived_the_whole_module(srv):
     assert_workers_intact(srv)
     assert "worker failed" not in srv.log and "internal error" not in srv.log

@@ -126,6 +126,8 @@ _header_lines: dict[bytes, tuple] = {}
 
 # header lines that need more than copying into the environ
 _PLAIN, _LENGTH, _TE, _CONNECTION, _EXPECT, _HOST = range(6)
+# more header fields than this is a 431 (RFC 6585 5), as gunicorn's limit_request_fields
+MAX_FIELDS = 100
 _SPECIAL = {b"content-length": _LENGTH, b"transfer-encoding": _TE, b"connection": _CONNECTION,
             b"expect": _EXPECT, b"host": _HOST}
 
@@ -230,6 +232,8 @@ def parse_head(head: bytes, base: dict) -> Head:
         # CRLF after a body) is ignored
         del lines[0]
         first = lines[0]
+    if len(lines) > MAX_FIELDS + 1:
+        raise HTTPError(431, "more than %d header fields" % MAX_FIELDS)
     rl = _request_lines.get(first) or _memo(_request_lines, first, _request_line)
     method, version, request_uri, path_info, query = rl
 
@@ -268,8 +272,12 @@ def parse_head(head: bytes, base: dict) -> Head:
         if key is None:
             continue
         old = environ.get(key)
-        if old is not None and key[0] == "H":  # HTTP_*: join repeats, as CGI does
-            v = old + ("; " if key == "HTTP_COOKIE" else ", ") + v
+        if old is not None:
+            if key[0] != "H":
+                # RFC 9110 5.3: Content-Type is no list, so a repeat cannot be merged; a
+                # proxy reading the first and an application the last disagree on it
+                raise HTTPError(400, "repeated Content-Type")
+            v = old + ("; " if key == "HTTP_COOKIE" else ", ") + v  # HTTP_*: joined, as CGI does
         environ[key] = v
 
     if version == "HTTP/1.1" and not host_seen:
