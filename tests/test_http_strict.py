@@ -283,6 +283,35 @@ def test_repeated_content_type_is_400(srv, second):
             + b"\r\nContent-Length: 2\r\n\r\nok")
 
 
+# -- Connection (RFC 9110 7.6.1) is a list of tokens, over all its field lines --
+
+def test_connection_close_in_a_second_field_line_closes(srv):
+    """RFC 9110 5.3: two Connection lines are one list, "keep-alive, close": the close
+    must win, whichever line carries it."""
+    with Client(srv.port) as c:
+        c.send(b"GET /pid HTTP/1.1\r\nHost: t\r\nConnection: close\r\nConnection: x-custom\r\n\r\n")
+        r = c.response()
+        assert r.status == 200 and r.header("Connection") == "close"
+        assert c.closed()
+
+
+def test_connection_option_containing_close_is_not_close(srv):
+    """"closed" or "x-close" are other options than "close" (connection-option = token):
+    reading them as close would drop the pipelined request that follows."""
+    with Client(srv.port) as c:
+        c.send(b"GET /pid HTTP/1.1\r\nHost: t\r\nConnection: x-close, closed\r\n\r\n" + get("/pid"))
+        assert c.response().status == 200
+        r = c.response()
+        assert r.status == 200 and int(r.header("X-Pid")) in srv.workers
+
+
+def test_http10_keep_alive_is_a_token_too(srv):
+    with Client(srv.port) as c:
+        c.send(b"GET /pid HTTP/1.0\r\nConnection: x-keep-alive-x\r\n\r\n")
+        r = c.response()
+        assert r.header("Connection") == "close" and c.closed()
+
+
 def test_workers_survived_the_whole_module(srv):
     assert_workers_intact(srv)
     assert "worker failed" not in srv.log and "internal error" not in srv.log

@@ -126,6 +126,8 @@ _header_lines: dict[bytes, tuple] = {}
 
 # header lines that need more than copying into the environ
 _PLAIN, _LENGTH, _TE, _CONNECTION, _EXPECT, _HOST = range(6)
+# Connection options (RFC 9110 7.6.1) that decide persistence, as bits
+_CLOSE, _KEEP_ALIVE = 1, 2
 # more header fields than this is a 431 (RFC 6585 5), as gunicorn's limit_request_fields
 MAX_FIELDS = 100
 _SPECIAL = {b"content-length": _LENGTH, b"transfer-encoding": _TE, b"connection": _CONNECTION,
@@ -215,6 +217,11 @@ def _header_line(line: bytes) -> tuple:
         # RFC 9112 3.2: a Host that is not uri-host [":" port] MUST get a 400; an
         # application and a cache that split it differently is a poisoned cache
         raise HTTPError(400, "malformed Host")
+    if kind == _CONNECTION:
+        # a list of tokens: "x-close" is not "close"; the bits of every line are OR-ed
+        options = {o.strip(b" \t") for o in value.lower().split(b",")}
+        low = (_CLOSE if b"close" in options else 0) | (_KEEP_ALIVE if b"keep-alive" in options else 0)
+        return kind, _environ_key(name), value.decode("latin-1"), low
     return kind, _environ_key(name), value.decode("latin-1"), value.lower() if kind else b""
 
 
@@ -246,7 +253,7 @@ def parse_head(head: bytes, base: dict) -> Head:
 
     length_s: bytes | None = None
     te: bytes | None = None
-    connection = b""
+    connection = 0
     expect = b""
     host_seen = False
     for line in lines[1:]:
@@ -266,7 +273,7 @@ def parse_head(head: bytes, base: dict) -> Head:
                     raise HTTPError(400, "repeated Transfer-Encoding")
                 te = low
             elif kind == _CONNECTION:
-                connection = low
+                connection |= low
             else:
                 expect = low
         if key is None:
@@ -295,10 +302,10 @@ def parse_head(head: bytes, base: dict) -> Head:
         environ.pop("HTTP_TRANSFER_ENCODING", None)
     elif length_s is not None:
         length = int(length_s)
-    if version == "HTTP/1.1":
-        keep_alive = b"close" not in connection
+    if connection & _CLOSE:
+        keep_alive = False  # RFC 9112 9.3: close wins over everything
     else:
-        keep_alive = b"keep-alive" in connection
+        keep_alive = version == "HTTP/1.1" or connection & _KEEP_ALIVE != 0
     return Head(environ, keep_alive, length, chunked,
                 expect == b"100-continue" and version == "HTTP/1.1", version)
 
