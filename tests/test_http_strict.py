@@ -17,6 +17,7 @@ import pytest
 
 from apps.rawhttp import Client, get, one, running_master, worker_pids
 from conftest import free_port
+from emperor.protocols.http import HTTPError, find_head
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -310,6 +311,38 @@ def test_http10_keep_alive_is_a_token_too(srv):
         c.send(b"GET /pid HTTP/1.0\r\nConnection: x-keep-alive-x\r\n\r\n")
         r = c.response()
         assert r.header("Connection") == "close" and c.closed()
+
+
+# -- 6. bare LF or CR line ends: 400 at once, not a 408 after socket-timeout --
+
+BARE = {
+    "lf-only-head": b"GET /pid HTTP/1.1\nHost: t\n\n",
+    "lf-after-request-line-partial": b"GET /pid HTTP/1.1\n",
+    "lf-in-headers-partial": b"GET /pid HTTP/1.1\r\nHost: t\nX-A: 1\r\n",
+    "lf-lf-end": b"GET /pid HTTP/1.1\r\nHost: t\r\n\n",
+    "leading-lf": b"\nGET /pid HTTP/1.1\r\n",
+    "cr-in-headers-partial": b"GET /pid HTTP/1.1\r\nHost: t\rX-A: 1\r\n",
+    "cr-cr-lf": b"GET /pid HTTP/1.1\r\r\n",
+}
+
+
+@pytest.mark.parametrize("data", BARE.values(), ids=BARE.keys())
+def test_bare_lf_or_cr_in_an_incomplete_head_is_400_at_once(srv, data):
+    """RFC 9112 2.2: a recipient MAY accept a bare LF as a line end, but then it reads
+    the message differently from one that does not, which is the smuggling ingredient; we
+    refuse. The blank line CRLF CRLF never comes in such a head, so waiting for it only
+    ties the connection up until socket-timeout (4 s here) and answers 408."""
+    refused(srv, data, 400)
+
+
+def test_cr_at_the_end_of_a_partial_head_is_the_first_half_of_a_crlf():
+    """A head may arrive cut between CR and LF: that is not a bare CR."""
+    assert find_head(b"GET / HTTP/1.1\r", 4096) == -1
+    assert find_head(b"GET / HTTP/1.1\r\nHost: t\r\n\r", 4096) == -1
+    head = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n"
+    assert find_head(head + b"GET", 4096) == len(head)
+    with pytest.raises(HTTPError):
+        find_head(b"GET / HTTP/1.1\r\rHost", 4096)
 
 
 def test_workers_survived_the_whole_module(srv):

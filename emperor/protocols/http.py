@@ -103,7 +103,10 @@ def find_head(buf: bytes | bytearray, limit: int) -> int:
     """Index just past the blank line ending the head, -1 if incomplete.
 
     Raises 414/431 once `limit` bytes arrived without a complete head, so a
-    client cannot make the worker buffer without bound.
+    client cannot make the worker buffer without bound, and 400 at once for a
+    bare LF or CR in a partial head: a client that ends lines with LF alone
+    never sends CRLF CRLF, and would otherwise hold the connection until the
+    408 (parse_head refuses the same bytes in a complete head).
     """
     end = buf.find(b"\r\n\r\n", 0, limit + 4)
     if end >= 0:
@@ -112,6 +115,11 @@ def find_head(buf: bytes | bytearray, limit: int) -> int:
         if buf.find(b"\r\n", 0, limit) < 0:
             raise HTTPError(414, "request line longer than buffer-size")
         raise HTTPError(431, "request head larger than buffer-size")
+    # Only heads still incomplete pay for this. A CR as the last byte may be
+    # the first half of a CRLF cut between two reads.
+    crlf = buf.count(b"\r\n")
+    if buf.count(b"\n") != crlf or buf.count(b"\r") - crlf > (buf[-1:] == b"\r"):
+        raise HTTPError(400, "bare CR or LF in request head")
     return -1
 
 
