@@ -345,6 +345,23 @@ def test_cr_at_the_end_of_a_partial_head_is_the_first_half_of_a_crlf():
         find_head(b"GET / HTTP/1.1\r\rHost", 4096)
 
 
+# -- 7. an oversize refusal reaches a client that is still sending --
+
+@pytest.mark.xfail(strict=True, reason="emperor/worker.py Core.refuse does not call "
+                   "protocols.http.lingering_close yet (tests/test_lingering_close.py)")
+@pytest.mark.parametrize("status,data", [(414, b"GET /" + b"a" * (12 << 20)),
+                                         (431, b"GET / HTTP/1.1\r\nX: " + b"a" * (12 << 20))],
+                         ids=["414", "431"])
+def test_oversize_refusal_is_read_by_a_client_still_sending(srv, status, data):
+    """RFC 9112 9.6: closing with request bytes unread resets the connection, so a client
+    (or nginx, which then answers 502) sending a large request gets ECONNRESET instead of
+    our 414/431. With a lingering close the send completes and the refusal is read."""
+    with Client(srv.port, timeout=10) as c:
+        c.send(data)
+        r = c.response()
+        assert r.status == status and c.closed()
+    assert_workers_intact(srv)
+
 def test_workers_survived_the_whole_module(srv):
     assert_workers_intact(srv)
     assert "worker failed" not in srv.log and "internal error" not in srv.log

@@ -12,6 +12,9 @@ an ambiguity is what request smuggling through a front proxy is built on.
 from __future__ import annotations
 
 import re
+import select
+import socket
+import time
 
 # tchar from RFC 9110 5.6.2; bytes.translate(None, TOKEN) leaves only the bad ones.
 TOKEN = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -82,6 +85,48 @@ def _environ_key(name: bytes) -> str | None:
         if len(_key_cache) < 512:
             _key_cache[name] = key
     return key
+
+
+def lingering_close(sock: socket.socket, timeout: float = 1.0, idle: float = 0.2,
+                    limit: int = 16 << 20) -> int:
+    """Close a connection after a refusal so that the client reads the refusal.
+
+    Closing a socket whose request bytes were not all read makes the kernel send
+    RST instead of FIN (RFC 1122 4.2.2.13): a client still sending gets
+    ECONNRESET or EPIPE instead of our 4xx (nginx turns that into a 502), and a
+    reset can destroy a response not yet read (RFC 9112 9.6). So, as RFC 9112 9.6
+    describes: half-close (our FIN follows the response), read and discard what
+    the client still sends until it closes, then close. Bounded three ways: at
+    most `timeout` seconds in all, `idle` seconds without a byte (the client sent
+    everything and just keeps the connection), `limit` bytes. Blocks the calling
+    thread for at most `timeout`. Returns the number of bytes discarded.
+    """
+    discarded = 0
+    try:
+        sock.shutdown(socket.SHUT_WR)
+        fd = sock.fileno()
+        poll = select.poll()
+        poll.register(fd, select.POLLIN)
+        deadline = time.monotonic() + timeout
+        while discarded < limit:
+            left = min(deadline - time.monotonic(), idle)
+            if left <= 0 or not poll.poll(left * 1000):
+                break
+            try:
+                data = sock.recv(min(65536, limit - discarded), socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                continue
+            if not data:
+                break  # the client closed too: nothing left that could make a reset
+            discarded += len(data)
+    except OSError:
+        pass  # the client reset first, or the socket is already gone
+    finally:
+        try:
+            sock.close()
+        except OSError:
+            pass
+    return discarded
 
 
 class Head:
