@@ -535,6 +535,7 @@ def parse_responses(raw: bytes, heads: list[bool]) -> tuple[list[Response], str 
         elif "content-length" in headers:
             n = int(headers["content-length"])
             if p + n > len(raw):
+                out.append(Response(status, headers, raw[p:]))
                 return out, f"truncated body ({len(raw) - p} of {n} bytes)"
             body, p = raw[p:p + n], p + n
         else:
@@ -548,8 +549,6 @@ def judge(verdict: Verdict, raw: bytes, closed: bool) -> tuple[str, str] | None:
     if not closed:
         return "hang", "neither answered nor closed within socket-timeout + 2 s"
     resps, err = parse_responses(raw, [e.head for e in verdict.requests])
-    if err:
-        return "unparseable", err
     for r in resps:
         if r.status == 500:
             return "500", repr(r)
@@ -572,6 +571,8 @@ def judge(verdict: Verdict, raw: bytes, closed: bool) -> tuple[str, str] | None:
     for r in extra:
         if 200 <= r.status < 300:
             return "2xx-for-invalid", f"{verdict.end}: {r!r}"
+    if err:
+        return "unparseable", err
     if len(extra) > 1:
         return "extra-response", f"{verdict.end}: {extra!r}"
     return None
