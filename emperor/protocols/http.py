@@ -29,6 +29,8 @@ _TARGET = bytes(range(0x21, 0x7f)).replace(b"#", b"")
 # _authority_host, or a reg-name (which IPv4address is a subset of).
 _AUTHORITY = re.compile(rb"(\[[^\]]*\]|(?:[-A-Za-z0-9._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})*)(?::[0-9]*)?")
 _IPVFUTURE = re.compile(rb"[vV][0-9A-Fa-f]+\.[-A-Za-z0-9._~!$&'()*+,;=:]+")
+# the Host values nearly every client sends (a name or an IPv4 address, maybe a port): one match
+_PLAIN_HOST = re.compile(rb"[-A-Za-z0-9.]*(?::[0-9]*)?")
 # chunk-ext (RFC 9112 7.1.1): *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] ),
 # a value being a token or a quoted-string (RFC 9110 5.6.4). BWS is only allowed there.
 _TOKEN_RE = rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+"
@@ -266,15 +268,21 @@ def _header_line(line: bytes) -> tuple:
         raise HTTPError(400, "malformed header line")
     value = value.strip(b" \t")
     kind = _SPECIAL.get(name.lower(), _PLAIN)
-    if kind == _HOST and _authority_host(value) is None:
+    if kind == _HOST and not _PLAIN_HOST.fullmatch(value) and _authority_host(value) is None:
         # RFC 9112 3.2: a Host that is not uri-host [":" port] MUST get a 400; an
         # application and a cache that split it differently is a poisoned cache
         raise HTTPError(400, "malformed Host")
     if kind == _CONNECTION:
         # a list of tokens: "x-close" is not "close"; the bits of every line are OR-ed
-        options = {o.strip(b" \t") for o in value.lower().split(b",")}
-        low = (_CLOSE if b"close" in options else 0) | (_KEEP_ALIVE if b"keep-alive" in options else 0)
-        return kind, _environ_key(name), value.decode("latin-1"), low
+        low = value.lower()
+        if low == b"keep-alive":
+            bits = _KEEP_ALIVE
+        elif low == b"close":
+            bits = _CLOSE
+        else:
+            options = {o.strip(b" \t") for o in low.split(b",")}
+            bits = (_CLOSE if b"close" in options else 0) | (_KEEP_ALIVE if b"keep-alive" in options else 0)
+        return kind, _environ_key(name), value.decode("latin-1"), bits
     return kind, _environ_key(name), value.decode("latin-1"), value.lower() if kind else b""
 
 
