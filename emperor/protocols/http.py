@@ -262,7 +262,8 @@ def _authority_host(authority: bytes) -> bytes | None:
 
 
 def _header_line(line: bytes) -> tuple:
-    """(kind, environ key or None, value as str, value as lowered bytes) of a header line."""
+    """(kind, environ key or None, value as str, value as lowered bytes) of a header line;
+    for Connection, the last item is its _CLOSE / _KEEP_ALIVE bits instead."""
     name, sep, value = line.partition(b":")
     if not sep or not name or name.translate(None, TOKEN):
         raise HTTPError(400, "malformed header line")
