@@ -197,3 +197,20 @@ def test_a_pipelined_request_survives_max_requests(procs, tmp_path):
     first, second = _pipelined(m, lambda: None, "m0")
     assert first.status == 200
     assert second is not None and second.status == 200 and second.body == b"/second"
+
+
+@pytest.mark.timeout(60)
+def test_a_request_that_came_in_time_is_not_timed_out_while_the_core_was_busy(procs, tmp_path):
+    """The sweep ran before the loop read its events, so a connection whose request arrived
+    within socket-timeout, while the only core was busy with another request, got a 408."""
+    m = gate_master(procs, tmp_path, "processes = 1\nthreads = 1\nsocket-timeout = 1\n")
+    with Client(m.port, timeout=10) as b, Client(m.port, timeout=10) as a:
+        b.send(b"GET /b HTTP/1.1\r\nHo")
+        a.send(request("/hold?id=busy"))
+        wait_for(lambda: (m.gate / "busy.started").exists(), timeout=10)
+        b.send(b"st: t\r\n\r\n")
+        time.sleep(1.5)  # the behaviour under test: b's deadline passes while the core is busy
+        (m.gate / "busy.release").touch()
+        assert a.response().status == 200
+        r = b.response()
+        assert r.status == 200 and r.body == b"/b"

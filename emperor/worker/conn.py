@@ -25,7 +25,7 @@ _NOWAIT = socket.MSG_DONTWAIT  # per call: client sockets stay in blocking mode,
 class Conn:
     """One client connection; non-blocking, with explicit waits bounded by socket-timeout."""
 
-    __slots__ = ("sock", "fd", "buf", "listener", "peer", "remote", "base", "deadline", "timeout", "_poll",
+    __slots__ = ("sock", "fd", "buf", "listener", "peer", "remote", "base", "deadline", "timeout", "_poll", "closing",
                  "tcp", "nodelay")
 
     def __init__(self, sock: _socket.socket, listener: Listener, peer: Any, base: dict,
@@ -43,6 +43,7 @@ class Conn:
         self.timeout = timeout
         self.deadline = time.monotonic() + timeout
         self._poll: select.poll | None = None
+        self.closing = 0   # > 0: refused and half-closed; this many more bytes are read and dropped
 
     def _wait(self, events: int) -> None:
         if self._poll is None:
@@ -99,9 +100,8 @@ class Conn:
             sent += n
         return sent
 
-    def has_pending_data(self) -> bool:
-        if self.buf:
-            return True
+    def unread(self) -> bool:
+        """Whether the client sent bytes we have not read yet."""
         try:
             return bool(self.sock.recv(1, socket.MSG_PEEK | _NOWAIT))
         except BlockingIOError:

@@ -37,6 +37,8 @@ STOP_LINGER = 1.0  # seconds an idle keep-alive connection may stay open after a
 DRAIN_BYTES = 1 << 20   # of a body the app left unread, discarded to reuse the connection...
 DRAIN_SECONDS = 1.0     # ...if it comes this fast; otherwise the connection is closed
 ACCEPT_PAUSE = 0.1      # out of descriptors: stop accepting this long instead of spinning
+LINGER_SECONDS = 1.0    # after a refusal, what the client still sends is read and dropped
+LINGER_BYTES = 16 << 20  # for so long, and so much, at most (see Core.linger)
 _SCARCE = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
@@ -157,12 +159,32 @@ class Core:
 
     def sweep(self, now: float) -> None:
         for conn in [c for c in self.conns.values() if c.deadline <= now]:
-            if conn.buf:
-                try:
-                    conn.sock.send(error_response(408), _NOWAIT)
-                except OSError:
-                    pass
+            if conn.closing:
+                self.close(conn)
+            elif conn.unread():
+                # it came in time, while this core was busy with another request: not a timeout
+                self.on_readable(conn)
+            elif conn.buf:
+                self.refuse(conn, HTTPError(408, "request not complete within socket-timeout"), log=False)
+            else:
+                self.close(conn)
+
+    def linger(self, conn: Conn) -> None:
+        """Close after a refusal so that the client reads it (RFC 9112 9.6).
+
+        Closing with request bytes unread makes the kernel send RST, which can destroy
+        the refusal before the client reads it (nginx then answers 502). So: half-close,
+        drop what the client still sends, close at its EOF or after LINGER_SECONDS,
+        from this loop like any connection: the core does not wait for it.
+        """
+        try:
+            conn.sock.shutdown(socket.SHUT_WR)
+        except OSError:
             self.close(conn)
+            return
+        conn.closing, conn.buf = LINGER_BYTES, b""
+        conn.deadline = time.monotonic() + min(LINGER_SECONDS, conn.timeout)
+        self.next_sweep = min(self.next_sweep, conn.deadline)
 
     def close(self, conn: Conn) -> None:
         # closing the descriptor removes it from epoll: no unregister call needed
@@ -220,6 +242,11 @@ class Core:
         if not data:
             self.close(conn)
             return
+        if conn.closing:
+            conn.closing = max(conn.closing - len(data), 0)
+            if not conn.closing:
+                self.close(conn)
+            return
         conn.buf = conn.buf + data if conn.buf else data
         self.serve(conn)
 
@@ -236,13 +263,15 @@ class Core:
             self.logbuf.append(logmod.line(f"{peer_name(conn)} internal error: {type(e).__name__}: {e}"))
             self.refuse(conn, HTTPError(500, "internal error"))
 
-    def refuse(self, conn: Conn, e: HTTPError) -> None:
-        self.logbuf.append(logmod.line(f"{peer_name(conn)} refused: {e.status} {e.detail}"))
+    def refuse(self, conn: Conn, e: HTTPError, log: bool = True) -> None:
+        if log:
+            self.logbuf.append(logmod.line(f"{peer_name(conn)} refused: {e.status} {e.detail}"))
         try:
             conn.sock.send(error_response(e.status), _NOWAIT)
         except OSError:
-            pass
-        self.close(conn)
+            self.close(conn)
+            return
+        self.linger(conn)
 
     def serve_http(self, conn: Conn) -> None:
         w = self.worker

@@ -20,6 +20,28 @@ TOKEN = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrs
 _CTL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _VERSIONS = {b"HTTP/1.1": "HTTP/1.1", b"HTTP/1.0": "HTTP/1.0"}
 _VERSION_SHAPE = re.compile(rb"HTTP/[0-9]\.[0-9]")
+# What a request-target may hold (RFC 9112 3.2 builds it from RFC 3986, whose characters
+# are visible US-ASCII): no HT, no obs-text, and no "#" (a fragment is never sent).
+_TARGET = bytes(range(0x21, 0x7f)).replace(b"#", b"")
+# uri-host [ ":" port ] (RFC 3986 3.2.2, 3.2.3): an IP-literal, checked further in
+# _authority_host, or a reg-name (which IPv4address is a subset of).
+_AUTHORITY = re.compile(rb"(\[[^\]]*\]|(?:[-A-Za-z0-9._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})*)(?::[0-9]*)?")
+_IPVFUTURE = re.compile(rb"[vV][0-9A-Fa-f]+\.[-A-Za-z0-9._~!$&'()*+,;=:]+")
+# the Host values nearly every client sends (a name or an IPv4 address, maybe a port): one match
+_PLAIN_HOST = re.compile(rb"[-A-Za-z0-9.]*(?::[0-9]*)?")
+# chunk-ext (RFC 9112 7.1.1): *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] ),
+# a value being a token or a quoted-string (RFC 9110 5.6.4). BWS is only allowed there.
+_TOKEN_RE = rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+"
+_QUOTED_RE = rb'"(?:[\t !#-\[\]-~\x80-\xff]|\\[\t \x21-\x7e\x80-\xff])*"'
+_CHUNK_EXT = re.compile(rb"(?:[ \t]*;[ \t]*" + _TOKEN_RE + rb"(?:[ \t]*=[ \t]*(?:"
+                        + _TOKEN_RE + rb"|" + _QUOTED_RE + rb"))?)+")
+_HEX = b"0123456789abcdefABCDEF"
+# Fields a trailer must not carry (RFC 9110 6.5.1): what has to be known before the
+# content. Framing, connection handling, routing, authentication, the content's format.
+_FORBIDDEN_TRAILERS = frozenset((
+    b"content-length", b"transfer-encoding", b"trailer", b"connection", b"keep-alive", b"te",
+    b"upgrade", b"expect", b"host", b"authorization", b"proxy-authorization", b"content-type",
+    b"content-encoding", b"content-range"))
 
 REASONS = {
     100: "Continue", 200: "OK", 204: "No Content", 400: "Bad Request", 404: "Not Found",
@@ -96,7 +118,10 @@ def find_head(buf: bytes | bytearray, limit: int) -> int:
     """Index just past the blank line ending the head, -1 if incomplete.
 
     Raises 414/431 once `limit` bytes arrived without a complete head, so a
-    client cannot make the worker buffer without bound.
+    client cannot make the worker buffer without bound, and 400 at once for a
+    bare LF or CR in a partial head: a client that ends lines with LF alone
+    never sends CRLF CRLF, and would otherwise hold the connection until the
+    408 (parse_head refuses the same bytes in a complete head).
     """
     end = buf.find(b"\r\n\r\n", 0, limit + 4)
     if end >= 0:
@@ -105,6 +130,11 @@ def find_head(buf: bytes | bytearray, limit: int) -> int:
         if buf.find(b"\r\n", 0, limit) < 0:
             raise HTTPError(414, "request line longer than buffer-size")
         raise HTTPError(431, "request head larger than buffer-size")
+    # Only heads still incomplete pay for this. A CR as the last byte may be
+    # the first half of a CRLF cut between two reads.
+    crlf = buf.count(b"\r\n")
+    if buf.count(b"\n") != crlf or buf.count(b"\r") - crlf > (buf[-1:] == b"\r"):
+        raise HTTPError(400, "bare CR or LF in request head")
     return -1
 
 
@@ -119,6 +149,10 @@ _header_lines: dict[bytes, tuple] = {}
 
 # header lines that need more than copying into the environ
 _PLAIN, _LENGTH, _TE, _CONNECTION, _EXPECT, _HOST = range(6)
+# Connection options (RFC 9110 7.6.1) that decide persistence, as bits
+_CLOSE, _KEEP_ALIVE = 1, 2
+# more header fields than this is a 431 (RFC 6585 5), as gunicorn's limit_request_fields
+MAX_FIELDS = 100
 _SPECIAL = {b"content-length": _LENGTH, b"transfer-encoding": _TE, b"connection": _CONNECTION,
             b"expect": _EXPECT, b"host": _HOST}
 
@@ -146,15 +180,26 @@ def _request_line(line: bytes) -> tuple:
         raise HTTPError(400, "malformed HTTP version")
     if not method or method.translate(None, TOKEN):
         raise HTTPError(400, "malformed method")
-    if not target or b"#" in target:
+    if not target or target.translate(None, _TARGET):
         raise HTTPError(400, "malformed request target")
     request_uri = uri = target.decode("latin-1")
     if target[0] != 47:  # '/'
-        if target.startswith((b"http://", b"https://")):
-            # absolute-form: the path is what the application routes on
-            rest = uri.split("://", 1)[1]
-            slash = rest.find("/")
-            uri = rest[slash:] if slash >= 0 else "/"
+        sep = target.find(b"://")
+        if sep > 0 and target[:sep].lower() in (b"http", b"https"):
+            # absolute-form (RFC 9112 3.2.2): the authority ends at the first "/" or "?"
+            # (RFC 3986 3.2), and the path that follows is what the application routes on
+            rest = uri[sep + 3:]
+            end = len(rest)
+            for c in "/?":
+                i = rest.find(c, 0, end)
+                if i >= 0:
+                    end = i
+            if not _authority_host(target[sep + 3:sep + 3 + end]):
+                # RFC 9110 4.2.1: an empty host is invalid; 4.2.4: so is userinfo
+                raise HTTPError(400, "malformed request target")
+            uri = rest[end:]
+            if uri[:1] != "/":
+                uri = "/" + uri  # RFC 9112 3.3: an empty path is "/"
         elif target == b"*" and method == b"OPTIONS":
             uri = "*"
         else:
@@ -163,13 +208,50 @@ def _request_line(line: bytes) -> tuple:
     return method.decode("ascii"), version, request_uri, _unquote(path), query
 
 
+def _authority_host(authority: bytes) -> bytes | None:
+    """The host of `uri-host [":" port]`, None if that grammar does not match."""
+    m = _AUTHORITY.fullmatch(authority)
+    if m is None:
+        return None
+    host = m.group(1)
+    if host[:1] == b"[":
+        inner = host[1:-1]
+        if inner[:1] in (b"v", b"V"):
+            return host if _IPVFUTURE.fullmatch(inner) else None
+        import ipaddress
+
+        try:
+            ipaddress.IPv6Address(inner.decode("ascii"))
+        except ValueError:
+            return None
+        if b"%" in inner:  # a zone ID: Python accepts it, RFC 3986 does not
+            return None
+    return host
+
+
 def _header_line(line: bytes) -> tuple:
-    """(kind, environ key or None, value as str, value as lowered bytes) of a header line."""
+    """(kind, environ key or None, value as str, value as lowered bytes) of a header line;
+    for Connection, the last item is its _CLOSE / _KEEP_ALIVE bits instead."""
     name, sep, value = line.partition(b":")
     if not sep or not name or name.translate(None, TOKEN):
         raise HTTPError(400, "malformed header line")
     value = value.strip(b" \t")
     kind = _SPECIAL.get(name.lower(), _PLAIN)
+    if kind == _HOST and not _PLAIN_HOST.fullmatch(value) and _authority_host(value) is None:
+        # RFC 9112 3.2: a Host that is not uri-host [":" port] MUST get a 400; an
+        # application and a cache that split it differently is a poisoned cache
+        raise HTTPError(400, "malformed Host")
+    if kind == _CONNECTION:
+        # a list of tokens: "x-close" is not "close"; the bits of every line are OR-ed
+        low = value.lower()
+        if low == b"keep-alive":
+            bits = _KEEP_ALIVE
+        elif low == b"close":
+            bits = _CLOSE
+        else:
+            options = {o.strip(b" \t") for o in low.split(b",")}
+            bits = (_CLOSE if b"close" in options else 0) | (_KEEP_ALIVE if b"keep-alive" in options else 0)
+        return kind, _environ_key(name), value.decode("latin-1"), bits
     return kind, _environ_key(name), value.decode("latin-1"), value.lower() if kind else b""
 
 
@@ -187,6 +269,8 @@ def parse_head(head: bytes, base: dict) -> Head:
         # CRLF after a body) is ignored
         del lines[0]
         first = lines[0]
+    if len(lines) > MAX_FIELDS + 1:
+        raise HTTPError(431, "more than %d header fields" % MAX_FIELDS)
     rl = _request_lines.get(first) or _memo(_request_lines, first, _request_line)
     method, version, request_uri, path_info, query = rl
 
@@ -199,7 +283,7 @@ def parse_head(head: bytes, base: dict) -> Head:
 
     length_s: bytes | None = None
     te: bytes | None = None
-    connection = b""
+    connection = 0
     expect = b""
     host_seen = False
     for line in lines[1:]:
@@ -219,14 +303,18 @@ def parse_head(head: bytes, base: dict) -> Head:
                     raise HTTPError(400, "repeated Transfer-Encoding")
                 te = low
             elif kind == _CONNECTION:
-                connection = low
+                connection |= low
             else:
                 expect = low
         if key is None:
             continue
         old = environ.get(key)
-        if old is not None and key[0] == "H":  # HTTP_*: join repeats, as CGI does
-            v = old + ("; " if key == "HTTP_COOKIE" else ", ") + v
+        if old is not None:
+            if key[0] != "H":
+                # RFC 9110 5.3: Content-Type is no list, so a repeat cannot be merged; a
+                # proxy reading the first and an application the last disagree on it
+                raise HTTPError(400, "repeated Content-Type")
+            v = old + ("; " if key == "HTTP_COOKIE" else ", ") + v  # HTTP_*: joined, as CGI does
         environ[key] = v
 
     if version == "HTTP/1.1" and not host_seen:
@@ -244,10 +332,10 @@ def parse_head(head: bytes, base: dict) -> Head:
         environ.pop("HTTP_TRANSFER_ENCODING", None)
     elif length_s is not None:
         length = int(length_s)
-    if version == "HTTP/1.1":
-        keep_alive = b"close" not in connection
+    if connection & _CLOSE:
+        keep_alive = False  # RFC 9112 9.3: close wins over everything
     else:
-        keep_alive = b"keep-alive" in connection
+        keep_alive = version == "HTTP/1.1" or connection & _KEEP_ALIVE != 0
     return Head(environ, keep_alive, length, chunked,
                 expect == b"100-continue" and version == "HTTP/1.1", version)
 
@@ -290,15 +378,19 @@ class ChunkedDecoder:
                     break
                 if i > self.MAX_LINE:
                     raise HTTPError(400, "chunk size line too long")
-                line, semi, ext = self.buf[:i].partition(b";")
-                line = line.strip(b" \t")
+                line = self.buf[:i]
                 self.buf = self.buf[i + 2:]
-                if not line or len(line) > 15 or line.translate(None, b"0123456789abcdefABCDEF"):
+                # RFC 9112 7.1: chunk-size [ chunk-ext ] CRLF, chunk-size = 1*HEXDIG. No
+                # whitespace around the size unless an extension follows (its BWS): a
+                # parser that trims " 5 " and one that refuses it disagree on the framing.
+                semi = line.find(b";")
+                size = line if semi < 0 else line[:semi].rstrip(b" \t")
+                if not size or len(size) > 15 or size.translate(None, _HEX):
                     raise HTTPError(400, "malformed chunk size")
-                if semi and (b"\n" in ext or _CTL.search(ext)):
-                    # a bare LF here is read as the line's end by some proxies: smuggling
+                if semi >= 0 and not _CHUNK_EXT.fullmatch(line, semi):
+                    # a bare CR or LF here is read as the line's end by some proxies: smuggling
                     raise HTTPError(400, "malformed chunk extension")
-                self.remaining = int(line, 16)
+                self.remaining = int(size, 16)
                 self.state = "data" if self.remaining else "trailer"
             elif self.state == "data":
                 if not self.buf:
@@ -333,6 +425,13 @@ class ChunkedDecoder:
                     break
                 if _CTL.search(line) or b"\r" in line or b"\n" in line:
                     raise HTTPError(400, "malformed trailer")
+                # RFC 9112 7.1.2: field-line CRLF, as in the head: no obs-fold (a line
+                # starting with SP or HTAB), a token name right before the colon
+                name, colon, _ = line.partition(b":")
+                if not colon or not name or name.translate(None, TOKEN):
+                    raise HTTPError(400, "malformed trailer")
+                if name.lower() in _FORBIDDEN_TRAILERS:
+                    raise HTTPError(400, "forbidden trailer field")
             else:
                 break
         return b"".join(out)

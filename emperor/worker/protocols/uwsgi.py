@@ -49,7 +49,9 @@ def parse_vars(packet: bytes, base: dict) -> dict:
     environ.setdefault("QUERY_STRING", "")
     environ.setdefault("SERVER_PROTOCOL", "HTTP/1.0")
     length = environ.get("CONTENT_LENGTH", "")
-    if length and not (length.isascii() and length.isdigit()):  # "²".isdigit() is True
+    # "²".isdigit() is True; and past 18 digits no body is real, while past 4300 int()
+    # itself raises (a 500): the same bound as HTTP's Content-Length
+    if length and not (length.isascii() and length.isdigit() and len(length) <= 18):
         raise HTTPError(400, "malformed CONTENT_LENGTH")
     return environ
 
