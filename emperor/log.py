@@ -15,12 +15,22 @@ _fd = 2
 
 def set_prefix(prefix: str) -> None:
     global _prefix
-    _prefix = prefix
+    _prefix = printable(prefix)  # it holds a file name: anyone who can create one chose it
 
 
 def redirect(path: str) -> None:
-    """`logto`: append stdout and stderr to a file."""
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+    """`logto`: append stdout and stderr to a file.
+
+    In a directory others can write (/tmp), a symlink planted there would make us
+    append to its target (as root, any file): there the path is not followed.
+    """
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+    try:
+        if os.stat(os.path.dirname(os.path.abspath(path))).st_mode & 0o002:
+            flags |= os.O_NOFOLLOW
+    except OSError:
+        pass
+    fd = os.open(path, flags, 0o640)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     os.close(fd)
@@ -38,8 +48,24 @@ def _stamp() -> str:
     return "%s.%03d" % (_second[1], int(t * 1000) % 1000)
 
 
+# C0 controls (but the newline), DEL and C1: escaped, so that nothing a client or a file
+# name carries can forge a log line or drive the terminal that shows the log.
+_CONTROLS = {c: f"\\x{c:02x}" for c in [*range(0x20), *range(0x7f, 0xa0)] if c != 0x0a}
+
+
+def printable(text: str) -> str:
+    """`text` on one line: control characters (newlines included) escaped."""
+    return text if text.isprintable() else text.translate(_CONTROLS).replace("\n", "\\n")
+
+
 def line(msg: str) -> str:
-    """A formatted log line, for callers that batch their writes (the request log)."""
+    """A formatted log line, for callers that batch their writes (the request log).
+
+    Control characters are escaped; the lines of a message of several lines after
+    the first are indented, so none of them can pass for a line of its own.
+    """
+    if not msg.isprintable():
+        msg = msg.translate(_CONTROLS).replace("\n", "\n  ")
     return f"{_stamp()} {_prefix} {msg}\n"
 
 

@@ -6,6 +6,7 @@ emperor with no option: both compute the same path.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import socket
@@ -14,10 +15,14 @@ import time
 
 
 def runtime_dir() -> str:
+    """Root's is /run/emperor (nobody else can create it first); a user's is under
+    $XDG_RUNTIME_DIR, else /tmp/emperor-UID."""
+    if os.geteuid() == 0 and os.path.isdir("/run"):
+        return "/run/emperor"
     base = os.environ.get("XDG_RUNTIME_DIR")
     if base and os.path.isdir(base):
         return os.path.join(base, "emperor")
-    return f"/tmp/emperor-{os.getuid()}"
+    return f"/tmp/emperor-{os.geteuid()}"
 
 
 def control_socket(directory: str) -> str:
@@ -27,14 +32,24 @@ def control_socket(directory: str) -> str:
 
 
 def ensure_runtime_dir() -> str:
-    """Create the directory private to this user (0700), refusing one owned by someone else."""
+    """Create the directory private to this user (0700), refusing one owned by someone
+    else or a symlink: in /tmp, another user may have made either first."""
     d = runtime_dir()
-    os.makedirs(d, mode=0o700, exist_ok=True)
-    st = os.stat(d)
-    if st.st_uid != os.getuid():
-        raise PermissionError(f"{d} belongs to uid {st.st_uid}, not to us")
-    if st.st_mode & 0o077:
-        os.chmod(d, 0o700)
+    try:
+        os.mkdir(d, 0o700)
+    except FileExistsError:
+        pass
+    if os.path.islink(d):
+        raise PermissionError(errno.EPERM, f"{d} is a symlink: refused (someone else may have planted it)")
+    fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)  # ELOOP for a symlink
+    try:
+        st = os.fstat(fd)
+        if st.st_uid != os.geteuid():
+            raise PermissionError(errno.EPERM, f"{d} belongs to uid {st.st_uid}, not to us: refused")
+        if st.st_mode & 0o077:
+            os.fchmod(fd, 0o700)
+    finally:
+        os.close(fd)
     return d
 
 

@@ -18,11 +18,13 @@ import signal
 import sys
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from rich.console import Console, Group
 from rich.live import Live
 from rich.text import Text
 
+from emperor import log as logmod
 from emperor import paths
 from emperor.wire.control import query
 
@@ -323,8 +325,23 @@ def worker_lines(name: str, v: dict, width: int, now: float | None = None) -> li
 
 
 # ---------- frames ----------
+def printable(value: Any) -> Any:
+    """The document with every string on one line and its control characters escaped:
+    vassal file names, errors and request paths come from others and must not drive
+    the terminal (colours, titles, cursor moves)."""
+    if isinstance(value, str):
+        return logmod.printable(value)
+    if isinstance(value, dict):
+        return {printable(k): printable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [printable(v) for v in value]
+    return value
+
+
 def frame(doc: dict, name: str | None, width: int, height: int | None = None,
           footer: str = "") -> Group:
+    doc = printable(doc)
+    name = None if name is None else logmod.printable(name)
     lines = [header_line(doc, width)]
     if name is None:
         body = vassal_lines(doc, width)

@@ -31,6 +31,8 @@ from emperor.worker.protocols.http import response
 
 STATS_TIMEOUT = 0.5    # a master that has not answered by then is shown without stats
 MAX_STATS = 4 << 20
+MAX_CLIENTS = 64       # connected clients (control and metrics); a new one sheds the oldest
+ACCEPT_PAUSE = 0.5     # out of descriptors with nobody to shed: stop accepting this long
 _GONE = select.EPOLLHUP | select.EPOLLERR
 
 
@@ -47,6 +49,9 @@ class ControlServer:
         self.rates = summary.Rates()
         self.ep = select.epoll()
         self.conns: dict[int, _Conn] = {}
+        self.clients: dict[int, _Client] = {}   # in arrival order: the first is the oldest
+        self.paused: list[socket.socket] = []   # listeners out of the inner epoll for a moment
+        self.resume_at: float | None = None
         self.listeners: dict[int, tuple[socket.socket, type[_Client]]] = {}
         self.sock: socket.socket | None = None
         try:
@@ -78,12 +83,20 @@ class ControlServer:
                 self.conns[fd].on_event(mask)
 
     def next_deadline(self) -> float | None:
-        return min((c.deadline for c in self.conns.values()), default=None)
+        deadlines = [c.deadline for c in self.conns.values()]
+        if self.resume_at is not None:
+            deadlines.append(self.resume_at)
+        return min(deadlines, default=None)
 
     def run_timers(self) -> None:
         now = self.clock()
         for conn in [c for c in self.conns.values() if c.deadline <= now]:
             conn.on_timeout()
+        if self.resume_at is not None and now >= self.resume_at:
+            self.resume_at = None
+            for sock in self.paused:
+                self.ep.register(sock.fileno(), select.EPOLLIN)
+            self.paused.clear()
 
     def close(self) -> None:
         for conn in list(self.conns.values()):
@@ -103,9 +116,26 @@ class ControlServer:
         while True:
             try:
                 sock, _ = listener.accept()
-            except OSError:  # BlockingIOError included: nobody left
+            except BlockingIOError:
                 return
+            except OSError as e:
+                if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    self._scarce(listener)
+                return
+            if len(self.clients) >= MAX_CLIENTS:
+                next(iter(self.clients.values())).close()  # the oldest goes: a flood costs itself
             kind(self, sock)
+
+    def _scarce(self, listener: socket.socket) -> None:
+        """Out of descriptors: shed the oldest client, or else stop accepting for a moment,
+        since a listener that stays readable would spin the emperor's loop."""
+        if self.clients:
+            next(iter(self.clients.values())).close()
+            return
+        if listener not in self.paused:
+            self.ep.unregister(listener.fileno())
+            self.paused.append(listener)
+            self.resume_at = self.clock() + ACCEPT_PAUSE
 
     def answer(self, request: str, reply: Callable[[dict], None]) -> None:
         """`status` gets each master's stats merged in; anything else is the emperor's."""
@@ -150,6 +180,7 @@ class ControlServer:
         self.ep.modify(conn.fd, events)
 
     def _remove(self, conn: _Conn) -> None:
+        self.clients.pop(conn.fd, None)
         if self.conns.pop(conn.fd, None) is not None:
             try:
                 self.ep.unregister(conn.fd)
@@ -186,6 +217,7 @@ class _Client(_Conn):
 
     def __init__(self, server: ControlServer, sock: socket.socket) -> None:
         super().__init__(server, sock, TIMEOUT, select.EPOLLIN)
+        server.clients[self.fd] = self
         self.inbuf = b""
         self.outbuf = b""
         self.phase = "read"

@@ -15,6 +15,7 @@ with `timeout()` and calls `changes()` when it wakes.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import time
@@ -38,6 +39,7 @@ DELETE_GRACE = 0.1     # a file must stay missing this long to count as deleted 
                        # rename-and-rewrite leaves a gap of milliseconds)
 RESCAN_EVERY = 30.0    # the safety net
 POLL_EVERY = 1.0       # when inotify cannot watch the directory
+GONE = (errno.ENOENT, errno.ENOTDIR, errno.EACCES)  # listing errors that mean "the directory is not there"
 
 
 @dataclass
@@ -65,12 +67,9 @@ def is_vassal_name(name: str, suffix: str = ".ini") -> bool:
     return name.endswith(suffix) and not name.startswith(".")
 
 
-def scan(directory: str, suffix: str = ".ini") -> dict[str, Fingerprint] | None:
-    """Fingerprints of the vassal files in `directory`; None if it cannot be listed."""
-    try:
-        names = os.listdir(directory)
-    except OSError:
-        return None
+def scan(directory: str, suffix: str = ".ini") -> dict[str, Fingerprint]:
+    """Fingerprints of the vassal files in `directory`; OSError if it cannot be listed."""
+    names = os.listdir(directory)
     prints = {}
     for name in names:
         if is_vassal_name(name, suffix):
@@ -260,7 +259,17 @@ class DirectoryWatcher:
     def _rescan(self, now: float) -> Changes:
         if self.inotify is not None:
             self._watch_top()  # before the scan: a change made after it wakes us
-        found = scan(self.directory, self.suffix)
+        try:
+            found: dict[str, Fingerprint] | None = scan(self.directory, self.suffix)
+        except OSError as e:
+            if e.errno not in GONE:
+                # Out of descriptors, of memory...: says nothing about the files. Deleting
+                # every vassal on that would stop them all; keep them and look again soon.
+                self.log(f"cannot list {self.directory} now ({e.strerror}): nothing changes; "
+                         f"retrying in {POLL_EVERY:g}s")
+                self.due = now + POLL_EVERY
+                return Changes()
+            found = None
         if found is None:
             if not self.dir_missing:
                 self.log(f"cannot list {self.directory}: every vassal counts as deleted until it is back")

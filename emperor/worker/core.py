@@ -336,8 +336,9 @@ class Core:
         self.counters.end(now, started, out.sent, out.failed)
         if not w.config.disable_logging:
             qs = environ.get("QUERY_STRING")
+            uri = environ.get('REQUEST_URI') or path + ('?' + qs if qs else '')
             self.logbuf.append(logmod.line(
-                f"{peer_name(conn)} {method} {environ.get('REQUEST_URI') or path + ('?' + qs if qs else '')}"
+                f"{peer_name(conn)} {logmod.printable(method)} {logmod.printable(uri)}"
                 f" => {out.status} {out.sent} bytes in {(now - started) * 1000:.2f} ms"))
         w.count_request()
         return out.keep_alive
