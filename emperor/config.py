@@ -25,6 +25,8 @@ import socket
 from collections import namedtuple
 from collections.abc import Callable, Mapping
 
+from emperor.files import TrustRule, Unreadable, Untrusted, read_untrusted
+
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing into every master image
 if TYPE_CHECKING:
     from typing import Any
@@ -39,6 +41,7 @@ _INT_RE = re.compile(r"\s*([+-]?[0-9]+)")
 _FALSE = {"false", "off", "no", "0"}
 
 _INCLUDE_KEYS = {"ini", "include", "inherit"}
+MAX_FILES = 64   # a vassal and everything it includes
 _PLACEHOLDER_KEYS = {"set-placeholder", "set-ph"}
 # Accepted without a warning: emperor always behaves this way.
 _NO_EFFECT = {"master", "enable-threads", "thunder-lock", "single-interpreter",
@@ -257,8 +260,10 @@ def _split_section(path: str, default: str = "uwsgi") -> tuple[str, str]:
 class _Reader:
     """Reads one file and its includes into a flat, ordered list of entries."""
 
-    def __init__(self, top: str, vassals_dir: str, environ: Mapping[str, str]):
+    def __init__(self, top: str, vassals_dir: str, environ: Mapping[str, str], trust: TrustRule | None = None):
         self.top, self.vassals_dir, self.environ = top, vassals_dir, environ
+        self.trust = trust      # who may have written each file read (None: no rule)
+        self.files = 0
         self.topdir = os.path.dirname(top)
         self.hostname = socket.gethostname()
         self.warnings: list[str] = []
@@ -288,14 +293,17 @@ class _Reader:
         if ident[:2] in seen and at is not None:
             names = [c[2] for c in chain] + [chain[seen.index(ident[:2])][2]]
             raise ConfigError("include cycle: " + " -> ".join(names), at.file, at.line)
+        self.files += 1
         try:
-            with open(path, encoding="utf-8-sig") as f:
-                text = f.read()
-        except (OSError, UnicodeDecodeError) as e:
+            if self.files > MAX_FILES:
+                raise Unreadable(f"more than {MAX_FILES} files included")
+            text = read_untrusted(path, self.trust).decode("utf-8-sig")
+        except (OSError, UnicodeDecodeError, Unreadable) as e:
             why = getattr(e, "strerror", None) or str(e)
+            verb = "refused" if isinstance(e, Untrusted) else "cannot read"
             if at is not None:
-                raise ConfigError(f'{at.key}: cannot read "{at.value}": {why}', at.file, at.line) from None
-            raise ConfigError(f"cannot read file: {why}", disp) from None
+                raise ConfigError(f'{at.key}: {verb} "{at.value}": {why}', at.file, at.line) from None
+            raise ConfigError(f"{verb}: {why}", disp) from None
 
         table = self.magic_table(path)
         entries = so_far if so_far is not None else []
@@ -386,12 +394,15 @@ def _resolve(text: str, where: _Entry, values: Mapping[str, _Entry], seen: froze
 
 
 def load_config(path: str, *, vassals_dir: str | None = None,
-                environ: Mapping[str, str] | None = None) -> Config:
-    """Read a vassal file ('app.ini' or 'app.ini:section'); ConfigError on any problem."""
+                environ: Mapping[str, str] | None = None, trust: TrustRule | None = None) -> Config:
+    """Read a vassal file ('app.ini' or 'app.ini:section'); ConfigError on any problem.
+
+    `trust`: who may have written it and every file it includes (emperor/files.py).
+    """
     file, section = _split_section(path)
     top = os.path.abspath(file)
     reader = _Reader(top, vassals_dir if vassals_dir is not None else os.path.dirname(top),
-                     os.environ if environ is None else environ)
+                     os.environ if environ is None else environ, trust)
     entries = reader.read(top, section)
 
     values = _by_name(entries)

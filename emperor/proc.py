@@ -6,6 +6,7 @@ every process does them the same way.
 """
 from __future__ import annotations
 
+import errno
 import os
 import signal
 
@@ -69,17 +70,36 @@ def set_command_line(title: str) -> None:
 
 
 def drop_privileges(uid: str | None, gid: str | None) -> None:
-    """The `uid`/`gid` options: names or numbers; only root changes identity."""
+    """The `uid`/`gid` options: names or numbers; only root changes identity.
+
+    `uid` alone takes the user's groups too (its primary group and the ones it belongs
+    to, as uWSGI's initgroups does), never keeping root's group; a uid with no account
+    gets the group of the same number.
+    """
     if os.getuid() != 0 or not (uid or gid):
         return
     import grp
     import pwd
 
-    if gid:
-        os.setgroups([])
-        os.setgid(int(gid) if gid.isdigit() else grp.getgrnam(gid).gr_gid)
+    user = None
     if uid:
-        os.setuid(int(uid) if uid.isdigit() else pwd.getpwnam(uid).pw_uid)
+        try:
+            user = pwd.getpwuid(int(uid)) if uid.isdigit() else pwd.getpwnam(uid)
+        except KeyError:
+            if not uid.isdigit():
+                raise OSError(errno.EINVAL, f"uid {uid}: no such user") from None
+    try:
+        group = (int(gid) if gid.isdigit() else grp.getgrnam(gid).gr_gid) if gid else \
+            (user.pw_gid if user is not None else int(uid or 0))
+    except KeyError:
+        raise OSError(errno.EINVAL, f"gid {gid}: no such group") from None
+    if user is not None:
+        os.initgroups(user.pw_name, group)
+    else:
+        os.setgroups([])
+    os.setgid(group)
+    if uid:
+        os.setuid(user.pw_uid if user is not None else int(uid))
 
 
 def describe_exit(code: int) -> str:
@@ -118,6 +138,15 @@ def memory(pid: int | None) -> tuple[int, int]:
         return int(rss) * _PAGE, int(vsz) * _PAGE
     except (OSError, ValueError):
         return 0, 0
+
+
+def run_state(pid: int) -> str:
+    """The kernel's one-letter state of a process (R, S, T stopped, Z...); '' if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0].decode()
+    except (OSError, IndexError):
+        return ""
 
 
 def cmdline(pid: int) -> list[str]:

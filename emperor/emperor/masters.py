@@ -55,7 +55,7 @@ class Masters:
         self.watch, self.unwatch = watch, unwatch  # the emperor's epoll, for each master's channel
         self.stopping = stopping
         self.vassals: dict[str, Vassal] = {}
-        self.preflights: dict[int, tuple[Vassal, int]] = {}   # preflight pid -> (vassal, its master)
+        self.preflights: dict[int, tuple[Vassal, int, str]] = {}   # pid -> (vassal, its master, seq)
 
     def to(self, v: Vassal, new: S | None, why: str) -> None:
         v.to(new, why)
@@ -115,10 +115,13 @@ class Masters:
         owner = trust.check(v.path, v.name, self.tyrant)
         if isinstance(owner, str):
             return owner
+        v.trust = trust.rule(self.tyrant, owner[0])
         try:
-            config = load_config(v.path, vassals_dir=self.directory)
+            config = load_config(v.path, vassals_dir=self.directory, trust=v.trust)
         except ConfigError as e:
             return str(e)
+        except Exception as e:  # a bug of ours in reading a hostile file costs that vassal alone
+            return f"{v.name}: cannot read: {type(e).__name__}: {e}"
         addresses = config.http_sockets + config.uwsgi_sockets + ([config.stats] if config.stats else [])
         # tyrant-mode masters run as someone else and cannot bind in our private runtime dir
         v.stats_address = config.stats or ("" if self.tyrant else paths.stats_socket(v.path) or "")
@@ -146,10 +149,16 @@ class Masters:
         if v.waiting_for:
             self.to(v, S.STARTING, f"{why}; waiting for {', '.join(sorted(v.waiting_for))} to free its ports")
             return
-        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        except OSError as e:  # out of descriptors: this vassal waits, the others are not touched
+            v.fail(f"cannot start its master: {e.strerror}")
+            self._backoff(v, v.last_error)
+            return
         env = {k: val for k, val in os.environ.items() if k not in DROP_ENV}
         env[handoff.CHANNEL] = str(child.fileno())
         env[handoff.VASSALS_DIR] = self.directory
+        env[handoff.TRUST] = v.trust.export()
         if v.stats_address and v.stats_address == paths.stats_socket(v.path):
             env[handoff.STATS_SOCKET] = v.stats_address  # used by a master whose file has no `stats`
         if self.preflights_here:
@@ -160,13 +169,13 @@ class Masters:
             pid = self.launch(v.path, env, child.fileno(), uid, gid)
         except OSError as e:
             parent.close()
-            v.last_error = f"cannot start its master: {e}"
+            v.fail(f"cannot start its master: {e.strerror or e}")
             self._backoff(v, v.last_error)
             return
         finally:
             child.close()
         parent.setblocking(False)
-        v.channel, v.buf = parent, type(v.buf)(None)
+        v.channel, v.buf = parent, type(v.buf)()
         self.watch(parent.fileno(), v)
         v.pid, v.uid, v.gid = pid, uid, gid
         v.starts += 1
@@ -220,7 +229,15 @@ class Masters:
 
     # ---------- what masters tell us ----------
     def read(self, v: Vassal) -> None:
-        messages, eof = v.receive()
+        try:
+            messages, eof = v.receive()
+        except channel.ProtocolError as e:
+            v.fail(f"its master broke the channel protocol ({e}): killed")
+            log(f"{v.name}: {v.last_error}")
+            self.close_channel(v)
+            if v.pid:
+                killpg_quietly(v.pid, signal.SIGKILL)  # its exit is a crash: backoff, as any crash
+            return
         for word, text in messages:
             self.on_message(v, word, text)
         if eof:
@@ -261,27 +278,36 @@ class Masters:
         elif text:
             log(f"{v.name}: unknown message from the master: {text[:200]!r}")
 
-    def preflight(self, v: Vassal, held: str) -> None:
-        """A master asks for its reload preflight: a fork of us, output to the pipe it sent."""
+    def preflight(self, v: Vassal, text: str) -> None:
+        """A master asks for its reload preflight (`SEQ HELD`, with the output pipe as a
+        descriptor): a fork of us. One per vassal: a new request, or `cancel`, ends the
+        running one, whose result is then never reported."""
+        for pid, (w, _, _) in list(self.preflights.items()):
+            if w is v:
+                killpg_quietly(pid, signal.SIGKILL)
+                del self.preflights[pid]
+        if text == "cancel":
+            return
+        seq, _, held = text.partition(" ")
         if not v.fds or v.pid is None:
-            v.send(channel.PREFLIGHT, "1")
+            v.send(channel.PREFLIGHT, f"{seq} 1")
             return
         out = v.fds.popleft()
         try:
             pid = fork_preflight(v.path, dict(v.env, **{handoff.HELD: held}), out, v.uid, v.gid)
         except OSError as e:
             os.write(out, f"{v.name}: cannot fork the preflight: {e.strerror}\n".encode())
-            v.send(channel.PREFLIGHT, "1")
+            v.send(channel.PREFLIGHT, f"{seq} 1")
             return
         finally:
             os.close(out)
-        self.preflights[pid] = (v, v.pid)
+        self.preflights[pid] = (v, v.pid, seq)
 
     def on_exit(self, pid: int, code: int) -> None:
         if pid in self.preflights:
-            v, master = self.preflights.pop(pid)
+            v, master, seq = self.preflights.pop(pid)
             if v.pid == master:
-                v.send(channel.PREFLIGHT, str(code))
+                v.send(channel.PREFLIGHT, f"{seq} {code}")
             return
         found = self.by_pid(pid)
         if found is None:

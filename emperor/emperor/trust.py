@@ -11,6 +11,20 @@ import os
 import pwd
 import stat
 
+from emperor.files import TrustRule
+
+
+def rule(tyrant: bool, owner: int | None) -> TrustRule:
+    """Who may write what a vassal reads (its file, includes, and the directories on their way).
+
+    As root: root alone, or in tyrant mode root and the vassal's owner; not writable by
+    group or others. Otherwise anyone's files may be read (a bind-mounted directory of
+    the host's user is normal in a container), but never a file anyone can write.
+    """
+    if os.geteuid() != 0:
+        return TrustRule(None)
+    return TrustRule(frozenset({0, owner}) if tyrant and owner is not None else frozenset({0}))
+
 
 def owner_ids(path: str) -> tuple[int, int] | None:
     try:

@@ -13,8 +13,13 @@ import time
 from dataclasses import dataclass, field
 
 from emperor import log as logmod
+from emperor.files import TrustRule
 from emperor.states import VASSAL_EDGES, Machine, VassalState
 from emperor.wire import channel as wire
+
+
+READ_MAX = 256 << 10   # bytes read from one master's channel per turn of the loop
+FDS_MAX = 2            # descriptors a master may have sent us that are not used yet
 
 
 @dataclass
@@ -42,13 +47,14 @@ class Vassal:
     spawned: bool = False        # the master has said `spawned`: its signal handlers are in place
     images: int = 0
     channel: socket.socket | None = None
-    buf: wire.LineBuffer = field(default_factory=lambda: wire.LineBuffer(None))
+    buf: wire.LineBuffer = field(default_factory=wire.LineBuffer)
     fds: collections.deque[int] = field(default_factory=collections.deque)  # came with its messages
     env: dict[str, str] = field(default_factory=dict)  # what its master was started with
+    trust: TrustRule = field(default_factory=lambda: TrustRule(None))  # who may write what it reads
     machine: Machine = field(init=False)
 
     def __post_init__(self) -> None:
-        self.machine = Machine(None, VASSAL_EDGES, logmod.log, label=f"{self.name}: ",
+        self.machine = Machine(None, VASSAL_EDGES, logmod.log, label=f"{logmod.printable(self.name)}: ",
                                again=frozenset({VassalState.CONFIG_ERROR}))
 
     @property
@@ -85,10 +91,15 @@ class Vassal:
         return self.channel is not None and wire.send(self.channel, word, text)
 
     def receive(self) -> tuple[list[tuple[str, str]], bool]:
-        """(messages, eof): everything the master sent so far; descriptors go to `fds`."""
+        """(messages, eof): what the master sent (at most READ_MAX per call: one master cannot
+        hold the emperor's loop; the rest waits for the next turn). Descriptors go to `fds`.
+
+        Raises ProtocolError when the master breaks the protocol (a line too long, more
+        descriptors than a preflight request carries): in tyrant mode it is tenant code.
+        """
         data_in = b""
         eof = False
-        while self.channel is not None:
+        while self.channel is not None and len(data_in) < READ_MAX:
             try:
                 data, fds, _, _ = socket.recv_fds(self.channel, 65536, wire.MAX_FDS)
             except (BlockingIOError, InterruptedError):
@@ -96,6 +107,8 @@ class Vassal:
             except OSError:
                 data, fds = b"", []
             self.fds.extend(fds)
+            if len(self.fds) > FDS_MAX:
+                raise wire.ProtocolError(f"{len(self.fds)} descriptors sent, at most {FDS_MAX} expected")
             if not data:
                 eof = True
                 break

@@ -118,22 +118,18 @@ class Workers:
         for gen in self.generations():
             self.signal(gen, sig)
 
-    def wait_all(self, limit: float, other: int | None = None) -> int | None:
-        """Block (at most `limit` s) until every worker, and `other`, has been reaped: a brutal
-        reload's workers were just SIGKILLed. Returns `other` if it was reaped."""
+    def wait_all(self, limit: float) -> None:
+        """Block (at most `limit` s) until every worker has been reaped: a brutal reload's
+        workers were just SIGKILLed, and the next image must not inherit them."""
         deadline = time.monotonic() + limit
-        reaped_other = None
-        while (self.children_left() or (other and not reaped_other)) and time.monotonic() < deadline:
+        while self.children_left() and time.monotonic() < deadline:
             try:
                 pid, _ = os.waitpid(-1, 0)
             except ChildProcessError:
                 break
-            if pid == other:
-                reaped_other = pid
             for gen in self.generations():
                 if pid in gen.slots:
                     gen.slots[gen.slots.index(pid)] = None
-        return reaped_other
 
     # ---------- what workers tell ----------
     def exited(self, pid: int, code: int) -> bool:

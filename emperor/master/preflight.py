@@ -11,6 +11,7 @@ import sys
 
 from emperor import sockets
 from emperor.config import ConfigError, load_config
+from emperor.files import TrustRule
 from emperor.proc import drop_privileges
 from emperor.wire import handoff
 from emperor.worker.app import AppError, load
@@ -18,7 +19,8 @@ from emperor.worker.app import AppError, load
 
 def preflight(path: str) -> int:
     try:
-        config = load_config(path, vassals_dir=os.environ.get(handoff.VASSALS_DIR))
+        config = load_config(path, vassals_dir=os.environ.get(handoff.VASSALS_DIR),
+                             trust=TrustRule.adopt(os.environ.get(handoff.TRUST, "")))
         held = handoff.read_held(os.environ.get(handoff.HELD, ""))
         for kind, address in sockets.wanted(config):
             if (kind, address) in held:

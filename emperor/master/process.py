@@ -25,6 +25,7 @@ from collections.abc import Callable
 from emperor import log as logmod
 from emperor import sockets
 from emperor.config import Config, ConfigError, load_config
+from emperor.files import TrustRule
 from emperor.master import pidfile
 from emperor.master.generations import Generation, Workers
 from emperor.master.link import EmperorLink
@@ -59,6 +60,7 @@ SIGNALS: dict[int, str] = {
 }
 
 STOP_MERCY = 5.0   # after SIGKILL to every worker, how long before trying again
+DEFAULT_RELOAD_MERCY = 60.0   # uWSGI's reload-mercy default: how long a reload's preflight may take
 
 
 class Master:
@@ -89,7 +91,8 @@ class Master:
                                snapshot=Generation.adopt(inherited.snapshot) if inherited.snapshot else None)
         self.stats = StatsServer(None, config, self._stats_document)
         self.reloader = Reloader(config_path, self.cwd, env=self.env, poll=self.ep,
-                                 ask_emperor=link.ask_preflight if env.get(handoff.PREFLIGHTS) == "emperor" else None,
+                                 limit=config.reload_mercy or DEFAULT_RELOAD_MERCY,
+                                 emperor=link if env.get(handoff.PREFLIGHTS) == "emperor" else None,
                                  on_failed=self._reload_failed, on_passed=self._reexec)
         self.touch: TouchWatcher | None = None
         self.notify_r, self.notify_w = inherited.notify or os.pipe2(os.O_NONBLOCK)
@@ -207,7 +210,7 @@ class Master:
         return self.workers.children_left() or self.reloader.pid is not None
 
     def _next_timeout(self) -> float:
-        deadlines = [t for t in (self.workers.next_deadline(),) if t is not None]
+        deadlines = [t for t in (self.workers.next_deadline(), self.reloader.deadline) if t is not None]
         if self.stopping:
             deadlines.append(self.stop_deadline)
         if not deadlines:
@@ -217,6 +220,7 @@ class Master:
     def _run_timers(self) -> None:
         now = time.monotonic()
         self.workers.run_timers(now)
+        self.reloader.check_time(now)
         if self.stopping and now >= self.stop_deadline and self._children_left():
             log("workers still busy after the mercy period: killing")
             self._kill_all()
@@ -224,7 +228,7 @@ class Master:
 
     def _kill_all(self) -> None:
         self.workers.signal_all(signal.SIGKILL)
-        self.reloader.kill()
+        self.reloader.cancel()
 
     # ---------- what workers, the emperor and touch-reload tell us ----------
     def _read_notify(self) -> None:
@@ -268,9 +272,8 @@ class Master:
                 self.graceful_stop("emperor asked")
             elif word == channel.RELOAD:
                 self.on_graceful_reload("emperor asked")
-            elif word == channel.PREFLIGHT and self.reloader.remote:
-                code = text.split()[0] if text else ""
-                self.reloader.done(int(code) if code.lstrip("-").isdigit() else 1, self.stopping)
+            elif word == channel.PREFLIGHT:
+                self.reloader.reported(text, self.stopping)
 
     def _touched(self) -> None:
         if self.touch is not None and self.touch.changed():
@@ -291,10 +294,10 @@ class Master:
         if self.stopping:
             return
         if self.reloader.busy:
-            self.reloader.again = True  # the file may have changed again: check the newest
-            return
-        self.state.to(MasterState.RELOADING, why)
-        self.link.tell(channel.RELOADING)
+            log(f"{why}: a newer reload supersedes the preflight still running")
+        else:
+            self.state.to(MasterState.RELOADING, why)
+            self.link.tell(channel.RELOADING)
         held = [(l.kind, l.address) for l in self.listeners]
         if self.config.stats:
             held.append((sockets.STATS, self.config.stats))
@@ -309,8 +312,7 @@ class Master:
         self.state.to(MasterState.RELOADING, why + ": brutal")
         self.link.tell(channel.RELOADING)
         self._kill_all()
-        if self.workers.wait_all(2.0, self.reloader.pid) is not None:
-            self.reloader.pid = None
+        self.workers.wait_all(2.0)
         self.workers.current, self.workers.draining, self.workers.snapshot = None, [], None
         self._reexec()
 
@@ -329,7 +331,7 @@ class Master:
         for gen in self.workers.generations():
             self.workers.signal(gen, signal.SIGCONT)
             self.workers.signal(gen, signal.SIGHUP)  # the last out: answer what is queued
-        self.reloader.kill()
+        self.reloader.cancel()
         self.stop_deadline = time.monotonic() + self.config.worker_reload_mercy
 
     def _enter_stopping(self, why: str) -> None:
@@ -438,7 +440,8 @@ def run_master(path: str, environ: dict[str, str] | None = None) -> int:
     config_path = os.path.abspath(path)
     master: Master | None = None
     try:
-        config = load_config(config_path, vassals_dir=env.get(handoff.VASSALS_DIR))
+        config = load_config(config_path, vassals_dir=env.get(handoff.VASSALS_DIR),
+                             trust=TrustRule.adopt(env.get(handoff.TRUST, "")))
         master = Master(config, config_path, env=env, inherited=inherited, link=link, signals=signals)
         master.start()
     except (ConfigError, sockets.SocketError, AppError, OSError) as e:

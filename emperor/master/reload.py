@@ -15,11 +15,16 @@ import os
 import select
 import signal
 import sys
+import time
 from collections.abc import Callable, Iterator
 
 from emperor import log as logmod
 from emperor.proc import signal_quietly
-from emperor.wire import handoff
+from emperor.wire import channel, handoff
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing into every master image
+if TYPE_CHECKING:
+    from emperor.master.link import EmperorLink
 
 MAX_OUTPUT = 65536   # of a preflight's output kept for the log
 
@@ -47,33 +52,42 @@ def in_directory(path: str) -> Iterator[None]:
 
 
 class Reloader:
-    """Runs one preflight at a time; a reload asked for meanwhile checks the newest file after it."""
+    """Runs one preflight at a time, each bounded by `limit` seconds (reload-mercy).
 
-    def __init__(self, config_path: str, cwd: str, *, env: dict[str, str],
-                 ask_emperor: Callable[[str, int], bool] | None,
-                 poll: select.epoll, on_failed: Callable[[str], None], on_passed: Callable[[], None]) -> None:
+    A reload asked for while one runs supersedes it: the running preflight is killed
+    and a new one checks the newest file, so a hung import never blocks later deploys.
+    Preflights the emperor forks for us carry a sequence number, so the result of a
+    superseded one is never taken for the current one's.
+    """
+
+    def __init__(self, config_path: str, cwd: str, *, env: dict[str, str], limit: float,
+                 emperor: EmperorLink | None, poll: select.epoll,
+                 on_failed: Callable[[str], None], on_passed: Callable[[], None]) -> None:
         self.config_path = config_path
         self.cwd = cwd                  # where the first image started: `-m emperor` resolves from there
         self.env = env                  # the preflight's environment (without the hand-off's variables)
-        self.ask_emperor = ask_emperor  # None: no emperor to fork it for us
+        self.limit = limit
+        self.emperor = emperor          # None: no emperor to fork it for us
         self.poll = poll
         self.on_failed = on_failed
         self.on_passed = on_passed
         self.pid: int | None = None     # a preflight we spawned ourselves
-        self.remote = False             # the emperor runs it; it says `preflight CODE`
+        self.remote = False             # the emperor runs it; it says `preflight SEQ CODE`
+        self.seq = 0
+        self.deadline: float | None = None
         self.fd: int | None = None
         self.output = b""
-        self.again = False
-        self.held = ""                  # the sockets we hold, as the preflight must be told
 
     @property
     def busy(self) -> bool:
         return self.pid is not None or self.remote
 
     def start(self, held: str) -> None:
-        self.again, self.held = False, held
+        """Start a preflight; one already running is superseded (killed, its result ignored)."""
+        self.cancel()
+        self.seq += 1
         r, w = os.pipe2(os.O_CLOEXEC)
-        if self.ask_emperor is not None and self.ask_emperor(held, w):
+        if self.emperor is not None and self.emperor.ask_preflight(f"{self.seq} {held}", w):
             self.remote = True   # its environment: the one the emperor gave us, + HELD
         else:
             env = dict(self.env, **{handoff.HELD: held})
@@ -91,6 +105,7 @@ class Reloader:
         os.set_blocking(r, False)
         self.fd = r
         self.output = b""
+        self.deadline = time.monotonic() + self.limit
         self.poll.register(r, select.EPOLLIN)
 
     def read(self) -> None:
@@ -105,9 +120,15 @@ class Reloader:
         else:
             self._close_pipe()
 
+    def reported(self, text: str, stopping: bool) -> None:
+        """The emperor's `preflight SEQ CODE`: only the current preflight's result counts."""
+        seq, _, code = text.partition(" ")
+        if self.remote and seq == str(self.seq):
+            self.done(int(code) if code.lstrip("-").isdigit() else 1, stopping)
+
     def done(self, code: int, stopping: bool) -> None:
         """The preflight exited with `code` (reaped here, or reported by the emperor)."""
-        self.pid, self.remote = None, False
+        self.pid, self.remote, self.deadline = None, False, None
         if self.fd is not None:
             while True:
                 try:
@@ -122,14 +143,25 @@ class Reloader:
             return
         if code != 0:
             self.on_failed(self.output.decode(errors="replace").rstrip() or f"preflight exited {code}")
-        elif self.again:
-            self.start(self.held)  # it passed, but the file changed while it ran: check the newest
         else:
             self.on_passed()
 
-    def kill(self) -> None:
-        if self.pid:
-            signal_quietly(self.pid, signal.SIGKILL)
+    def check_time(self, now: float) -> None:
+        """A preflight past its limit (an import that hangs) fails the reload."""
+        if self.busy and self.deadline is not None and now >= self.deadline:
+            output = self.output.decode(errors="replace").rstrip()
+            self.cancel()
+            self.on_failed((output + "\n" if output else "")
+                           + f"the preflight did not finish within {self.limit:g}s (reload-mercy): stopped")
+
+    def cancel(self) -> None:
+        """Stop the running preflight, if any; its result will not count."""
+        if self.pid is not None:
+            signal_quietly(self.pid, signal.SIGKILL)  # reaped as a stranger: not ours any more
+        elif self.remote and self.emperor is not None:
+            self.emperor.tell(channel.PREFLIGHT, "cancel")
+        self.pid, self.remote, self.deadline = None, False, None
+        self._close_pipe()
 
     def _close_pipe(self) -> None:
         if self.fd is not None:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from emperor.config import Config
 from emperor.master.generations import Generation
-from emperor.proc import memory
+from emperor.proc import memory, run_state
 from emperor.sockets import Listener
 
 
@@ -45,6 +45,8 @@ def _workers(gen: Generation, config: Config, last_requests: dict[int, int]) -> 
         status = "pause" if w["paused"] or gen.paused else ("busy" if busy else "idle")
         if not pid:
             status = "cheap"
+        elif run_state(pid) in ("T", "t"):
+            status = "stopped"  # SIGSTOP from someone: it holds no request of ours, but serves none
         cores = []
         for i, c in enumerate(w["cores"]):
             cores.append({
