@@ -303,7 +303,7 @@ class _Reader:
             verb = "refused" if isinstance(e, Untrusted) else "cannot read"
             if at is not None:
                 raise ConfigError(f'{at.key}: {verb} "{at.value}": {why}', at.file, at.line) from None
-            raise ConfigError(f"{verb}: {why}", disp) from None
+            raise ConfigError(f"{verb} file: {why}" if verb == "cannot read" else f"{verb}: {why}", disp) from None
 
         table = self.magic_table(path)
         entries = so_far if so_far is not None else []

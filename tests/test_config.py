@@ -562,7 +562,7 @@ def test_directory_instead_of_file(tmp_path):
     (tmp_path / "dir.ini").mkdir()
     with pytest.raises(ConfigError) as info:
         load_config(str(tmp_path / "dir.ini"), environ={})
-    assert str(info.value) == "dir.ini: cannot read file: Is a directory"
+    assert str(info.value) == "dir.ini: cannot read file: not a regular file"
 
 
 def test_not_utf8(tmp_path):
