@@ -115,6 +115,7 @@ class Config:
         self.disable_logging: bool = False
         self.strict: bool = False
         self.snapshot: bool = False
+        self.snapshot_ttl: int = 3600
         self.warnings: list[str] = []
         self.origins: dict[str, tuple[str, int]] = {}
 
@@ -241,6 +242,7 @@ _OPTIONS: dict[str, _Opt] = {
     "disable-logging": _Opt("disable_logging", _bool),
     "strict": _Opt("strict", _bool),
     "snapshot": _Opt("snapshot", _bool),
+    "snapshot-ttl": _Opt("snapshot_ttl", _int(1)),
 }
 _CANONICAL = {alias: name for name, opt in _OPTIONS.items() for alias in (name, *opt.aliases)}
 

@@ -27,6 +27,7 @@ class WorkerState(enum.Enum):
     RUNNING = "running"      # accepting (unless paused)
     RETIRING = "retiring"    # stops accepting, finishes what it holds; another generation takes the queue
     LAST_OUT = "last out"    # the same, after answering what the kernel queued: nobody else will
+    PARKED = "parked"        # as retiring, but then waits, alive: the snapshot a SIGURG brings back
 
 
 class VassalState(enum.Enum):
@@ -51,9 +52,10 @@ MASTER_EDGES: dict[MasterState | None, set[MasterState | None]] = {
 }
 
 WORKER_EDGES: dict[WorkerState | None, set[WorkerState | None]] = {
-    W.RUNNING: {W.RETIRING, W.LAST_OUT},
+    W.RUNNING: {W.RETIRING, W.LAST_OUT, W.PARKED},
     W.RETIRING: {W.LAST_OUT},
     W.LAST_OUT: set(),
+    W.PARKED: {W.RUNNING, W.RETIRING, W.LAST_OUT},
 }
 
 VASSAL_EDGES: dict[VassalState | None, set[VassalState | None]] = {

@@ -136,7 +136,8 @@ def vassal_cells(name: str, v: dict, now: float) -> dict[str, str]:
     return {
         "name": name, "state": v.get("state", "?"),
         "pid": str(v["pid"]) if v.get("pid") else "-",
-        "gen": str(v.get("generation", 0)) if v.get("pid") else "-",
+        # a `*`: a rollback (SIGURG) serves an older generation than the file's
+        "gen": f"{v.get('generation', 0)}{'*' if v.get('restored') else ''}" if v.get("pid") else "-",
         "workers": f"{st['busy']}/{st['total']}" if st else "-",
         "requests": _count(st.get("requests")) if st else "-",
         "rps": _rate(st.get("rps")) if st else "-",
@@ -278,6 +279,8 @@ def worker_lines(name: str, v: dict, width: int, now: float | None = None) -> li
     title.append(state, style=STATE_STYLE.get(state, ""))
     if v.get("pid"):
         title.append(f"  master {v['pid']}  generation {v.get('generation', 0)}")
+        if v.get("restored"):
+            title.append(" (restored by SIGURG: the file on disk is newer)", style="yellow")
     if st and st.get("started_at"):
         title.append(f"  up {_age(now - st['started_at'])}")
     lines = [_trim(title, width)]

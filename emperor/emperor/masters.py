@@ -179,7 +179,7 @@ class Masters:
         self.watch(parent.fileno(), v)
         v.pid, v.uid, v.gid = pid, uid, gid
         v.starts += 1
-        v.spawned, v.images, v.generation, v.restart = False, 0, 0, False
+        v.spawned, v.images, v.generation, v.restart, v.restored = False, 0, 0, False, False
         if v.state is S.STARTING:  # it was waiting for ports: no new state, still worth a line
             log(f"{v.name}: master pid {pid} ({why})")
         self.to(v, S.STARTING, f"{why}; master pid {pid}")
@@ -252,15 +252,22 @@ class Masters:
         if word == channel.SPAWNED:
             v.spawned = True
             v.images += 1
-            v.generation = v.images - 1
+            v.generation = int(text) if text.isdigit() else v.images - 1
         elif word == channel.LOYAL:
             v.backoff = 0.0  # it served a request: whatever made it crash before is over
         elif word == channel.READY:
             # Not a backoff reset: a master that gets ready and dies before serving
             # anything (its app fails on the first request, a worker crashes) is a loop.
+            if text.isdigit():
+                v.generation, v.restored = int(text), False
             if v.state in (S.STARTING, S.RELOADING, S.RELOAD_FAILED):
                 v.last_error = ""
                 self.to(v, S.RUNNING, "ready" if v.generation == 0 else f"generation {v.generation} ready")
+        elif word == channel.RESTORED:
+            v.generation, v.restored = int(text) if text.isdigit() else v.generation, True
+            v.rollbacks += 1
+            v.last_event = f"rolled back to generation {v.generation} (SIGURG); the file on disk is newer"
+            log(f"{v.name}: {v.last_event}")
         elif word == channel.RELOADING:
             if v.state in (S.STARTING, S.RUNNING, S.PAUSED, S.RELOAD_FAILED):
                 self.to(v, S.RELOADING, "the master reloads")

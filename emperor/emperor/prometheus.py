@@ -19,7 +19,9 @@ METRICS: dict[str, tuple[str, str]] = {
     "emperor_vassals": ("gauge", "Vassals in the emperor's table."),
     "emperor_vassal_up": ("gauge", "1 if the vassal's master is serving (running, paused, reloading, reload failed)."),
     "emperor_vassal_state": ("gauge", "1 for the vassal's current state, 0 for the others."),
-    "emperor_vassal_generation": ("gauge", "The master's generation (UWSGI_RELOADS)."),
+    "emperor_vassal_generation": ("gauge", "The generation serving (UWSGI_RELOADS of the load it runs)."),
+    "emperor_vassal_restored": ("gauge", "1 if a rollback (SIGURG) serves an older generation than the file's."),
+    "emperor_vassal_rollbacks_total": ("counter", "Rollbacks to the snapshot (SIGURG) since the vassal started."),
     "emperor_vassal_restarts_total": ("counter", "Masters started for this vassal after the first one."),
     "emperor_vassal_backoff_seconds": ("gauge", "The vassal's current restart backoff delay; 0 once it is ready."),
     "emperor_vassal_stats_ok": ("gauge", "1 if the vassal's master answered the emperor's stats request."),
@@ -78,6 +80,8 @@ def render(doc: dict) -> str:
         for s in VassalState:
             add("emperor_vassal_state", int(s.value == state), vassal=name, state=s.value)
         add("emperor_vassal_generation", v.get("generation", 0), vassal=name)
+        add("emperor_vassal_restored", int(bool(v.get("restored"))), vassal=name)
+        add("emperor_vassal_rollbacks_total", v.get("rollbacks", 0), vassal=name)
         add("emperor_vassal_restarts_total", max(v.get("starts", 0) - 1, 0), vassal=name)
         add("emperor_vassal_backoff_seconds", float(v.get("backoff") or 0), vassal=name)
         st = v.get("stats")

@@ -46,6 +46,8 @@ class Vassal:
     restart: bool = False        # start a new master when this one has exited
     spawned: bool = False        # the master has said `spawned`: its signal handlers are in place
     images: int = 0
+    restored: bool = False       # SIGURG brought back an older generation: the file is newer than what serves
+    rollbacks: int = 0
     channel: socket.socket | None = None
     buf: wire.LineBuffer = field(default_factory=wire.LineBuffer)
     fds: collections.deque[int] = field(default_factory=collections.deque)  # came with its messages
@@ -84,6 +86,7 @@ class Vassal:
             "uid": self.uid, "gid": self.gid,
             "waiting_for": sorted(self.waiting_for),
             "stats_address": self.stats_address,
+            "restored": self.restored, "rollbacks": self.rollbacks,
         }
 
     # ---------- its end of the channel (emperor/wire/channel.py) ----------

@@ -3,7 +3,9 @@
 A generation is the workers of one load of the code and config, with their
 scoreboard. The current generation serves; the ones a reload replaced drain
 (finish their requests and leave, bounded by `worker-reload-mercy`); with
-`snapshot = true` the one the last reload retired waits, paused, for SIGURG.
+`snapshot = true` the one the last reload retired is the snapshot: it finishes its
+requests and closes its idle connections as a retiring generation does (no client
+ever waits on it), then waits, parked, for SIGURG to make it serve again.
 The master forks through the callback it gives (`become_worker`, which never
 returns in the child) and learns from `worker_ready` when the whole current
 generation accepts, the moment the previous ones may leave.
@@ -35,22 +37,22 @@ class Generation:
         self.last_spawn = [0.0] * n
         self.harakiri = [0] * n
         self.draining_since: float | None = None
-        self.paused = False
+        self.parked_at: float | None = None      # the snapshot since (monotonic, system-wide)
 
     def pids(self) -> list[int]:
         return [p for p in self.slots if p]
 
     def export(self) -> str:
         pids = ",".join(str(p or 0) for p in self.slots)
-        return f"{self.number}/{self.board.export()}/{pids}/{int(self.paused)}"
+        return f"{self.number}/{self.board.export()}/{pids}/{self.parked_at or ''}"
 
     @classmethod
     def adopt(cls, spec: str) -> Generation:
-        number, board, pids, paused = spec.split("/")
+        number, board, pids, parked = spec.split("/")
         slots: list[int | None] = [int(p) or None for p in pids.split(",")] if pids else []
         gen = cls(int(number), Scoreboard.adopt(board), slots)
         gen.ready = {i for i, p in enumerate(slots) if p}
-        gen.paused = paused == "1"
+        gen.parked_at = float(parked) if parked else None
         return gen
 
 
@@ -59,7 +61,8 @@ class Workers:
 
     def __init__(self, config: Config, number: int, *, log: Callable[[str], None],
                  become_worker: Callable[[Generation, int], None],
-                 draining: list[Generation] | None = None, snapshot: Generation | None = None) -> None:
+                 draining: list[Generation] | None = None, snapshot: Generation | None = None,
+                 previous: Generation | None = None) -> None:
         self.config = config
         self.number = number                     # this image's generation (UWSGI_RELOADS)
         self.log = log
@@ -67,6 +70,7 @@ class Workers:
         self.current: Generation | None = None
         self.draining = draining or []           # handed over by the previous image
         self.snapshot = snapshot
+        self.previous = previous                 # the generation the reload that made this image retires
         self.respawn_at: dict[tuple[int, int], float] = {}
         self.awaiting = True                     # until this image's generation is all ready
         self.stopping = False                    # the master stops: nobody is respawned
@@ -166,37 +170,62 @@ class Workers:
         if len(gen.ready) < len(gen.slots) or not self.awaiting:
             return False
         self.awaiting = False
-        for old in self.draining:
+        if not self.config.snapshot and self.snapshot is not None:
+            self.drop_snapshot("the file says snapshot = false")
+        for old in list(self.draining):
             if old.draining_since is None:
-                self.retire(old)
+                if old is self.previous and self.config.snapshot:
+                    self.park(old)
+                else:
+                    self.retire(old)
         return True
 
-    # ---------- retiring, pausing, restoring ----------
+    # ---------- retiring, the snapshot ----------
     def retire(self, gen: Generation) -> None:
-        """Tell a replaced generation to leave, or keep it paused as the snapshot."""
-        if self.config.snapshot and self.snapshot is None and not gen.paused and gen.number == self.number - 1:
-            self.snapshot = gen
-            self.draining.remove(gen)
-            gen.paused = True
-            self.signal(gen, signal.SIGTSTP)
-            self.log(f"generation {gen.number} kept as snapshot (SIGURG restores it)")
-            return
+        """Tell a replaced generation to finish its requests and leave."""
         gen.draining_since = time.monotonic()
-        self.signal(gen, signal.SIGCONT)  # a paused generation must wake to leave
         self.signal(gen, signal.SIGTERM)
+        self.signal(gen, signal.SIGCONT)  # after: a paused (SIGTSTP) worker must wake to leave
+
+    def park(self, gen: Generation) -> None:
+        """Keep `gen` as the snapshot, in place of the one held (which leaves): the generation
+        the last reload retired, or the one a restore displaced, so SIGURG always rolls
+        back exactly one step and a second SIGURG undoes the first."""
+        if gen in self.draining:
+            self.draining.remove(gen)
+        if self.snapshot is not None:
+            self.drop_snapshot(f"generation {gen.number} is the snapshot now")
+        self.snapshot = gen
+        gen.parked_at = time.monotonic()
+        self.signal(gen, signal.SIGUSR1)   # park: finish, close idle connections, wait
+        self.signal(gen, signal.SIGCONT)   # after: a paused worker must wake to do that
+        self.log(f"generation {gen.number} kept as snapshot (SIGURG restores it)")
+
+    def drop_snapshot(self, why: str) -> None:
+        gen = self.snapshot
+        if gen is None:
+            return
+        self.snapshot = None
+        self.log(f"snapshot of generation {gen.number} dropped: {why}")
+        self.draining.append(gen)
+        self.retire(gen)
 
     def restore_snapshot(self) -> tuple[Generation, Generation | None]:
-        """The snapshot serves again; the generation it displaces leaves. (restored, displaced)"""
+        """The snapshot serves again; the generation it displaces is the snapshot now.
+        Returns (restored, displaced)."""
         snap, cur = self.snapshot, self.current
         assert snap is not None
         self.snapshot = None
-        snap.paused = False
-        self.signal(snap, signal.SIGCONT)
+        snap.parked_at = None
+        self.signal(snap, signal.SIGUSR2)   # unpark: accept again
         self.current = snap
         if cur is not None:
-            self.draining.append(cur)
-            cur.draining_since = time.monotonic()
-            self.signal(cur, signal.SIGTERM)
+            self.park(cur)
+        for slot, pid in enumerate(snap.slots):
+            if pid is None and not self.stopping:   # died while parked: the code loaded now is newer
+                self.log(f"worker {slot + 1} of restored generation {snap.number} is respawned "
+                         f"with generation {self.number}'s code (the only code loaded here)")
+                self.spawn(snap, slot)
         return snap, cur
 
     # ---------- timers ----------
@@ -206,6 +235,8 @@ class Workers:
             deadlines.append(time.monotonic() + 1.0)
         mercy = self.config.worker_reload_mercy
         deadlines += [g.draining_since + mercy for g in self.draining if g.draining_since is not None]
+        if self.snapshot is not None and self.snapshot.parked_at is not None:
+            deadlines.append(self.snapshot.parked_at + self.config.snapshot_ttl)
         return min(deadlines, default=None)
 
     def run_timers(self, now: float) -> None:
@@ -222,6 +253,9 @@ class Workers:
                 self.log(f"generation {gen.number} still busy after worker-reload-mercy ({mercy}s): killing")
                 self.signal(gen, signal.SIGKILL)
                 gen.draining_since = None
+        snap = self.snapshot
+        if snap is not None and snap.parked_at is not None and now >= snap.parked_at + self.config.snapshot_ttl:
+            self.drop_snapshot(f"older than snapshot-ttl ({self.config.snapshot_ttl}s)")
         if self.config.harakiri:
             self._check_harakiri(now)
 

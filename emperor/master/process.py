@@ -86,9 +86,12 @@ class Master:
         self.ep = select.epoll()
         self.listeners: list[sockets.Listener] = []
         self.app: Callable | None = None
+        draining = [Generation.adopt(s) for s in inherited.generations]
         self.workers = Workers(config, self.reloads, log=log, become_worker=self._become_worker,
-                               draining=[Generation.adopt(s) for s in inherited.generations],
-                               snapshot=Generation.adopt(inherited.snapshot) if inherited.snapshot else None)
+                               draining=draining,
+                               snapshot=Generation.adopt(inherited.snapshot) if inherited.snapshot else None,
+                               previous=next((g for g in draining if g.number == inherited.retired), None))
+        self.rollbacks = 0
         self.stats = StatsServer(None, config, self._stats_document)
         self.reloader = Reloader(config_path, self.cwd, env=self.env, poll=self.ep,
                                  limit=config.reload_mercy or DEFAULT_RELOAD_MERCY,
@@ -150,7 +153,7 @@ class Master:
                 f"with {config.processes} worker(s) x {config.threads} thread(s), pid {os.getpid()}")
         else:
             log(f"generation {self.reloads} loaded, pid {os.getpid()}")
-        self.link.tell(channel.SPAWNED)
+        self.link.tell(channel.SPAWNED, str(self.reloads))
         self._show_state()
         self.workers.spawn_all()
 
@@ -251,7 +254,7 @@ class Master:
                 if path:
                     pidfile.write(path, os.getpid())
             self.pidfile_written = True
-        self.link.tell(channel.READY)
+        self.link.tell(channel.READY, str(self.reloads))
         if self.reloader.busy:
             return  # another reload is already under way
         why = "workers ready" if self.reloads == 0 else f"generation {self.reloads} ready"
@@ -282,8 +285,11 @@ class Master:
 
     def _stats_document(self, last_requests: dict[int, int]) -> dict:
         w = self.workers
+        serving = w.current.number if w.current else self.reloads
         return document(self.config, self.listeners, w.current, last_requests, {
-            "name": self.name, "state": self.state_name, "generation": self.reloads,
+            "name": self.name, "state": self.state_name, "generation": serving,
+            "image": self.reloads,              # the generation this master image loaded (the file's)
+            "restored": int(serving != self.reloads), "rollbacks": self.rollbacks,
             "snapshot": w.snapshot.number if w.snapshot else -1,
             "paused": int(self.paused), "started_at": int(self.started_at),
             "last_reload_error": self.last_reload_error,
@@ -352,8 +358,12 @@ class Master:
         if self.stopping:
             return
         restored, displaced = self.workers.restore_snapshot()
-        log(f"{why}: restored generation {restored.number}; generation "
-            f"{displaced.number if displaced else '?'} leaves")
+        if self.paused:
+            self.workers.signal(restored, signal.SIGTSTP)
+        self.rollbacks += 1
+        log(f"{why}: restored generation {restored.number}"
+            + (f"; generation {displaced.number} is the snapshot now" if displaced else ""))
+        self.link.tell(channel.RESTORED, str(restored.number))
 
     def on_toggle_pause(self, why: str) -> None:
         if self.stopping:
@@ -395,6 +405,7 @@ class Master:
         h.notify = (self.notify_r, self.notify_w)
         gens = ([w.current] if w.current else []) + w.draining
         h.generations = [g.export() for g in gens]
+        h.retired = w.current.number if w.current else -1
         h.snapshot = w.snapshot.export() if w.snapshot else ""
         h.started_at, h.paused, h.cwd = self.started_at, self.paused, self.cwd
         h.channel = self.link.fileno()

@@ -42,7 +42,7 @@ def _workers(gen: Generation, config: Config, last_requests: dict[int, int]) -> 
         requests = sum(c["requests"] for c in w["cores"])
         rt_sum = sum(c["rt_sum"] for c in w["cores"])
         busy = [c for c in w["cores"] if c["busy_since"]]
-        status = "pause" if w["paused"] or gen.paused else ("busy" if busy else "idle")
+        status = "pause" if w["paused"] else ("busy" if busy else "idle")
         if not pid:
             status = "cheap"
         elif run_state(pid) in ("T", "t"):
@@ -58,7 +58,7 @@ def _workers(gen: Generation, config: Config, last_requests: dict[int, int]) -> 
                 "busy_for": round(now_mono - c["busy_since"], 3) if c["busy_since"] else 0,
             })
         workers.append({
-            "id": slot + 1, "pid": pid, "accepting": int(bool(pid) and not w["paused"] and not gen.paused),
+            "id": slot + 1, "pid": pid, "accepting": int(bool(w["accepting"]) and bool(pid)),
             "requests": requests, "delta_requests": requests - last_requests.get(pid, requests),
             "exceptions": sum(c["exceptions"] for c in w["cores"]),
             "harakiri_count": gen.harakiri[slot], "signals": 0, "signal_queue": 0, "status": status,

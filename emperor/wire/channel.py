@@ -15,8 +15,9 @@ from __future__ import annotations
 import socket
 
 # master -> emperor
-SPAWNED = "spawned"              # sockets bound, signal handlers installed (SIGHUP is safe now)
-READY = "ready"                  # every worker of the generation accepts
+SPAWNED = "spawned"              # + its generation: sockets bound, signal handlers in place (SIGHUP is safe)
+READY = "ready"                  # + its generation: every worker of it accepts
+RESTORED = "restored"            # + the generation SIGURG brought back: it serves again
 RELOADING = "reloading"          # a graceful reload began
 RELOAD_FAILED = "reload failed"  # + the last line of the error; the old generation keeps serving
 LOYAL = "loyal"                  # the first request was served: the backoff may reset
@@ -28,7 +29,7 @@ PREFLIGHT = "preflight"          # + the sockets it holds, with the output pipe 
 GRACEFUL_STOP = "graceful stop"
 RELOAD = "reload"
 
-MASTER_SAYS = (SPAWNED, READY, RELOADING, RELOAD_FAILED, LOYAL, STOPPING, ERROR, PREFLIGHT)
+MASTER_SAYS = (SPAWNED, READY, RESTORED, RELOADING, RELOAD_FAILED, LOYAL, STOPPING, ERROR, PREFLIGHT)
 EMPEROR_SAYS = (GRACEFUL_STOP, RELOAD, PREFLIGHT)
 _WORDS = sorted(set(MASTER_SAYS + EMPEROR_SAYS), key=len, reverse=True)  # "reload failed" before "reload"
 

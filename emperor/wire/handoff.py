@@ -26,7 +26,7 @@ SOCKETS = "EMPEROR_SOCKETS"            # fd=kind=address;... of the listening so
 NOTIFY = "EMPEROR_NOTIFY"              # "r,w" of the worker -> master pipe
 GENERATIONS = "EMPEROR_OLD_GENERATIONS"  # generations still running, to drain (Generation.export)
 SNAPSHOT = "EMPEROR_SNAPSHOT"          # the paused previous generation, if one is kept
-STATE = "EMPEROR_MASTER_STATE"         # started-at, paused flag, original working directory
+STATE = "EMPEROR_MASTER_STATE"         # started-at, paused flag, the generation retired, original cwd
 RELOADS = "UWSGI_RELOADS"              # as in uWSGI: applications read it
 HELD = "EMPEROR_HELD_SOCKETS"          # to a preflight: the addresses we already hold (kind=address;...)
 SYSTEMD = ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")
@@ -37,7 +37,7 @@ class HandOff:
     """What one master image passes to the next (and the first image finds empty)."""
 
     __slots__ = ("reloads", "sockets", "notify", "generations", "snapshot", "started_at", "paused",
-                 "cwd", "channel")
+                 "retired", "cwd", "channel")
 
     def __init__(self) -> None:
         self.reloads = 0
@@ -47,6 +47,7 @@ class HandOff:
         self.snapshot = ""
         self.started_at: float | None = None
         self.paused = False
+        self.retired = -1            # the number of the generation this reload replaces (-1: none)
         self.cwd = ""
         self.channel: int | None = None
 
@@ -65,7 +66,7 @@ def export(h: HandOff, env: dict[str, str], sockets: list[tuple[str, str, int]])
     env[GENERATIONS] = ";".join(h.generations)
     if h.snapshot:
         env[SNAPSHOT] = h.snapshot
-    env[STATE] = f"{h.started_at},{int(h.paused)},{h.cwd}"
+    env[STATE] = f"{h.started_at},{int(h.paused)},{h.retired},{h.cwd}"
     if h.channel is not None:
         env[CHANNEL] = str(h.channel)
         fds.append(h.channel)
@@ -90,8 +91,8 @@ def adopt(env: dict[str, str]) -> HandOff:
     h.snapshot = env.pop(SNAPSHOT, "")
     state = env.pop(STATE, "")
     if state:
-        started, paused, cwd = state.split(",", 2)
-        h.started_at, h.paused, h.cwd = float(started), paused == "1", cwd
+        started, paused, retired, cwd = state.split(",", 3)
+        h.started_at, h.paused, h.retired, h.cwd = float(started), paused == "1", int(retired), cwd
     if env.get(CHANNEL):
         h.channel = int(env[CHANNEL])
     return h

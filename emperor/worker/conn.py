@@ -7,9 +7,12 @@ so one slow client costs its own request, never the loop.
 from __future__ import annotations
 
 import _socket
+import fcntl
 import os
 import select
 import socket
+import sys
+import termios
 import time
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing into every master image
@@ -45,13 +48,33 @@ class Conn:
         self._poll: select.poll | None = None
         self.closing = 0   # > 0: refused and half-closed; this many more bytes are read and dropped
 
-    def _wait(self, events: int) -> None:
+    def _wait(self, events: int, sent: int = 0) -> None:
+        """Wait for the socket, at most socket-timeout without progress.
+
+        Sending, progress is the kernel's send queue going down: a client that reads a
+        large response slowly frees too little room at a time to make the socket
+        writable within the timeout, yet it is reading. `sent`: bytes of the current
+        send so far, for ClientGone to tell.
+        """
         if self._poll is None:
             self._poll = select.poll()
             self._poll.register(self.fd, select.POLLIN | select.POLLOUT)
         self._poll.modify(self.fd, events)
-        if not self._poll.poll(self.timeout * 1000):
-            raise ClientGone("timed out")
+        queued = self._queued() if events & select.POLLOUT else 0
+        while not self._poll.poll(self.timeout * 1000):
+            if events & select.POLLOUT:
+                now = self._queued()
+                if 0 <= now < queued:
+                    queued = now
+                    continue
+            raise ClientGone(f"no progress for {self.timeout:g}s", sent)
+
+    def _queued(self) -> int:
+        """Bytes in the socket's send queue not yet acknowledged (SIOCOUTQ); -1 if unknown."""
+        try:
+            return int.from_bytes(fcntl.ioctl(self.fd, termios.TIOCOUTQ, b"\0\0\0\0"), sys.byteorder)
+        except OSError:
+            return -1
 
     def take(self, n: int) -> bytes:
         """Up to n body bytes: buffered first, then from the socket (waiting at most socket-timeout)."""
@@ -77,10 +100,10 @@ class Conn:
             try:
                 n = self.sock.send(view, _NOWAIT)
             except BlockingIOError:
-                self._wait(select.POLLOUT)
+                self._wait(select.POLLOUT, total - len(view))
                 continue
             except OSError as e:
-                raise ClientGone(str(e)) from None
+                raise ClientGone(str(e), total - len(view)) from None
             view = view[n:]
         return total
 
@@ -91,10 +114,10 @@ class Conn:
             try:
                 n = os.sendfile(self.fd, f.fileno(), offset + sent, count - sent)
             except BlockingIOError:
-                self._wait(select.POLLOUT)
+                self._wait(select.POLLOUT, sent)
                 continue
             except OSError as e:
-                raise ClientGone(str(e)) from None
+                raise ClientGone(str(e), sent) from None
             if n == 0:
                 break
             sent += n

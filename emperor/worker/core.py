@@ -130,7 +130,7 @@ class Core:
             if self.accept_again is not None and now >= self.accept_again:
                 self.accept_again = None
                 self.apply_orders()
-            if w.stopping and not self.conns:
+            if w.leaving and not self.conns:
                 break  # checked after the sweep: it may have closed the last connection
             deadlines = ([self.next_sweep] if self.conns and self.reading else []) + \
                 ([self.accept_again] if self.accept_again is not None else [])
@@ -339,6 +339,7 @@ class Core:
             uri = environ.get('REQUEST_URI') or path + ('?' + qs if qs else '')
             self.logbuf.append(logmod.line(
                 f"{peer_name(conn)} {logmod.printable(method)} {logmod.printable(uri)}"
-                f" => {out.status} {out.sent} bytes in {(now - started) * 1000:.2f} ms"))
+                f" => {out.status} {out.sent} bytes{f' (cut: {out.cut})' if out.cut else ''}"
+                f" in {(now - started) * 1000:.2f} ms"))
         w.count_request()
         return out.keep_alive

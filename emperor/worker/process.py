@@ -30,6 +30,7 @@ from emperor.worker.wsgi import base_environ
 
 RETIRE, LAST, NOW = "retire", "last out", "stop now"
 PAUSE, RESUME, WAKE = "pause", "resume", "wake"
+PARK, UNPARK = "park", "unpark"
 
 SIGNALS: dict[int, str] = {
     signal.SIGTERM: RETIRE,     # stop accepting (another generation takes the queue), finish the
@@ -41,6 +42,9 @@ SIGNALS: dict[int, str] = {
     signal.SIGTSTP: PAUSE,      # stop accepting; connections wait in the backlog
     signal.SIGCONT: RESUME,
     signal.SIGWINCH: WAKE,      # only wakes the loop so it re-reads its orders
+    signal.SIGUSR1: PARK,       # as RETIRE (finish, close idle connections), then wait, alive:
+                                # this generation is the snapshot (master/generations.py)
+    signal.SIGUSR2: UNPARK,     # the snapshot is restored: accept again
 }
 __doc__ += "\n".join(f"    {signal.Signals(s).name:8} {a}" for s, a in SIGNALS.items())
 
@@ -82,7 +86,13 @@ class Worker:
 
     @property
     def stopping(self) -> bool:
+        """Not accepting, finishing what it holds: retiring, last out, or parked."""
         return self.life.state is not WorkerState.RUNNING
+
+    @property
+    def leaving(self) -> bool:
+        """Stopping to exit (a parked worker stays)."""
+        return self.life.state in (WorkerState.RETIRING, WorkerState.LAST_OUT)
 
     @property
     def last_out(self) -> bool:
@@ -102,8 +112,7 @@ class Worker:
             main_r, main_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
             for sig in SIGNALS:
                 signal.signal(sig, self._on_signal)
-            for sig in (signal.SIGUSR1, signal.SIGUSR2, signal.SIGURG):
-                signal.signal(sig, signal.SIG_IGN)
+            signal.signal(signal.SIGURG, signal.SIG_IGN)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             signal.set_wakeup_fd(main_w, warn_on_full_buffer=False)
             die_with_parent()  # no orphan keeps a port
@@ -156,8 +165,12 @@ class Worker:
                 orders = True
                 action = SIGNALS.get(sig)
                 name = signal.Signals(sig).name
-                if action == RETIRE and not self.stopping:
+                if action == RETIRE and not self.leaving:
                     self.life.to(WorkerState.RETIRING, name)
+                elif action == PARK and not self.stopping:
+                    self.life.to(WorkerState.PARKED, name)
+                elif action == UNPARK and self.life.state is WorkerState.PARKED:
+                    self.life.to(WorkerState.RUNNING, name)
                 elif action == LAST:
                     self.life.to(WorkerState.LAST_OUT, name)
                 elif action == WAKE:

@@ -25,7 +25,12 @@ _NO_BODY_STATUS = (204, 304)
 
 
 class ClientGone(Exception):
-    """The client closed or stalled past socket-timeout mid-request."""
+    """The client closed or stalled past socket-timeout mid-request; `sent`: the bytes of the
+    interrupted send that did go out."""
+
+    def __init__(self, why: str, sent: int = 0) -> None:
+        super().__init__(why)
+        self.sent = sent
 
 
 class Input:
@@ -243,7 +248,7 @@ class Exchange:
 
     __slots__ = ("conn", "version", "http11", "allow_chunked", "head_only", "expect_pending",
                  "status_line", "headers", "head_sent", "length", "left", "chunked", "close",
-                 "no_body", "status", "sent", "failed", "keep_alive")
+                 "no_body", "status", "sent", "failed", "keep_alive", "cut")
 
     def __init__(self, conn: Any, version: str, keep_alive: bool, http11: bool, allow_chunked: bool,
                  head_only: bool, expect_pending: Any) -> None:
@@ -265,6 +270,7 @@ class Exchange:
         self.sent = 0
         self.failed = False
         self.keep_alive = False
+        self.cut = ""                    # why the client did not get the whole response
 
     def start_response(self, status: str, headers: list, exc_info: Any = None) -> Callable[[bytes], None]:
         if exc_info:
@@ -439,7 +445,9 @@ def run(app: Callable, environ: dict, conn: Any, *, version: str, keep_alive: bo
                 ex.sent += conn.sendall(b"0\r\n\r\n")
         if ex.left:
             ex.close = True  # fewer bytes than announced: the client must see the end
-    except ClientGone:
+    except ClientGone as e:
+        ex.sent += e.sent
+        ex.cut = str(e)
         ex.fail(b"", 0)
     except HTTPError as e:
         # a malformed request body, met while the app read wsgi.input
