@@ -116,6 +116,7 @@ class Config:
         self.strict: bool = False
         self.snapshot: bool = False
         self.snapshot_ttl: int = 3600
+        self.graceful_removal: bool | None = None   # None: as the emperor's --graceful-removal says
         self.warnings: list[str] = []
         self.origins: dict[str, tuple[str, int]] = {}
 
@@ -243,6 +244,7 @@ _OPTIONS: dict[str, _Opt] = {
     "strict": _Opt("strict", _bool),
     "snapshot": _Opt("snapshot", _bool),
     "snapshot-ttl": _Opt("snapshot_ttl", _int(1)),
+    "graceful-removal": _Opt("graceful_removal", _bool),
 }
 _CANONICAL = {alias: name for name, opt in _OPTIONS.items() for alias in (name, *opt.aliases)}
 

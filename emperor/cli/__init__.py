@@ -38,6 +38,10 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--control", help="control socket path")
     r.add_argument("--metrics", help="serve Prometheus metrics on HOST:PORT")
     r.add_argument("--shutdown-delay", type=float, default=0.0)
+    r.add_argument("--graceful-removal", action="store_true",
+                   help="a deleted vassal file stops its master gracefully (in-flight requests finish "
+                        "within --grace) instead of at once (SIGINT, uWSGI's way); a file's own "
+                        "`graceful-removal = true/false` decides for it")
     s = sub.add_parser("status", help="live view of the vassals")
     s.add_argument("name", nargs="?")
     s.add_argument("--once", action="store_true")
@@ -51,6 +55,8 @@ def _parser() -> argparse.ArgumentParser:
     h.add_argument("--max-backoff", type=float, default=60.0,
                    help="a vassal in backoff this long (or longer) counts as failing (default 60)")
     h.add_argument("--timeout", type=float, default=3.0)
+    h.add_argument("--grace", type=float, default=60.0,
+                   help="a vassal starting, or failing to serve, longer than this is unhealthy (default 60)")
     rs = sub.add_parser("restart", help="clear a vassal's backoff and start or reload it now")
     rs.add_argument("name")
     rs.add_argument("--control")

@@ -11,6 +11,8 @@ one line saying why otherwise:
   `stopping`;
 - it is not ready yet: the vassals present at start have not settled, i.e. are
   neither serving nor failed (see emperor/sdnotify.py; at most 60 s);
+- a vassal has not served within `--grace` seconds (default 60): still `starting`, or
+  `failing` (its master runs but every worker dies before its first request);
 - a vassal keeps failing: it is in `backoff` and its backoff delay has reached
   `--max-backoff` seconds (default 60, the ceiling: it has failed to start about
   seven times in a row, for about two minutes, without ever becoming ready).
@@ -28,14 +30,17 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 
 from emperor import paths
 from emperor.wire.control import query
 
 MAX_BACKOFF = 60.0
+GRACE = 60.0   # a vassal starting, or failing to serve, for longer than this is unhealthy
 
 
-def check(doc: dict, *, live: bool = False, max_backoff: float = MAX_BACKOFF) -> tuple[bool, str]:
+def check(doc: dict, *, live: bool = False, max_backoff: float = MAX_BACKOFF,
+          grace: float = GRACE, now: float | None = None) -> tuple[bool, str]:
     """(healthy, one line) for a control-socket status document."""
     vassals = doc.get("vassals") or {}
     states = {name: (v or {}).get("state", "?") for name, v in vassals.items()}
@@ -51,9 +56,15 @@ def check(doc: dict, *, live: bool = False, max_backoff: float = MAX_BACKOFF) ->
         starting = sorted(n for n, s in states.items() if s in ("starting", "reloading"))
         return False, "emperor is not ready yet" + (f": waiting for {', '.join(starting)}" if starting else "")
     failing = []
+    now = time.time() if now is None else now
     for name, v in sorted(vassals.items()):
         v = v or {}
-        if v.get("state") == "backoff" and float(v.get("backoff") or 0) >= max_backoff:
+        stuck = now - float(v.get("since") or now)
+        if v.get("state") in ("failing", "starting") and stuck > grace:
+            err = (v.get("last_error") or v.get("last_event") or "").splitlines()
+            failing.append(f"{name} has not served for {stuck:.0f}s ({v['state']}"
+                           + (f": {err[0][:160]}" if err else "") + ")")
+        elif v.get("state") == "backoff" and float(v.get("backoff") or 0) >= max_backoff:
             err = (v.get("last_error") or v.get("last_event") or "").splitlines()
             failing.append(f"{name} keeps failing (backoff {float(v['backoff']):g}s"
                            + (f": {err[0][:160]}" if err else "") + ")")
@@ -79,6 +90,7 @@ def run_health(args: argparse.Namespace) -> int:
     if not isinstance(doc, dict):
         print(f"emperor health: unexpected answer on {path}", file=sys.stderr)
         return 1
-    ok, line = check(doc, live=args.live, max_backoff=args.max_backoff)
+    ok, line = check(doc, live=args.live, max_backoff=args.max_backoff,
+                     grace=getattr(args, "grace", GRACE))
     print(line if ok else f"emperor health: {line}", file=sys.stdout if ok else sys.stderr)
     return 0 if ok else 1

@@ -32,8 +32,9 @@ REFRESH = 1.0
 STATE_STYLE = {
     "running": "green", "starting": "yellow", "reloading": "yellow", "paused": "yellow",
     "stopping": "yellow", "backoff": "red", "config error": "red", "reload failed": "red",
+    "failing": "red",
 }
-PROBLEM = {"backoff", "config error", "reload failed"}
+PROBLEM = {"backoff", "config error", "reload failed", "failing"}
 MIN_EVENT = 30    # narrower than this, the last event goes under its row
 
 
@@ -104,6 +105,9 @@ def event_text(name: str, v: dict) -> str:
         return f"backoff {v.get('backoff', 0):g}s: {detail}" + (f" (retry in {retry:.0f}s)" if retry else "")
     if state in PROBLEM:
         return error or event
+    warnings = v.get("warnings") or []
+    if warnings:
+        return f"{len(warnings)} warning{'s' if len(warnings) > 1 else ''} in its file (status {name}) · {event}"
     return event
 
 
@@ -202,7 +206,7 @@ def vassal_lines(doc: dict, width: int, now: float | None = None) -> list[Text]:
             lines.append(line)
         else:
             lines.append(line)
-            if state in PROBLEM and event:
+            if (state in PROBLEM or v.get("warnings")) and event:
                 lines += [Text(part, style=style) for part in _wrap(event, width, indent=2, most=2)]
     return [_trim(l, width) for l in lines]
 
@@ -294,6 +298,10 @@ def worker_lines(name: str, v: dict, width: int, now: float | None = None) -> li
     if event:
         text = ("error: " if state in PROBLEM else "last event: ") + event
         lines += [Text(part, style="red" if state in PROBLEM else "dim") for part in _wrap(text, width, 0, 3)]
+    for warning in (v.get("warnings") or [])[:10]:
+        lines.append(_trim(Text("warning: " + warning, style="yellow"), width))
+    if len(v.get("warnings") or []) > 10:
+        lines.append(Text(f"… {len(v['warnings']) - 10} more warnings (--json)", style="dim"))
     if not st:
         why = "its master did not answer" if v.get("pid") else "no master running"
         lines.append(Text(f"no worker stats: {why}", style="dim"))

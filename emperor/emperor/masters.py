@@ -29,6 +29,7 @@ log = logmod.log
 BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 60.0
 STOP_MERCY = 10.0   # a master that has not left this long after SIGINT is SIGKILLed, group and all
+MAX_WARNINGS = 50   # of a vassal file's warnings kept for `emperor status`
 # What no master inherits from the emperor's own environment.
 DROP_ENV = set(handoff.INTERNAL) | set(handoff.FROM_EMPEROR) | set(handoff.SYSTEMD)
 
@@ -45,7 +46,8 @@ def address_key(address: str) -> str:
 class Masters:
     def __init__(self, directory: str, *, launch: Launch, clock: Callable[[], float], tyrant: bool,
                  grace: float, preflights_here: bool, watch: Callable[[int, Vassal], None],
-                 unwatch: Callable[[int], None], stopping: Callable[[], bool]) -> None:
+                 unwatch: Callable[[int], None], stopping: Callable[[], bool],
+                 graceful_removal: bool = False) -> None:
         self.directory = directory
         self.launch = launch
         self.clock = clock
@@ -54,6 +56,7 @@ class Masters:
         self.preflights_here = preflights_here   # masters are our forks: we fork their preflights too
         self.watch, self.unwatch = watch, unwatch  # the emperor's epoll, for each master's channel
         self.stopping = stopping
+        self.graceful_removal = graceful_removal
         self.vassals: dict[str, Vassal] = {}
         self.preflights: dict[int, tuple[Vassal, int, str]] = {}   # pid -> (vassal, its master, seq)
 
@@ -102,12 +105,15 @@ class Masters:
             self.reload(v, why)
 
     def on_deleted(self, v: Vassal) -> None:
+        """SIGINT, uWSGI's way: in-flight requests are cut. With --graceful-removal (or the
+        file's own `graceful-removal = true`): stop accepting, finish them within the grace."""
         v.removed, v.restart = True, False
         v.retry_at = None
+        graceful = self.graceful_removal if v.graceful_removal is None else v.graceful_removal
         if v.pid is None:
             self.to(v, None, "file deleted")
         else:
-            self.stop_master(v, "file deleted")
+            self.stop_master(v, "file deleted" + (", gracefully" if graceful else ""), graceful=graceful)
 
     # ---------- acting on one vassal ----------
     def check(self, v: Vassal) -> tuple[set[str], int | None, int | None] | str:
@@ -122,6 +128,11 @@ class Masters:
             return str(e)
         except Exception as e:  # a bug of ours in reading a hostile file costs that vassal alone
             return f"{v.name}: cannot read: {type(e).__name__}: {e}"
+        v.warnings = config.warnings[:MAX_WARNINGS]
+        v.graceful_removal = config.graceful_removal
+        if v.state is S.CONFIG_ERROR:  # fixed: the error is history, not the vassal's news
+            v.last_error = ""
+            v.errors.clear()
         addresses = config.http_sockets + config.uwsgi_sockets + ([config.stats] if config.stats else [])
         # tyrant-mode masters run as someone else and cannot bind in our private runtime dir
         v.stats_address = config.stats or ("" if self.tyrant else paths.stats_socket(v.path) or "")
@@ -260,9 +271,13 @@ class Masters:
             # anything (its app fails on the first request, a worker crashes) is a loop.
             if text.isdigit():
                 v.generation, v.restored = int(text), False
-            if v.state in (S.STARTING, S.RELOADING, S.RELOAD_FAILED):
+            if v.state in (S.STARTING, S.RELOADING, S.RELOAD_FAILED, S.FAILING):
                 v.last_error = ""
                 self.to(v, S.RUNNING, "ready" if v.generation == 0 else f"generation {v.generation} ready")
+        elif word == channel.FAILING:
+            v.fail(text)
+            if v.state in (S.STARTING, S.RUNNING, S.PAUSED, S.RELOADING, S.RELOAD_FAILED, S.FAILING):
+                self.to(v, S.FAILING, text)
         elif word == channel.RESTORED:
             v.generation, v.restored = int(text) if text.isdigit() else v.generation, True
             v.rollbacks += 1

@@ -46,6 +46,8 @@ class Vassal:
     restart: bool = False        # start a new master when this one has exited
     spawned: bool = False        # the master has said `spawned`: its signal handlers are in place
     images: int = 0
+    warnings: list[str] = field(default_factory=list)   # its file's ("not supported" options...)
+    graceful_removal: bool | None = None   # its file's `graceful-removal`, kept for when the file is gone
     restored: bool = False       # SIGURG brought back an older generation: the file is newer than what serves
     rollbacks: int = 0
     channel: socket.socket | None = None
@@ -57,7 +59,7 @@ class Vassal:
 
     def __post_init__(self) -> None:
         self.machine = Machine(None, VASSAL_EDGES, logmod.log, label=f"{logmod.printable(self.name)}: ",
-                               again=frozenset({VassalState.CONFIG_ERROR}))
+                               again=frozenset({VassalState.CONFIG_ERROR, VassalState.FAILING}))
 
     @property
     def state(self) -> VassalState | None:
@@ -65,8 +67,10 @@ class Vassal:
         return s if isinstance(s, VassalState) else None
 
     def to(self, new: VassalState | None, why: str) -> None:
+        old = self.machine.state
         if self.machine.to(new, why):
-            self.since = time.time()
+            if new is not old:
+                self.since = time.time()   # in this state since: a repeated failure is not news of a new state
             self.last_event = why
 
     def fail(self, error: str) -> None:
@@ -86,7 +90,7 @@ class Vassal:
             "uid": self.uid, "gid": self.gid,
             "waiting_for": sorted(self.waiting_for),
             "stats_address": self.stats_address,
-            "restored": self.restored, "rollbacks": self.rollbacks,
+            "restored": self.restored, "rollbacks": self.rollbacks, "warnings": list(self.warnings),
         }
 
     # ---------- its end of the channel (emperor/wire/channel.py) ----------

@@ -22,6 +22,7 @@ from emperor.proc import describe_exit, signal_quietly
 from emperor.wire.scoreboard import Scoreboard
 
 RESPAWN_MIN_INTERVAL = 1.0   # a slot whose worker dies faster than this waits: no fork loop
+FAILURE_BACKOFF_MAX = 60.0   # workers that die before serving are retried after 1, 2, 4 ... 60 s
 
 
 class Generation:
@@ -36,6 +37,9 @@ class Generation:
         self.respawns = [0] * n
         self.last_spawn = [0.0] * n
         self.harakiri = [0] * n
+        self.served = [False] * n                 # the slot's worker served a request (LOYAL)
+        self.failures = 0                         # workers in a row that died before serving
+        self.last_failure = ""                    # why the last of them did
         self.draining_since: float | None = None
         self.parked_at: float | None = None      # the snapshot since (monotonic, system-wide)
 
@@ -62,7 +66,8 @@ class Workers:
     def __init__(self, config: Config, number: int, *, log: Callable[[str], None],
                  become_worker: Callable[[Generation, int], None],
                  draining: list[Generation] | None = None, snapshot: Generation | None = None,
-                 previous: Generation | None = None) -> None:
+                 previous: Generation | None = None,
+                 on_failure: Callable[[Generation, float], None] = lambda gen, wait: None) -> None:
         self.config = config
         self.number = number                     # this image's generation (UWSGI_RELOADS)
         self.log = log
@@ -71,6 +76,7 @@ class Workers:
         self.draining = draining or []           # handed over by the previous image
         self.snapshot = snapshot
         self.previous = previous                 # the generation the reload that made this image retires
+        self.on_failure = on_failure             # a worker died before serving; its slot waits that long
         self.respawn_at: dict[tuple[int, int], float] = {}
         self.awaiting = True                     # until this image's generation is all ready
         self.stopping = False                    # the master stops: nobody is respawned
@@ -150,15 +156,38 @@ class Workers:
                     gen.board.close()
                     self.log(f"generation {gen.number} has left")
                 return True
-            self.log(f"worker {slot + 1} (pid {pid}) {describe_exit(code)}; respawning")
             gen.respawns[slot] += 1
             wait = gen.last_spawn[slot] + RESPAWN_MIN_INTERVAL - time.monotonic()
-            if wait > 0 and code != 0:
+            failed = not gen.served[slot]
+            if failed:
+                # It died before its first request: the app cannot start (or crashes at once).
+                # Retry with a capped backoff, as the emperor does for masters, and say why.
+                gen.failures += 1
+                gen.last_failure = gen.board.error(slot) or f"worker {describe_exit(code)} before its first request"
+                if gen.failures > 1:
+                    wait = min(2.0 ** (gen.failures - 1), FAILURE_BACKOFF_MAX)
+                self.log(f"worker {slot + 1} (pid {pid}) {describe_exit(code)} before serving: "
+                         f"{gen.last_failure}; respawning in {max(wait, 0):g}s")
+                self.on_failure(gen, max(wait, 0.0))
+            else:
+                self.log(f"worker {slot + 1} (pid {pid}) {describe_exit(code)}; respawning")
+            gen.served[slot] = False
+            if wait > 0 and (code != 0 or failed):
                 self.respawn_at[(gen.number, slot)] = time.monotonic() + wait
             else:
                 self.spawn(gen, slot)
             return True
         return False
+
+    def worker_served(self, pid: int) -> None:
+        """A worker served its first request: its slot's start is a success."""
+        for gen in self.generations():
+            if pid in gen.slots:
+                gen.served[gen.slots.index(pid)] = True
+                gen.failures = 0
+
+    def next_respawn(self, gen: Generation) -> float | None:
+        return min((t for (n, _), t in self.respawn_at.items() if n == gen.number), default=None)
 
     def worker_ready(self, pid: int) -> bool:
         """A worker accepts. True once, when the whole generation of this image does:

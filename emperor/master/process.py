@@ -31,6 +31,7 @@ from emperor.master.generations import Generation, Workers
 from emperor.master.link import EmperorLink
 from emperor.master.reload import Reloader, reexec
 from emperor.master.stats import StatsServer, document, statistics_text, workers_text
+from emperor.master.unavailable import Unavailable
 from emperor.proc import drop_privileges, set_command_line, set_process_name, signal_quietly
 from emperor.signals import SignalQueue, drain, reaped
 from emperor.states import MASTER_EDGES, Machine, MasterState
@@ -90,7 +91,8 @@ class Master:
         self.workers = Workers(config, self.reloads, log=log, become_worker=self._become_worker,
                                draining=draining,
                                snapshot=Generation.adopt(inherited.snapshot) if inherited.snapshot else None,
-                               previous=next((g for g in draining if g.number == inherited.retired), None))
+                               previous=next((g for g in draining if g.number == inherited.retired), None),
+                               on_failure=self._worker_failed)
         self.rollbacks = 0
         self.stats = StatsServer(None, config, self._stats_document)
         self.reloader = Reloader(config_path, self.cwd, env=self.env, poll=self.ep,
@@ -101,6 +103,7 @@ class Master:
         self.notify_r, self.notify_w = inherited.notify or os.pipe2(os.O_NONBLOCK)
         os.set_blocking(self.notify_r, False)
         self.last_reload_error = ""
+        self.unavailable = Unavailable([], self.ep)   # the real one once the sockets are open
         self.pidfile_written = False
         self.stop_now = False                # stopping by SIGINT (not gracefully): nothing waits
         self.stop_deadline = 0.0
@@ -132,6 +135,7 @@ class Master:
         want = sockets.wanted(config, self.env.get(handoff.STATS_SOCKET))
         listeners = sockets.open_listeners(want, config.listen, config.chmod_socket, self.inherited.sockets, self.env)
         self.listeners = [l for l in listeners if l.kind != sockets.STATS]
+        self.unavailable = Unavailable(self.listeners, self.ep)
         sockets.defer_accept(self.listeners, config.socket_timeout)
         for l in listeners:
             if l.kind == sockets.STATS:
@@ -204,6 +208,8 @@ class Master:
                     watched[fd]()
                 elif fd == self.reloader.fd:
                     self.reloader.read()
+                elif self.unavailable.owns(fd):
+                    self.unavailable.on_event(fd)
             self._run_timers()
 
     def dispatch_signals(self) -> None:
@@ -213,7 +219,8 @@ class Master:
         return self.workers.children_left() or self.reloader.pid is not None
 
     def _next_timeout(self) -> float:
-        deadlines = [t for t in (self.workers.next_deadline(), self.reloader.deadline) if t is not None]
+        deadlines = [t for t in (self.workers.next_deadline(), self.reloader.deadline,
+                                 self.unavailable.next_deadline()) if t is not None]
         if self.stopping:
             deadlines.append(self.stop_deadline)
         if not deadlines:
@@ -224,6 +231,7 @@ class Master:
         now = time.monotonic()
         self.workers.run_timers(now)
         self.reloader.check_time(now)
+        self.unavailable.run_timers(now)
         if self.stopping and now >= self.stop_deadline and self._children_left():
             log("workers still busy after the mercy period: killing")
             self._kill_all()
@@ -242,12 +250,27 @@ class Master:
                 log(f"reload requested by the application (pid {pid})")
                 self.on_graceful_reload("emperor.reload()")
             elif kind == notify.LOYAL:
+                self.workers.worker_served(pid)
                 self.link.tell_loyal()
             elif kind == notify.RETIRING:
                 log(f"worker {slot + 1} (pid {pid}) retiring after max-requests")
 
+    def _worker_failed(self, gen: Generation, wait: float) -> None:
+        """A worker of `gen` died before its first request. With none of the current
+        generation accepting, nobody would answer: the master says 503 meanwhile."""
+        if gen is not self.workers.current or gen.ready or self.stopping:
+            return
+        self.unavailable.start(wait)
+        self.link.tell(channel.FAILING, f"{gen.last_failure} (worker retried in {wait:g}s)")
+
     def _worker_ready(self, pid: int) -> None:
-        if not self.workers.worker_ready(pid):
+        cur = self.workers.current
+        all_ready = self.workers.worker_ready(pid)
+        if self.unavailable.active and cur is not None and cur.ready:
+            self.unavailable.stop()
+            log(f"a worker of generation {cur.number} accepts again")
+            self.link.tell(channel.READY, str(self.reloads))
+        if not all_ready:
             return
         if not self.pidfile_written:
             for path in (self.config.pidfile, self.config.safe_pidfile):
@@ -341,6 +364,7 @@ class Master:
         self.stop_deadline = time.monotonic() + self.config.worker_reload_mercy
 
     def _enter_stopping(self, why: str) -> None:
+        self.unavailable.stop()
         self.state.to(MasterState.STOPPING, why)
         self.workers.stopping = True
         self.link.tell(channel.STOPPING)

@@ -18,6 +18,7 @@ import socket
 SPAWNED = "spawned"              # + its generation: sockets bound, signal handlers in place (SIGHUP is safe)
 READY = "ready"                  # + its generation: every worker of it accepts
 RESTORED = "restored"            # + the generation SIGURG brought back: it serves again
+FAILING = "failing"              # + why: no worker can serve (each dies before its first request)
 RELOADING = "reloading"          # a graceful reload began
 RELOAD_FAILED = "reload failed"  # + the last line of the error; the old generation keeps serving
 LOYAL = "loyal"                  # the first request was served: the backoff may reset
@@ -29,7 +30,7 @@ PREFLIGHT = "preflight"          # + the sockets it holds, with the output pipe 
 GRACEFUL_STOP = "graceful stop"
 RELOAD = "reload"
 
-MASTER_SAYS = (SPAWNED, READY, RESTORED, RELOADING, RELOAD_FAILED, LOYAL, STOPPING, ERROR, PREFLIGHT)
+MASTER_SAYS = (SPAWNED, READY, RESTORED, FAILING, RELOADING, RELOAD_FAILED, LOYAL, STOPPING, ERROR, PREFLIGHT)
 EMPEROR_SAYS = (GRACEFUL_STOP, RELOAD, PREFLIGHT)
 _WORDS = sorted(set(MASTER_SAYS + EMPEROR_SAYS), key=len, reverse=True)  # "reload failed" before "reload"
 

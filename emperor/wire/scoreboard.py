@@ -13,8 +13,11 @@ import os
 import struct
 import time
 
-# Worker record: pid, last_spawn (epoch s), respawn_count, generation, paused, accepting, ready
+# Worker record: pid, last_spawn (epoch s), respawn_count, generation, paused, accepting, ready,
+# then the last line of what killed it before it could serve (written by the worker as it dies)
 WORKER = struct.Struct("<qdqqBBB5x")
+ERROR_AT, ERROR_SIZE = WORKER.size, 240
+WORKER_SIZE = WORKER.size + ERROR_SIZE
 # Core record: requests, exceptions, tx, rt_sum_us, busy_since (monotonic, 0 when idle),
 # method, path. END covers the counters and busy_since; START overlaps it from busy_since.
 CORE_END = struct.Struct("<QQQQd")
@@ -29,7 +32,7 @@ class Scoreboard:
     def __init__(self, workers: int, cores: int, fd: int | None = None) -> None:
         self.workers = workers
         self.cores = cores
-        self.slot_size = WORKER.size + cores * CORE_SIZE
+        self.slot_size = WORKER_SIZE + cores * CORE_SIZE
         size = max(self.slot_size * workers, 1)
         if fd is None:
             fd = os.memfd_create("emperor-scoreboard", 0)
@@ -39,12 +42,19 @@ class Scoreboard:
         self.mm = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
 
     def export(self) -> str:
-        return f"{self.fd}:{self.workers}:{self.cores}"
+        return f"{self.fd}:{self.workers}:{self.cores}:{self.slot_size}"
 
     @classmethod
-    def adopt(cls, spec: str) -> "Scoreboard":
-        fd, workers, cores = (int(x) for x in spec.split(":"))
-        return cls(workers, cores, fd)
+    def adopt(cls, spec: str) -> Scoreboard:
+        """A board handed over across execve. One written by another layout (an emperor
+        upgraded in place between two images) is replaced by a blank one, never misread:
+        its generation is only waited for, and a misread busy time could kill a worker."""
+        fd, workers, cores, *size = (int(x) for x in spec.split(":"))
+        board = cls(workers, cores, fd)
+        if not size or size[0] != board.slot_size:
+            board.close()
+            board = cls(workers, cores)
+        return board
 
     def close(self) -> None:
         try:
@@ -56,8 +66,9 @@ class Scoreboard:
     def spawned(self, slot: int, pid: int, generation: int, respawns: int) -> None:
         off = slot * self.slot_size
         WORKER.pack_into(self.mm, off, pid, time.time(), respawns, generation, 0, 1, 0)
+        self.mm[off + ERROR_AT:off + ERROR_AT + ERROR_SIZE] = bytes(ERROR_SIZE)
         for c in range(self.cores):
-            coff = off + WORKER.size + c * CORE_SIZE
+            coff = off + WORKER_SIZE + c * CORE_SIZE
             CORE_END.pack_into(self.mm, coff, 0, 0, 0, 0, 0.0)
             CORE_START.pack_into(self.mm, coff + START_AT, 0.0, b"", b"")
 
@@ -68,8 +79,17 @@ class Scoreboard:
     def set_ready(self, slot: int) -> None:
         self.mm[slot * self.slot_size + 34] = 1
 
+    def set_error(self, slot: int, text: str) -> None:
+        data = text.encode("utf-8", "replace")[:ERROR_SIZE]
+        off = slot * self.slot_size + ERROR_AT
+        self.mm[off:off + ERROR_SIZE] = data.ljust(ERROR_SIZE, b"\0")
+
+    def error(self, slot: int) -> str:
+        off = slot * self.slot_size + ERROR_AT
+        return bytes(self.mm[off:off + ERROR_SIZE]).rstrip(b"\0").decode("utf-8", "replace")
+
     def core_offset(self, slot: int, core: int) -> int:
-        return slot * self.slot_size + WORKER.size + core * CORE_SIZE
+        return slot * self.slot_size + WORKER_SIZE + core * CORE_SIZE
 
     # -- read by the master --
     def worker(self, slot: int) -> dict:
@@ -77,7 +97,7 @@ class Scoreboard:
         pid, last_spawn, respawns, generation, paused, accepting, ready = WORKER.unpack_from(self.mm, off)
         cores = []
         for c in range(self.cores):
-            coff = off + WORKER.size + c * CORE_SIZE
+            coff = off + WORKER_SIZE + c * CORE_SIZE
             requests, exceptions, tx, rt_sum, _ = CORE_END.unpack_from(self.mm, coff)
             busy_since, method, path = CORE_START.unpack_from(self.mm, coff + START_AT)
             cores.append({

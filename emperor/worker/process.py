@@ -25,6 +25,7 @@ from emperor.sockets import Listener
 from emperor.states import WORKER_EDGES, Machine, WorkerState
 from emperor.wire import notify
 from emperor.wire.scoreboard import Scoreboard
+from emperor.worker.app import AppError
 from emperor.worker.core import Core
 from emperor.worker.wsgi import base_environ
 
@@ -144,7 +145,14 @@ class Worker:
         except SystemExit as e:
             code = e.code if isinstance(e.code, int) else 1
         except BaseException as e:
-            logmod.log(f"worker failed: {type(e).__name__}: {e}")
+            if isinstance(e, AppError):
+                if e.detail:
+                    logmod.write_raw(e.detail + "\n")
+                why = str(e)
+            else:
+                why = f"{type(e).__name__}: {e}"
+            logmod.log(f"worker failed: {why}")
+            self.board.set_error(self.slot, why)   # the master says why the vassal cannot serve
             code = 1
         finally:
             logmod.flush_std()
