@@ -19,6 +19,7 @@ import pytest
 from conftest import ROOT, free_port, wait_for
 from emperor.emperor import prometheus as metrics
 from emperor.emperor import summary
+from emperor.states import VassalState
 from emperor.wire import control
 from test_stats import REQUIRED_TOP, REQUIRED_WORKER
 from test_status import get, start_stack
@@ -95,7 +96,7 @@ def test_metrics_are_valid_prometheus_text_about_every_vassal(stack):
     for vassal, state in (("good.ini", "running"), ("bad.ini", "config error")):
         states = {dict(k)["state"]: v for k, v in fams["emperor_vassal_state"]["samples"].items()
                   if dict(k)["vassal"] == vassal}
-        assert len(states) == 8 and states[state] == 1 and sum(states.values()) == 1
+        assert len(states) == len(VassalState) and states[state] == 1 and sum(states.values()) == 1
     assert value(fams, "emperor_vassal_restarts_total", vassal="crash.ini") >= 1
     assert value(fams, "emperor_vassal_backoff_seconds", vassal="crash.ini") >= 1
     assert value(fams, "emperor_vassal_stats_ok", vassal="good.ini") == 1

@@ -18,11 +18,17 @@ import time
 from collections.abc import Callable
 
 from emperor.config import Config
-from emperor.proc import describe_exit, signal_quietly
+from emperor.proc import describe_exit, set_command_line, set_process_name, signal_quietly
+from emperor.wire import handoff
 from emperor.wire.scoreboard import Scoreboard
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing into every master image
+if TYPE_CHECKING:
+    from typing import Any
 
 RESPAWN_MIN_INTERVAL = 1.0   # a slot whose worker dies faster than this waits: no fork loop
 FAILURE_BACKOFF_MAX = 60.0   # workers that die before serving are retried after 1, 2, 4 ... 60 s
+CRASHES = {signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS, signal.SIGFPE, signal.SIGILL}
 
 
 class Generation:
@@ -67,7 +73,8 @@ class Workers:
                  become_worker: Callable[[Generation, int], None],
                  draining: list[Generation] | None = None, snapshot: Generation | None = None,
                  previous: Generation | None = None,
-                 on_failure: Callable[[Generation, float], None] = lambda gen, wait: None) -> None:
+                 on_failure: Callable[[Generation, float], None] = lambda gen, wait: None,
+                 master_only: Callable[[], list[int]] = list, title: str = "emperor worker {slot}") -> None:
         self.config = config
         self.number = number                     # this image's generation (UWSGI_RELOADS)
         self.log = log
@@ -77,15 +84,34 @@ class Workers:
         self.snapshot = snapshot
         self.previous = previous                 # the generation the reload that made this image retires
         self.on_failure = on_failure             # a worker died before serving; its slot waits that long
+        self.master_only = master_only           # descriptors a forked worker closes
+        self.title = title                       # what ps shows for a worker ({slot}: from 1)
         self.respawn_at: dict[tuple[int, int], float] = {}
         self.awaiting = True                     # until this image's generation is all ready
         self.stopping = False                    # the master stops: nobody is respawned
+
+    @classmethod
+    def adopt(cls, h: handoff.HandOff, config: Config, **kw: Any) -> Workers:
+        """The workers of a new image: the generations the previous image handed over."""
+        draining = [Generation.adopt(s) for s in h.generations]
+        return cls(config, h.reloads, draining=draining,
+                   snapshot=Generation.adopt(h.snapshot) if h.snapshot else None,
+                   previous=next((g for g in draining if g.number == h.retired), None), **kw)
 
     def generations(self) -> list[Generation]:
         return [g for g in (self.current, self.snapshot) if g] + self.draining
 
     def children_left(self) -> bool:
         return any(g.pids() for g in self.generations())
+
+    def hand_over(self, h: handoff.HandOff) -> list[int]:
+        """What the next image needs of the generations (the re-exec hand-off); their
+        scoreboards' descriptors, which it must inherit."""
+        gens = ([self.current] if self.current else []) + self.draining
+        h.generations = [g.export() for g in gens]
+        h.retired = self.current.number if self.current else -1
+        h.snapshot = self.snapshot.export() if self.snapshot else ""
+        return [g.board.fd for g in gens + ([self.snapshot] if self.snapshot else [])]
 
     # ---------- forking ----------
     def start(self) -> Generation:
@@ -110,6 +136,7 @@ class Workers:
             return
         if pid == 0:
             try:
+                self._leave_the_master(gen, slot)
                 self.become_worker(gen, slot)
             finally:
                 os._exit(1)
@@ -118,6 +145,20 @@ class Workers:
         gen.ready.discard(slot)
         gen.last_spawn[slot] = time.monotonic()
         gen.board.spawned(slot, pid, gen.number, gen.respawns[slot])
+
+    def _leave_the_master(self, gen: Generation, slot: int) -> None:
+        """In a new worker: drop what only the master uses; look like a worker in ps."""
+        signal.set_wakeup_fd(-1)
+        for fd in self.master_only():
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        for g in self.generations():
+            if g is not gen:
+                g.board.close()
+        set_process_name("emperor worker")  # not a master's name: see pidfile.is_master
+        set_command_line(self.title.replace("{slot}", str(slot + 1)))
 
     # ---------- signals to workers ----------
     def signal(self, gen: Generation, sig: int) -> None:
@@ -149,6 +190,7 @@ class Workers:
                 continue
             slot = gen.slots.index(pid)
             gen.slots[slot] = None
+            was_ready = slot in gen.ready
             gen.ready.discard(slot)
             if gen is not self.current or self.stopping:
                 if gen in self.draining and not gen.pids():
@@ -158,7 +200,9 @@ class Workers:
                 return True
             gen.respawns[slot] += 1
             wait = gen.last_spawn[slot] + RESPAWN_MIN_INTERVAL - time.monotonic()
-            failed = not gen.served[slot]
+            # a start failure: it died before its first request, on its own (an accepting worker
+            # killed from outside, by an operator or the OOM killer, is only replaced)
+            failed = not gen.served[slot] and (not was_ready or code > 0 or -code in CRASHES)
             if failed:
                 # It died before its first request: the app cannot start (or crashes at once).
                 # Retry with a capped backoff, as the emperor does for masters, and say why.
@@ -239,15 +283,19 @@ class Workers:
         self.draining.append(gen)
         self.retire(gen)
 
-    def restore_snapshot(self) -> tuple[Generation, Generation | None]:
-        """The snapshot serves again; the generation it displaces is the snapshot now.
-        Returns (restored, displaced)."""
+    def restore_snapshot(self, why: str, paused: bool) -> Generation:
+        """The snapshot serves again (paused if the master is); the generation it displaces is
+        the snapshot now. Returns the restored generation."""
         snap, cur = self.snapshot, self.current
         assert snap is not None
         self.snapshot = None
         snap.parked_at = None
         self.signal(snap, signal.SIGUSR2)   # unpark: accept again
+        if paused:
+            self.signal(snap, signal.SIGTSTP)
         self.current = snap
+        self.log(f"{why}: restored generation {snap.number}"
+                 + (f"; generation {cur.number} is the snapshot now" if cur else ""))
         if cur is not None:
             self.park(cur)
         for slot, pid in enumerate(snap.slots):
@@ -255,7 +303,7 @@ class Workers:
                 self.log(f"worker {slot + 1} of restored generation {snap.number} is respawned "
                          f"with generation {self.number}'s code (the only code loaded here)")
                 self.spawn(snap, slot)
-        return snap, cur
+        return snap
 
     # ---------- timers ----------
     def next_deadline(self) -> float | None:

@@ -6,6 +6,7 @@ is then a no-op, so the rest of the master never asks whether it has one.
 from __future__ import annotations
 
 import os
+import select
 import signal
 import socket
 
@@ -65,7 +66,10 @@ class EmperorLink:
         except channel.ProtocolError:
             return None
 
-    def close(self) -> None:
+    def close(self, poll: select.epoll | None = None) -> None:
+        """Close our end (and take it out of `poll`)."""
         if self.sock is not None:
+            if poll is not None:
+                poll.unregister(self.sock.fileno())
             self.sock.close()
             self.sock = None

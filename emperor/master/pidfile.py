@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 
+from emperor.config import Config
 from emperor.proc import cmdline, process_name
 from emperor.states import MasterState
 
@@ -30,6 +31,19 @@ def write(path: str, pid: int) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
+
+
+def write_all(config: Config, pid: int) -> None:
+    """`pidfile` and `safe-pidfile`, once the master serves."""
+    for path in (config.pidfile, config.safe_pidfile):
+        if path:
+            write(path, pid)
+
+
+def remove_all(config: Config, pid: int) -> None:
+    for path in (config.pidfile, config.safe_pidfile):
+        if path:
+            remove(path, pid)
 
 
 def remove(path: str, pid: int) -> None:

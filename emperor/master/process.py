@@ -32,7 +32,7 @@ from emperor.master.link import EmperorLink
 from emperor.master.reload import Reloader, reexec
 from emperor.master.stats import StatsServer, document, statistics_text, workers_text
 from emperor.master.unavailable import Unavailable
-from emperor.proc import drop_privileges, set_command_line, set_process_name, signal_quietly
+from emperor.proc import drop_privileges, set_process_name, signal_quietly
 from emperor.signals import SignalQueue, drain, reaped
 from emperor.states import MASTER_EDGES, Machine, MasterState
 from emperor.wire import channel, handoff, notify
@@ -87,12 +87,9 @@ class Master:
         self.ep = select.epoll()
         self.listeners: list[sockets.Listener] = []
         self.app: Callable | None = None
-        draining = [Generation.adopt(s) for s in inherited.generations]
-        self.workers = Workers(config, self.reloads, log=log, become_worker=self._become_worker,
-                               draining=draining,
-                               snapshot=Generation.adopt(inherited.snapshot) if inherited.snapshot else None,
-                               previous=next((g for g in draining if g.number == inherited.retired), None),
-                               on_failure=self._worker_failed)
+        self.workers = Workers.adopt(inherited, config, log=log, become_worker=self._become_worker,
+                                     master_only=self._master_only, on_failure=self._worker_failed,
+                                     title="emperor worker {slot} " + config_path)
         self.rollbacks = 0
         self.stats = StatsServer(None, config, self._stats_document)
         self.reloader = Reloader(config_path, self.cwd, env=self.env, poll=self.ep,
@@ -161,22 +158,13 @@ class Master:
         self._show_state()
         self.workers.spawn_all()
 
+    def _master_only(self) -> list[int]:
+        """What a forked worker closes: the descriptors only the master uses."""
+        return [fd for fd in (self.signals.wake_r, self.notify_r, self.ep.fileno(), self.stats.fileno(),
+                               self.link.fileno(), self.touch.fileno() if self.touch else None) if fd is not None]
+
     def _become_worker(self, gen: Generation, slot: int) -> None:
-        """In the forked child, signals blocked: drop what only the master uses, then serve."""
-        signal.set_wakeup_fd(-1)
-        os.close(self.signals.wake_r)
-        os.close(self.notify_r)
-        self.ep.close()
-        if self.stats.listener is not None:
-            self.stats.listener.sock.close()
-        self.link.close()
-        if self.touch is not None:
-            self.touch.close()
-        for g in self.workers.generations():
-            if g is not gen:
-                g.board.close()
-        set_process_name("emperor worker")  # not a master's name: see pidfile.is_master
-        set_command_line(f"emperor worker {slot + 1} {self.config_path}")
+        """In the forked child, signals blocked, the master's descriptors closed: serve."""
         config = self.config
         worker = Worker(config=config, slot=slot, listeners=self.listeners, app=self.app,
                         board=gen.board, notify_fd=self.notify_w, load_app=lambda: load_app(config))
@@ -219,13 +207,9 @@ class Master:
         return self.workers.children_left() or self.reloader.pid is not None
 
     def _next_timeout(self) -> float:
-        deadlines = [t for t in (self.workers.next_deadline(), self.reloader.deadline,
-                                 self.unavailable.next_deadline()) if t is not None]
-        if self.stopping:
-            deadlines.append(self.stop_deadline)
-        if not deadlines:
-            return -1
-        return max(min(deadlines) - time.monotonic(), 0.0)
+        deadlines = [t for t in (self.workers.next_deadline(), self.reloader.deadline, self.unavailable.next_deadline(),
+                                 self.stop_deadline if self.stopping else None) if t is not None]
+        return max(min(deadlines) - time.monotonic(), 0.0) if deadlines else -1
 
     def _run_timers(self) -> None:
         now = time.monotonic()
@@ -269,13 +253,12 @@ class Master:
         if self.unavailable.active and cur is not None and cur.ready:
             self.unavailable.stop()
             log(f"a worker of generation {cur.number} accepts again")
-            self.link.tell(channel.READY, str(self.reloads))
+            if not all_ready:
+                self.link.tell(channel.READY, str(self.reloads))
         if not all_ready:
             return
         if not self.pidfile_written:
-            for path in (self.config.pidfile, self.config.safe_pidfile):
-                if path:
-                    pidfile.write(path, os.getpid())
+            pidfile.write_all(self.config, os.getpid())
             self.pidfile_written = True
         self.link.tell(channel.READY, str(self.reloads))
         if self.reloader.busy:
@@ -287,10 +270,7 @@ class Master:
         messages = self.link.read()
         if messages is None:
             log("the emperor is gone: stopping")
-            fd = self.link.fileno()
-            if fd is not None:
-                self.ep.unregister(fd)
-            self.link.close()
+            self.link.close(self.ep)
             self.on_stop("emperor gone")
             return
         for word, text in messages:
@@ -381,12 +361,8 @@ class Master:
             return
         if self.stopping:
             return
-        restored, displaced = self.workers.restore_snapshot()
-        if self.paused:
-            self.workers.signal(restored, signal.SIGTSTP)
+        restored = self.workers.restore_snapshot(why, paused=self.paused)
         self.rollbacks += 1
-        log(f"{why}: restored generation {restored.number}"
-            + (f"; generation {displaced.number} is the snapshot now" if displaced else ""))
         self.link.tell(channel.RESTORED, str(restored.number))
 
     def on_toggle_pause(self, why: str) -> None:
@@ -423,27 +399,17 @@ class Master:
 
     def _reexec(self) -> None:
         """Become the next generation's master: same PID, same sockets, new code."""
-        w = self.workers
         h = handoff.HandOff()
-        h.reloads = self.reloads + 1
-        h.notify = (self.notify_r, self.notify_w)
-        gens = ([w.current] if w.current else []) + w.draining
-        h.generations = [g.export() for g in gens]
-        h.retired = w.current.number if w.current else -1
-        h.snapshot = w.snapshot.export() if w.snapshot else ""
+        h.reloads, h.notify, h.channel = self.reloads + 1, (self.notify_r, self.notify_w), self.link.fileno()
         h.started_at, h.paused, h.cwd = self.started_at, self.paused, self.cwd
-        h.channel = self.link.fileno()
         keep = self.listeners + ([self.stats.listener] if self.stats.listener else [])
         env = dict(self.env)
-        fds = handoff.export(h, env, [(l.kind, l.address, l.fd) for l in keep])
-        fds += [g.board.fd for g in gens + ([w.snapshot] if w.snapshot else [])]
+        fds = self.workers.hand_over(h) + handoff.export(h, env, [(l.kind, l.address, l.fd) for l in keep])
         error = reexec(self.config_path, self.cwd, env, fds)
         self._reload_failed(error)
 
     def _exit(self) -> int:
-        for path in (self.config.pidfile, self.config.safe_pidfile):
-            if path:
-                pidfile.remove(path, os.getpid())
+        pidfile.remove_all(self.config, os.getpid())
         if self.config.vacuum:
             sockets.vacuum(self.listeners + ([self.stats.listener] if self.stats.listener else []))
         log("stopped")
