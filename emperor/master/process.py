@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import gc
 import os
-import select
 import signal
 import time
 from collections.abc import Callable
@@ -29,6 +28,7 @@ from emperor.files import TrustRule
 from emperor.master import pidfile
 from emperor.master.generations import Generation, Workers
 from emperor.master.link import EmperorLink
+from emperor.master.loop import Loop, Part, earliest
 from emperor.master.reload import Reloader, reexec
 from emperor.master.stats import StatsServer, document, statistics_text, workers_text
 from emperor.master.unavailable import Unavailable
@@ -39,10 +39,6 @@ from emperor.wire import channel, handoff, notify
 from emperor.worker.app import AppError
 from emperor.worker.app import load as load_app
 from emperor.worker.process import Worker
-
-TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing into every master image
-if TYPE_CHECKING:
-    from emperor.master.touch import TouchWatcher
 
 log = logmod.log
 
@@ -84,7 +80,7 @@ class Master:
         self.inherited = inherited
         self.state = Machine(MasterState.RELOADING if inherited.generations else MasterState.STARTING,
                              MASTER_EDGES, log, on_change=self._show_state)
-        self.ep = select.epoll()
+        self.loop = Loop()
         self.listeners: list[sockets.Listener] = []
         self.app: Callable | None = None
         self.workers = Workers.adopt(inherited, config, log=log, become_worker=self._become_worker,
@@ -92,15 +88,15 @@ class Master:
                                      title="emperor worker {slot} " + config_path)
         self.rollbacks = 0
         self.stats = StatsServer(None, config, self._stats_document)
-        self.reloader = Reloader(config_path, self.cwd, env=self.env, poll=self.ep,
+        self.reloader = Reloader(config_path, self.cwd, env=self.env, loop=self.loop,
                                  limit=config.reload_mercy or DEFAULT_RELOAD_MERCY,
                                  emperor=link if env.get(handoff.PREFLIGHTS) == "emperor" else None,
                                  on_failed=self._reload_failed, on_passed=self._reexec)
-        self.touch: TouchWatcher | None = None
         self.notify_r, self.notify_w = inherited.notify or os.pipe2(os.O_NONBLOCK)
         os.set_blocking(self.notify_r, False)
         self.last_reload_error = ""
-        self.unavailable = Unavailable([], self.ep)   # the real one once the sockets are open
+        self.unavailable = Unavailable([], self.loop)   # the real one once the sockets are open
+        self.parts: list[Part] = [self.reloader, self.stats]   # emperor/master/loop.py
         self.pidfile_written = False
         self.stop_now = False                # stopping by SIGINT (not gracefully): nothing waits
         self.stop_deadline = 0.0
@@ -132,16 +128,17 @@ class Master:
         want = sockets.wanted(config, self.env.get(handoff.STATS_SOCKET))
         listeners = sockets.open_listeners(want, config.listen, config.chmod_socket, self.inherited.sockets, self.env)
         self.listeners = [l for l in listeners if l.kind != sockets.STATS]
-        self.unavailable = Unavailable(self.listeners, self.ep)
+        self.unavailable = Unavailable(self.listeners, self.loop)
+        self.parts.append(self.unavailable)
         sockets.defer_accept(self.listeners, config.socket_timeout)
         for l in listeners:
             if l.kind == sockets.STATS:
-                self.stats.listener = l
+                self.stats.listen(l, self.loop)
         drop_privileges(config.uid, config.gid)
         if config.touch_reload:
             from emperor.master.touch import TouchWatcher
 
-            self.touch = TouchWatcher(config.touch_reload)
+            self.parts.append(TouchWatcher(config.touch_reload, self.loop, self._touched))
         os.environ[handoff.RELOADS] = str(self.reloads)  # the app reads it, as under uWSGI
         if not config.lazy_apps:
             self.app = load_app(config)
@@ -160,8 +157,8 @@ class Master:
 
     def _master_only(self) -> list[int]:
         """What a forked worker closes: the descriptors only the master uses."""
-        return [fd for fd in (self.signals.wake_r, self.notify_r, self.ep.fileno(), self.stats.fileno(),
-                               self.link.fileno(), self.touch.fileno() if self.touch else None) if fd is not None]
+        fds = [self.signals.wake_r, self.notify_r, self.loop.fileno(), self.link.fileno()]
+        return [fd for fd in fds if fd is not None] + [fd for p in self.parts for fd in p.fds()]
 
     def _become_worker(self, gen: Generation, slot: int) -> None:
         """In the forked child, signals blocked, the master's descriptors closed: serve."""
@@ -173,49 +170,35 @@ class Master:
         worker.run()
 
     # ---------- the loop ----------
-    def loop(self) -> int:
-        ep = self.ep
-        watched: dict[int, Callable[[], None]] = {self.signals.wake_r: lambda: None,  # drained by dispatch
-                                                  self.notify_r: self._read_notify}
-        for fd, handler in ((self.stats.fileno(), self.stats.serve), (self.link.fileno(), self._read_channel),
-                            (self.touch.fileno() if self.touch else None, self._touched)):
-            if fd is not None:
-                watched[fd] = handler
-        for fd in watched:
-            ep.register(fd, select.EPOLLIN)
+    def run(self) -> int:
+        self.loop.watch(self.signals.wake_r, lambda: None)   # drained by dispatch_signals()
+        self.loop.watch(self.notify_r, self._read_notify)
+        link = self.link.fileno()
+        if link is not None:
+            self.loop.watch(link, self._read_channel)
         while True:
             self.dispatch_signals()
             if self.stopping and not self._children_left():
                 return self._exit()
-            try:
-                events = ep.poll(self._next_timeout())
-            except InterruptedError:
-                events = []
-            for fd, _ in events:
-                if fd in watched:
-                    watched[fd]()
-                elif fd == self.reloader.fd:
-                    self.reloader.read()
-                elif self.unavailable.owns(fd):
-                    self.unavailable.on_event(fd)
+            self.loop.poll(self._next_timeout())
             self._run_timers()
 
     def dispatch_signals(self) -> None:
         self.signals.dispatch(self)
 
     def _children_left(self) -> bool:
-        return self.workers.children_left() or self.reloader.pid is not None
+        return self.workers.children_left() or any(p.alive() for p in self.parts)
 
     def _next_timeout(self) -> float:
-        deadlines = [t for t in (self.workers.next_deadline(), self.reloader.deadline, self.unavailable.next_deadline(),
-                                 self.stop_deadline if self.stopping else None) if t is not None]
-        return max(min(deadlines) - time.monotonic(), 0.0) if deadlines else -1
+        t = earliest([self.workers.next_deadline(), self.stop_deadline if self.stopping else None]
+                     + [p.deadline() for p in self.parts])
+        return -1 if t is None else max(t - time.monotonic(), 0.0)
 
     def _run_timers(self) -> None:
         now = time.monotonic()
         self.workers.run_timers(now)
-        self.reloader.check_time(now)
-        self.unavailable.run_timers(now)
+        for p in self.parts:
+            p.run_timers(now)
         if self.stopping and now >= self.stop_deadline and self._children_left():
             log("workers still busy after the mercy period: killing")
             self._kill_all()
@@ -223,7 +206,8 @@ class Master:
 
     def _kill_all(self) -> None:
         self.workers.signal_all(signal.SIGKILL)
-        self.reloader.cancel()
+        for p in self.parts:
+            p.stop(graceful=False)
 
     # ---------- what workers, the emperor and touch-reload tell us ----------
     def _read_notify(self) -> None:
@@ -270,7 +254,7 @@ class Master:
         messages = self.link.read()
         if messages is None:
             log("the emperor is gone: stopping")
-            self.link.close(self.ep)
+            self.link.close(self.loop.unwatch)
             self.on_stop("emperor gone")
             return
         for word, text in messages:
@@ -279,12 +263,11 @@ class Master:
             elif word == channel.RELOAD:
                 self.on_graceful_reload("emperor asked")
             elif word == channel.PREFLIGHT:
-                self.reloader.reported(text, self.stopping)
+                self.reloader.reported(text)
 
     def _touched(self) -> None:
-        if self.touch is not None and self.touch.changed():
-            log("touch-reload file changed")
-            self.on_graceful_reload("touch-reload")
+        log("touch-reload file changed")
+        self.on_graceful_reload("touch-reload")
 
     def _stats_document(self, last_requests: dict[int, int]) -> dict:
         w = self.workers
@@ -340,11 +323,12 @@ class Master:
         for gen in self.workers.generations():
             self.workers.signal(gen, signal.SIGCONT)
             self.workers.signal(gen, signal.SIGHUP)  # the last out: answer what is queued
-        self.reloader.cancel()
+        for p in self.parts:
+            p.stop(graceful=True)
         self.stop_deadline = time.monotonic() + self.config.worker_reload_mercy
 
     def _enter_stopping(self, why: str) -> None:
-        self.unavailable.stop()
+        self.unavailable.stop()   # nobody is respawned now: nobody will take its clients back
         self.state.to(MasterState.STOPPING, why)
         self.workers.stopping = True
         self.link.tell(channel.STOPPING)
@@ -382,9 +366,7 @@ class Master:
 
     def on_reap(self, why: str = "SIGCHLD") -> None:
         for pid, code in reaped():
-            if pid == self.reloader.pid:
-                self.reloader.done(code, self.stopping)
-            else:
+            if not any(p.reaped(pid, code) for p in self.parts):
                 self.workers.exited(pid, code)
 
     # ---------- reload outcomes ----------
@@ -459,4 +441,4 @@ def run_master(path: str, environ: dict[str, str] | None = None) -> int:
             master._kill_all()
         _abandon(inherited)
         return 1
-    return master.loop()
+    return master.run()

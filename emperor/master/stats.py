@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 from emperor.config import Config
 from emperor.master.generations import Generation
+from emperor.master.loop import Loop, Part
 from emperor.proc import memory, run_state
 from emperor.sockets import Listener
 
@@ -115,7 +116,7 @@ def workers_text(state: str, doc: dict) -> str:
     return "\n".join(lines)
 
 
-class StatsServer:
+class StatsServer(Part):
     """Answers the stats socket from the master's loop; keeps what `delta_requests` counts from."""
 
     def __init__(self, listener: Listener | None, config: Config, build: Callable[[dict[int, int]], dict]) -> None:
@@ -124,8 +125,12 @@ class StatsServer:
         self.build = build                  # last_requests -> the document
         self.last_requests: dict[int, int] = {}   # per worker pid, at the previous read
 
-    def fileno(self) -> int | None:
-        return self.listener.fd if self.listener is not None else None
+    def listen(self, listener: Listener, loop: Loop) -> None:
+        self.listener = listener
+        loop.watch(listener.fd, self.serve)
+
+    def fds(self) -> list[int]:
+        return [self.listener.fd] if self.listener is not None else []
 
     def document(self) -> dict:
         doc = self.build(self.last_requests)
