@@ -117,6 +117,37 @@ class Config:
         self.snapshot: bool = False
         self.snapshot_ttl: int = 3600
         self.graceful_removal: bool | None = None   # None: as the emperor's --graceful-removal says
+        # adaptive workers (emperor/master/cheaper.py) and recycling (generations.py, worker)
+        self.cheaper: int = 0
+        self.cheaper_initial: int = 0
+        self.cheaper_step: int = 1
+        self.cheaper_overload: int = 3
+        self.cheaper_algo: str = "spare"
+        self.cheaper_idle: int = 10
+        self.cheaper_rss_limit_soft: int = 0
+        self.cheaper_rss_limit_hard: int = 0
+        self.cheaper_busyness_max: int = 50
+        self.cheaper_busyness_min: int = 25
+        self.cheaper_busyness_multiplier: int = 10
+        self.cheaper_busyness_penalty: int = 2
+        self.cheaper_busyness_verbose: bool = False
+        self.cheaper_busyness_backlog_alert: int = 33
+        self.cheaper_busyness_backlog_multiplier: int = 3
+        self.cheaper_busyness_backlog_step: int = 1
+        self.cheaper_busyness_backlog_nonzero: int = 60
+        self.idle: int = 0
+        self.die_on_idle: bool = False
+        self.cheap: bool = False
+        self.reload_on_rss: int = 0
+        self.reload_on_as: int = 0
+        self.evil_reload_on_rss: int = 0
+        self.evil_reload_on_as: int = 0
+        self.max_worker_lifetime: int = 0
+        self.max_worker_lifetime_delta: int = 0
+        self.max_requests_delta: int = 0
+        self.min_worker_lifetime: int = 0
+        self.limit_as: int = 0
+        self.reload_on_exception: bool = False
         self.warnings: list[str] = []
         self.origins: dict[str, tuple[str, int]] = {}
 
@@ -191,6 +222,23 @@ def _address(text: str) -> str:
     return text
 
 
+def _megabytes(text: str) -> int:
+    """uWSGI's megabyte options ('256', '1.5'): a number of bytes."""
+    m = re.match(r"\s*([0-9]+(?:\.[0-9]*)?)", text)
+    if not m:
+        raise ValueError(f'expected a number of megabytes, got "{text}"')
+    return int(float(m.group(1)) * 1024 * 1024)
+
+
+def _choice(*names: str) -> Callable[[str], str]:
+    def conv(text: str) -> str:
+        word = text.split()[0] if text.split() else ""
+        if word not in names:
+            raise ValueError(f'expected one of {", ".join(names)}, got "{text}"')
+        return word
+    return conv
+
+
 def _chmod(text: str) -> str:
     """A bare 'chmod-socket' means 666, as in uWSGI."""
     if not text:
@@ -231,6 +279,37 @@ _OPTIONS: dict[str, _Opt] = {
     "socket-timeout": _Opt("socket_timeout", _int()),
     "harakiri": _Opt("harakiri", _int()),
     "max-requests": _Opt("max_requests", _int()),
+    # -- adaptive workers and recycling: uWSGI's Cheaper doc and core/master_utils.c --
+    "cheaper": _Opt("cheaper", _int()),
+    "cheaper-initial": _Opt("cheaper_initial", _int()),
+    "cheaper-step": _Opt("cheaper_step", _int(1)),
+    "cheaper-overload": _Opt("cheaper_overload", _int(1)),
+    "cheaper-algo": _Opt("cheaper_algo", _choice("spare", "spare2", "backlog", "busyness", "manual")),
+    "cheaper-idle": _Opt("cheaper_idle", _int(1)),
+    "cheaper-rss-limit-soft": _Opt("cheaper_rss_limit_soft", _int()),
+    "cheaper-rss-limit-hard": _Opt("cheaper_rss_limit_hard", _int()),
+    "cheaper-busyness-max": _Opt("cheaper_busyness_max", _int(0, 100)),
+    "cheaper-busyness-min": _Opt("cheaper_busyness_min", _int(0, 100)),
+    "cheaper-busyness-multiplier": _Opt("cheaper_busyness_multiplier", _int(1)),
+    "cheaper-busyness-penalty": _Opt("cheaper_busyness_penalty", _int()),
+    "cheaper-busyness-verbose": _Opt("cheaper_busyness_verbose", _bool),
+    "cheaper-busyness-backlog-alert": _Opt("cheaper_busyness_backlog_alert", _int()),
+    "cheaper-busyness-backlog-multiplier": _Opt("cheaper_busyness_backlog_multiplier", _int(1)),
+    "cheaper-busyness-backlog-step": _Opt("cheaper_busyness_backlog_step", _int(1)),
+    "cheaper-busyness-backlog-nonzero": _Opt("cheaper_busyness_backlog_nonzero", _int()),
+    "idle": _Opt("idle", _int()),
+    "die-on-idle": _Opt("die_on_idle", _bool),
+    "cheap": _Opt("cheap", _bool),
+    "reload-on-rss": _Opt("reload_on_rss", _megabytes),
+    "reload-on-as": _Opt("reload_on_as", _megabytes),
+    "evil-reload-on-rss": _Opt("evil_reload_on_rss", _megabytes),
+    "evil-reload-on-as": _Opt("evil_reload_on_as", _megabytes),
+    "max-worker-lifetime": _Opt("max_worker_lifetime", _int()),
+    "max-worker-lifetime-delta": _Opt("max_worker_lifetime_delta", _int()),
+    "max-requests-delta": _Opt("max_requests_delta", _int()),
+    "min-worker-lifetime": _Opt("min_worker_lifetime", _int()),
+    "limit-as": _Opt("limit_as", _megabytes),
+    "reload-on-exception": _Opt("reload_on_exception", _bool),
     "lazy-apps": _Opt("lazy_apps", _bool, aliases=("lazy",)),
     "need-app": _Opt("need_app", _bool),
     "stats": _Opt("stats", _address, aliases=("stats-server",)),
@@ -454,4 +533,14 @@ def load_config(path: str, *, vassals_dir: str | None = None,
         raise ConfigError("no socket or http-socket", disp)
     if cfg.need_app and not cfg.module and not cfg.wsgi_file:
         raise ConfigError("no module or wsgi-file (an application is required)", disp)
+    if cfg.cheaper:
+        # as uWSGI's core/init.c: a minimum at or above the maximum is an error, too low a start a warning
+        if cfg.cheaper >= cfg.processes:
+            raise ConfigError(f"cheaper: must be lower than processes ({cfg.processes}), got {cfg.cheaper}",
+                              *cfg.origins.get("cheaper", (disp, None)))
+        if cfg.cheaper_initial and cfg.cheaper_initial < cfg.cheaper:
+            file, line = cfg.origins["cheaper-initial"]
+            cfg.warnings.append(f"{file}:{line}: cheaper-initial ({cfg.cheaper_initial}) is below cheaper "
+                                f"({cfg.cheaper}); starting {cfg.cheaper} workers")
+        cfg.cheaper_initial = min(max(cfg.cheaper_initial or cfg.cheaper, cfg.cheaper), cfg.processes)
     return cfg

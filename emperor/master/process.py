@@ -26,6 +26,7 @@ from emperor import sockets
 from emperor.config import Config, ConfigError, load_config
 from emperor.files import TrustRule
 from emperor.master import pidfile
+from emperor.master.cheaper import adaptive_parts
 from emperor.master.generations import Generation, Workers
 from emperor.master.link import EmperorLink
 from emperor.master.loop import Loop, Part, earliest
@@ -153,7 +154,12 @@ class Master:
             log(f"generation {self.reloads} loaded, pid {os.getpid()}")
         self.link.tell(channel.SPAWNED, str(self.reloads))
         self._show_state()
+        self.parts += adaptive_parts(config, self.workers, self.loop, self.listeners, log, self._idle_exit)
         self.workers.spawn_all()
+        gen = self.workers.current
+        if gen is not None and self.workers.all_ready(gen):   # cheap: no worker to wait for
+            self.workers.generation_ready()
+            self._serving()
 
     def _master_only(self) -> list[int]:
         """What a forked worker closes: the descriptors only the master uses."""
@@ -239,8 +245,11 @@ class Master:
             log(f"a worker of generation {cur.number} accepts again")
             if not all_ready:
                 self.link.tell(channel.READY, str(self.reloads))
-        if not all_ready:
-            return
+        if all_ready:
+            self._serving()
+
+    def _serving(self) -> None:
+        """This image's generation accepts: the pidfile, the emperor, the state say so."""
         if not self.pidfile_written:
             pidfile.write_all(self.config, os.getpid())
             self.pidfile_written = True
@@ -249,6 +258,11 @@ class Master:
             return  # another reload is already under way
         why = "workers ready" if self.reloads == 0 else f"generation {self.reloads} ready"
         self.state.to(MasterState.PAUSED if self.paused else MasterState.RUNNING, why)
+
+    def _idle_exit(self) -> None:
+        """`die-on-idle`: the emperor starts it again on the next connection (on-demand)."""
+        self.link.tell(channel.IDLE)
+        self.graceful_stop("idle")
 
     def _read_channel(self) -> None:
         messages = self.link.read()
