@@ -1,0 +1,83 @@
+"""Option values as uWSGI reads them: text in, a typed value out, ValueError(message) if bad.
+
+uWSGI reads integers with `atoi` (the leading digits: `4 ; max workers` is 4) and
+booleans as "anything but false/off/no/0"; real files rely on both.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+_INT_RE = re.compile(r"\s*([+-]?[0-9]+)")
+_FALSE = {"false", "off", "no", "0"}
+
+
+def _int(lo: int = 0, hi: int | None = None) -> Callable[[str], int]:
+    """Like uWSGI's atoi, leading digits are the number ('4 ; max workers' -> 4)."""
+    def conv(text: str) -> int:
+        m = _INT_RE.match(text)
+        if not m:
+            raise ValueError(f'expected an integer, got "{text}"')
+        n = int(m.group(1))
+        if n < lo or (hi is not None and n > hi):
+            bounds = f"at least {lo}" if hi is None else f"between {lo} and {hi}"
+            raise ValueError(f"must be {bounds}, got {n}")
+        return n
+    return conv
+
+
+def _bool(text: str) -> bool:
+    """The first word decides, so 'vacuum = true ; clean up' works too."""
+    word = re.split(r"[\s;#]", text, maxsplit=1)[0]
+    return word.lower() not in _FALSE
+
+
+def _str(text: str) -> str:
+    return text
+
+
+def _nonempty(text: str) -> str:
+    if not text:
+        raise ValueError("expected a value, got nothing")
+    return text
+
+
+def _address(text: str) -> str:
+    """'host:port', ':port', '[v6]:port', or a UNIX path (has '/' or no ':')."""
+    if not text:
+        raise ValueError("expected an address, got nothing")
+    if "/" in text or ":" not in text:
+        return text
+    m = re.fullmatch(r"\[([^\]]+)\]:(.*)", text)
+    host, port = (m.group(1), m.group(2)) if m else text.rsplit(":", 1)
+    if not m and ":" in host:
+        raise ValueError(f'IPv6 address needs brackets: "{text}"')
+    if not re.fullmatch(r"[0-9]{1,5}", port) or int(port) > 65535:
+        raise ValueError(f'bad port "{port}" in "{text}" (expected 0-65535)')
+    return text
+
+
+def _megabytes(text: str) -> int:
+    """uWSGI's megabyte options ('256', '1.5'): a number of bytes."""
+    m = re.match(r"\s*([0-9]+(?:\.[0-9]*)?)", text)
+    if not m:
+        raise ValueError(f'expected a number of megabytes, got "{text}"')
+    return int(float(m.group(1)) * 1024 * 1024)
+
+
+def _choice(*names: str) -> Callable[[str], str]:
+    def conv(text: str) -> str:
+        word = text.split()[0] if text.split() else ""
+        if word not in names:
+            raise ValueError(f'expected one of {", ".join(names)}, got "{text}"')
+        return word
+    return conv
+
+
+def _chmod(text: str) -> str:
+    """A bare 'chmod-socket' means 666, as in uWSGI."""
+    if not text:
+        return "666"
+    if not re.fullmatch(r"[0-7]{3,4}", text):
+        raise ValueError(f'expected an octal mode such as 660, got "{text}"')
+    return text
