@@ -202,7 +202,8 @@ def test_status_of_an_unknown_name_is_one_line_and_exit_1(stack):
     assert r.stderr.splitlines() == ["emperor: no vassal named 'nope.ini' (vassals: bad.ini, crash.ini, good.ini)"]
 
 
-def test_no_emperor_is_one_line_and_exit_1(tmp_path):
+def test_no_emperor_is_one_line_and_exit_1(tmp_path, monkeypatch):
+    monkeypatch.setenv("EMPEROR_RUNTIME_DIR", str(tmp_path / "run"))   # not the only emperor running elsewhere
     for args in (["status"], ["status", "--once"], ["status", "--json"], ["restart", "app.ini"]):
         r = emperor_cli(*args, cwd=tmp_path)
         assert r.returncode == 1 and r.stdout == ""
@@ -218,7 +219,7 @@ def test_restart_clears_the_backoff_and_starts_now(stack):
     assert r.returncode == 0 and r.stdout == "emperor: crash.ini: restart requested, now starting\n"
     assert status_doc(stack)["vassals"]["crash.ini"]["starts"] == starts + 1
     r = emperor_cli("restart", "nope.ini", cwd=stack.base)
-    assert r.returncode == 1 and r.stderr == "emperor: no vassal named 'nope.ini'\n"
+    assert r.returncode == 1 and r.stderr == "emperor: no vassal named 'nope.ini' (vassals: bad.ini, crash.ini, good.ini)\n"
 
 
 # ---------- the live view, in a terminal ----------

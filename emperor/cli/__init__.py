@@ -1,4 +1,4 @@
-"""Command line: `emperor run|master|status|restart` and uWSGI's --reload/--stop PIDFILE.
+"""Command line: `emperor run|master|status|restart|health` and uWSGI's --reload/--stop PIDFILE.
 
 Every failure a user can cause ends in one line on stderr and a non-zero exit,
 never a traceback.
@@ -19,6 +19,9 @@ PIDFILE_SIGNALS = {
     "pause": signal.SIGTSTP,
     "resume": signal.SIGTSTP,
 }
+DIRECTORY_HELP = ("the vassals directory of the emperor to ask (default: $EMPEROR_DIRECTORY, else "
+                  "./vassals.d or the current directory if an emperor runs for it, else the only "
+                  "emperor of yours running)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -32,30 +35,43 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("file", help="vassal file (FILE.ini or FILE.ini:section)")
     m.add_argument("--preflight", action="store_true", help=argparse.SUPPRESS)
     r = sub.add_parser("run", help="run the emperor over a vassals directory")
-    r.add_argument("directory", nargs="?", default="vassals.d")
+    r.add_argument("directory", nargs="?", metavar="DIR",
+                   help="the vassals directory (default: $EMPEROR_DIRECTORY, else ./vassals.d)")
+    r.add_argument("-d", "--directory", dest="directory_option", metavar="DIR", help="the same as DIR")
     r.add_argument("--grace", type=float, default=30.0, help="seconds vassals get to drain on SIGTERM")
     r.add_argument("--tyrant", action="store_true", help="run each vassal as its file's owner (root only)")
     r.add_argument("--control", help="control socket path")
     r.add_argument("--metrics", help="serve Prometheus metrics on HOST:PORT")
     r.add_argument("--shutdown-delay", type=float, default=0.0)
     s = sub.add_parser("status", help="live view of the vassals")
-    s.add_argument("name", nargs="?")
+    s.add_argument("first", nargs="?", metavar="DIR",
+                   help="the vassals directory, when it is one; otherwise this is NAME")
+    s.add_argument("name", nargs="?", metavar="NAME",
+                   help="show this vassal's workers (its file name; `.ini` may be left out)")
+    s.add_argument("-d", "--directory", metavar="DIR", help=DIRECTORY_HELP)
     s.add_argument("--once", action="store_true")
     s.add_argument("--json", action="store_true")
     s.add_argument("--control")
-    s.add_argument("--directory", default="vassals.d")
     h = sub.add_parser("health", help="exit 0 if the emperor answers and is healthy (for probes)")
-    h.add_argument("directory", nargs="?", default="vassals.d")
+    h.add_argument("first", nargs="?", metavar="DIR", help="the vassals directory (or use -d DIR)")
+    h.add_argument("-d", "--directory", metavar="DIR", help=DIRECTORY_HELP)
     h.add_argument("--control", help="control socket path")
     h.add_argument("--live", action="store_true", help="only check that the emperor answers (liveness)")
     h.add_argument("--max-backoff", type=float, default=60.0,
                    help="a vassal in backoff this long (or longer) counts as failing (default 60)")
     h.add_argument("--timeout", type=float, default=3.0)
     rs = sub.add_parser("restart", help="clear a vassal's backoff and start or reload it now")
-    rs.add_argument("name")
+    rs.add_argument("first", nargs="?", metavar="DIR", help="the vassals directory (or use -d DIR)")
+    rs.add_argument("name", metavar="NAME", help="the vassal: its file name (`.ini` may be left out)")
+    rs.add_argument("-d", "--directory", metavar="DIR", help=DIRECTORY_HELP)
     rs.add_argument("--control")
-    rs.add_argument("--directory", default="vassals.d")
     return p
+
+
+def _one_directory(p: argparse.ArgumentParser, positional: str | None, option: str | None) -> str | None:
+    if positional and option and os.path.abspath(positional) != os.path.abspath(option):
+        p.error(f"two directories given: {positional} and -d {option}")
+    return positional or option
 
 
 def _signal_pidfile(action: str, path: str) -> int:
@@ -99,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     if len(argv) == 2 and argv[0] == "master" and not argv[1].startswith("-"):
         # How a master re-executes itself on every reload: skip argparse's ~10 ms import.
         return _run_master(argv[1])
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
     for action in PIDFILE_SIGNALS:
         path = getattr(args, action)
         if path:
@@ -111,10 +128,18 @@ def main(argv: list[str] | None = None) -> int:
             return preflight(args.file)
         return _run_master(args.file)
     if args.command == "run":
+        from emperor.cli.locate import ENV_CONTROL, default_directory
         from emperor.emperor.process import run_emperor
 
+        args.directory = _one_directory(parser, args.directory, args.directory_option) or default_directory()
+        args.control = args.control or os.environ.get(ENV_CONTROL) or None
         return run_emperor(args)
+    if args.command in ("restart", "health"):
+        args.directory = _one_directory(parser, args.first, args.directory)
     if args.command == "status":
+        if args.name is not None:        # DIR NAME
+            args.directory = _one_directory(parser, args.first, args.directory)
+            args.first = None
         from emperor.cli.status import run_status
 
         return run_status(args)
@@ -123,8 +148,8 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_health(args)
     if args.command == "restart":
-        from emperor.cli.status import run_restart
+        from emperor.cli.restart import run_restart
 
         return run_restart(args)
-    _parser().print_help()
+    parser.print_help()
     return 2
