@@ -19,6 +19,7 @@ PIDFILE_SIGNALS = {
     "pause": signal.SIGTSTP,
     "resume": signal.SIGTSTP,
 }
+EMPEROR_ACTIONS = {"reload": "reload every vassal", "stop": "stop every vassal"}
 DIRECTORY_HELP = ("the vassals directory of the emperor to ask (default: $EMPEROR_DIRECTORY, else "
                   "./vassals.d or the current directory if an emperor runs for it, else the only "
                   "emperor of yours running)")
@@ -29,7 +30,9 @@ def _parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(prog="emperor", description="Keeps one master per vassal file; uWSGI-compatible.")
     for name in PIDFILE_SIGNALS:
-        p.add_argument(f"--{name}", metavar="PIDFILE", help=f"{name} the master whose pidfile this is")
+        p.add_argument(f"--{name}", metavar="PIDFILE", help=f"{name} the master whose pidfile this is"
+                       + ("; an emperor's (`emperor run --pidfile`): " + EMPEROR_ACTIONS[name]
+                          if name in EMPEROR_ACTIONS else ""))
     sub = p.add_subparsers(dest="command")
     m = sub.add_parser("master", help="run one master in the foreground")
     m.add_argument("file", help="vassal file (FILE.ini or FILE.ini:section)")
@@ -38,6 +41,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("directory", nargs="?", metavar="DIR",
                    help="the vassals directory (default: $EMPEROR_DIRECTORY, else ./vassals.d)")
     r.add_argument("-d", "--directory", dest="directory_option", metavar="DIR", help="the same as DIR")
+    r.add_argument("--pidfile", metavar="FILE",
+                   help="write the emperor's PID here once it runs (removed at exit), for "
+                        "`emperor --reload/--stop FILE`")
     r.add_argument("--grace", type=float, default=30.0, help="seconds vassals get to drain on SIGTERM")
     r.add_argument("--tyrant", action="store_true", help="run each vassal as its file's owner (root only)")
     r.add_argument("--control", help="control socket path")
@@ -75,10 +81,10 @@ def _one_directory(p: argparse.ArgumentParser, positional: str | None, option: s
 
 
 def _signal_pidfile(action: str, path: str) -> int:
-    from emperor.master.pidfile import PidfileError, read_master_pid
+    from emperor.master.pidfile import EMPEROR, MASTER, PidfileError, read_pid
 
     try:
-        pid = read_master_pid(path)
+        pid, kind = read_pid(path, (MASTER, EMPEROR) if action in EMPEROR_ACTIONS else (MASTER,))
     except PidfileError as e:
         print(f"emperor: {e}", file=sys.stderr)
         return 1
@@ -97,7 +103,8 @@ def _signal_pidfile(action: str, path: str) -> int:
     except PermissionError:
         print(f"emperor: {path}: not allowed to signal process {pid}", file=sys.stderr)
         return 1
-    print(f"emperor: sent {signal.Signals(PIDFILE_SIGNALS[action]).name} to master {pid} ({action})")
+    what = EMPEROR_ACTIONS[action] if kind == EMPEROR else action
+    print(f"emperor: sent {signal.Signals(PIDFILE_SIGNALS[action]).name} to {kind} {pid} ({what})")
     return 0
 
 
