@@ -19,58 +19,89 @@ PIDFILE_SIGNALS = {
     "pause": signal.SIGTSTP,
     "resume": signal.SIGTSTP,
 }
+PIDFILE_HELP = {
+    "reload": "gracefully reload the master whose pidfile this is (SIGHUP); an emperor's "
+              "(`emperor run --pidfile`): reload every vassal",
+    "stop": "stop the master whose pidfile this is now (SIGINT); an emperor's: stop every vassal and the emperor",
+    "pause": "pause the master whose pidfile this is (SIGTSTP): it stops accepting until --resume",
+    "resume": "resume the paused master whose pidfile this is",
+}
 EMPEROR_ACTIONS = {"reload": "reload every vassal", "stop": "stop every vassal"}
 DIRECTORY_HELP = ("the vassals directory of the emperor to ask (default: $EMPEROR_DIRECTORY, else "
                   "./vassals.d or the current directory if an emperor runs for it, else the only "
                   "emperor of yours running)")
+CONTROL_HELP = "the emperor's control socket, if it was started with --control"
 
 
 def _parser() -> argparse.ArgumentParser:
     import argparse
 
-    p = argparse.ArgumentParser(prog="emperor", description="Keeps one master per vassal file; uWSGI-compatible.")
+    from emperor import __version__
+
+    p = argparse.ArgumentParser(
+        prog="emperor", description="Keeps one master per vassal file; uWSGI-compatible.",
+        epilog="`emperor COMMAND --help` for each command. The commands that talk to a running emperor "
+               "find it from -d DIR (or DIR), $EMPEROR_CONTROL, $EMPEROR_DIRECTORY, ./vassals.d or the "
+               "current directory, or as the only one of yours running.")
+    p.add_argument("--version", action="version", version=f"emperor {__version__}")
     for name in PIDFILE_SIGNALS:
-        p.add_argument(f"--{name}", metavar="PIDFILE", help=f"{name} the master whose pidfile this is"
-                       + ("; an emperor's (`emperor run --pidfile`): " + EMPEROR_ACTIONS[name]
-                          if name in EMPEROR_ACTIONS else ""))
-    sub = p.add_subparsers(dest="command")
-    m = sub.add_parser("master", help="run one master in the foreground")
-    m.add_argument("file", help="vassal file (FILE.ini or FILE.ini:section)")
-    m.add_argument("--preflight", action="store_true", help=argparse.SUPPRESS)
-    r = sub.add_parser("run", help="run the emperor over a vassals directory")
+        p.add_argument(f"--{name}", metavar="PIDFILE", help=PIDFILE_HELP[name])
+    sub = p.add_subparsers(dest="command", title="commands", metavar="COMMAND")
+    r = sub.add_parser("run", help="run the emperor over a vassals directory (one master per .ini file)",
+                       description="Run the emperor: one master per *.ini file of the vassals directory, "
+                                   "started, reloaded and stopped as files appear, change and go.")
     r.add_argument("directory", nargs="?", metavar="DIR",
                    help="the vassals directory (default: $EMPEROR_DIRECTORY, else ./vassals.d)")
     r.add_argument("-d", "--directory", dest="directory_option", metavar="DIR", help="the same as DIR")
     r.add_argument("--pidfile", metavar="FILE",
                    help="write the emperor's PID here once it runs (removed at exit), for "
                         "`emperor --reload/--stop FILE`")
-    r.add_argument("--grace", type=float, default=30.0, help="seconds vassals get to drain on SIGTERM")
+    r.add_argument("--grace", type=float, default=30.0, metavar="SECONDS",
+                   help="how long vassals get to finish their requests on SIGTERM, then SIGKILL (default 30)")
+    r.add_argument("--shutdown-delay", type=float, default=0.0, metavar="SECONDS",
+                   help="on SIGTERM, keep every vassal serving this long first (the emperor reports "
+                        "draining, so `emperor health` fails and load balancers move away); default 0")
     r.add_argument("--tyrant", action="store_true", help="run each vassal as its file's owner (root only)")
-    r.add_argument("--control", help="control socket path")
-    r.add_argument("--metrics", help="serve Prometheus metrics on HOST:PORT")
-    r.add_argument("--shutdown-delay", type=float, default=0.0)
-    s = sub.add_parser("status", help="live view of the vassals")
+    r.add_argument("--control", metavar="PATH",
+                   help="bind the control socket here instead of the runtime dir "
+                        "(default: $EMPEROR_CONTROL, else one derived from DIR)")
+    r.add_argument("--metrics", metavar="HOST:PORT", help="also serve Prometheus metrics at http://HOST:PORT/metrics")
+    m = sub.add_parser("master", help="run one master in the foreground (no emperor)",
+                       description="Run one vassal's master in the foreground. SIGHUP reloads it gracefully; "
+                                   "SIGINT (Ctrl-C) stops it; SIGTERM reloads it unless `die-on-term = true`.")
+    m.add_argument("file", metavar="FILE", help="the vassal file (FILE.ini, or FILE.ini:section)")
+    m.add_argument("--preflight", action="store_true", help=argparse.SUPPRESS)
+    s = sub.add_parser("status", help="the vassals of a running emperor, live (or --once, --json)",
+                       description="A live view of a running emperor's vassals, refreshed every second "
+                                   "(Ctrl-C quits); with NAME, that vassal's workers.")
     s.add_argument("first", nargs="?", metavar="DIR",
                    help="the vassals directory, when it is one; otherwise this is NAME")
     s.add_argument("name", nargs="?", metavar="NAME",
                    help="show this vassal's workers (its file name; `.ini` may be left out)")
     s.add_argument("-d", "--directory", metavar="DIR", help=DIRECTORY_HELP)
-    s.add_argument("--once", action="store_true")
-    s.add_argument("--json", action="store_true")
-    s.add_argument("--control")
-    h = sub.add_parser("health", help="exit 0 if the emperor answers and is healthy (for probes)")
-    h.add_argument("first", nargs="?", metavar="DIR", help="the vassals directory (or use -d DIR)")
-    h.add_argument("-d", "--directory", metavar="DIR", help=DIRECTORY_HELP)
-    h.add_argument("--control", help="control socket path")
-    h.add_argument("--live", action="store_true", help="only check that the emperor answers (liveness)")
-    h.add_argument("--max-backoff", type=float, default=60.0,
-                   help="a vassal in backoff this long (or longer) counts as failing (default 60)")
-    h.add_argument("--timeout", type=float, default=3.0)
-    rs = sub.add_parser("restart", help="clear a vassal's backoff and start or reload it now")
+    s.add_argument("--control", metavar="PATH", help=CONTROL_HELP)
+    s.add_argument("--once", action="store_true",
+                   help="print one frame and exit (it takes a second, to measure requests per second)")
+    s.add_argument("--json", action="store_true", help="print the emperor's whole status document as JSON")
+    rs = sub.add_parser("restart", help="clear a vassal's backoff and start or reload it now",
+                        description="Clear a vassal's backoff and start it now, or reload it gracefully "
+                                    "if it runs.")
     rs.add_argument("first", nargs="?", metavar="DIR", help="the vassals directory (or use -d DIR)")
     rs.add_argument("name", metavar="NAME", help="the vassal: its file name (`.ini` may be left out)")
     rs.add_argument("-d", "--directory", metavar="DIR", help=DIRECTORY_HELP)
-    rs.add_argument("--control")
+    rs.add_argument("--control", metavar="PATH", help=CONTROL_HELP)
+    h = sub.add_parser("health", help="exit 0 if the emperor answers and is healthy (for probes)",
+                       description="One line and exit 0 when the emperor answers and is healthy; exit 1 "
+                                   "when it does not answer, is shutting down, is not ready yet, or a "
+                                   "vassal keeps failing.")
+    h.add_argument("first", nargs="?", metavar="DIR", help="the vassals directory (or use -d DIR)")
+    h.add_argument("-d", "--directory", metavar="DIR", help=DIRECTORY_HELP)
+    h.add_argument("--control", metavar="PATH", help=CONTROL_HELP)
+    h.add_argument("--live", action="store_true", help="only check that the emperor answers (liveness)")
+    h.add_argument("--max-backoff", type=float, default=60.0, metavar="SECONDS",
+                   help="a vassal in backoff this long (or longer) counts as failing (default 60)")
+    h.add_argument("--timeout", type=float, default=3.0, metavar="SECONDS",
+                   help="how long to wait for the emperor's answer (default 3)")
     return p
 
 
