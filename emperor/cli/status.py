@@ -98,7 +98,8 @@ def event_text(name: str, v: dict) -> str:
     if state == "backoff":
         detail = event.rsplit("; retry in ", 1)[0] or error
         retry = v.get("retry_in")
-        return f"backoff {v.get('backoff', 0):g}s: {detail}" + (f" (retry in {retry:.0f}s)" if retry else "")
+        # never `retry in 0s`: under half a second left still reads as a second
+        return f"backoff {v.get('backoff', 0):g}s: {detail}" + (f" (retry in {max(retry, 1):.0f}s)" if retry else "")
     if state in PROBLEM:
         return error or event
     return event
@@ -208,10 +209,12 @@ def _wrap(text: str, width: int, indent: int, most: int) -> list[str]:
     """`text` indented, in at most `most` lines of `width` (the last one cut with an ellipsis)."""
     room = max(width - indent, 10)
     if len(text) > room:
-        # two lines cut after a `: `, keeping the most specific part (the exception) whole
-        for cut in (i + 2 for i in range(len(text)) if text.startswith(": ", i)):
-            if cut - 1 <= room and len(text) - cut <= room:
-                return [" " * indent + text[:cut - 1], " " * indent + text[cut:]]
+        # two lines cut after a `: `, as late as the first line allows (not `backoff 4s:` alone),
+        # and never between an exception's name and its message: the most specific part stays whole
+        for cut in reversed([i + 2 for i in range(len(text)) if text.startswith(": ", i)]):
+            head = text[:cut - 1]
+            if len(head) <= room and len(text) - cut <= room and not _exception_name(head.rsplit(" ", 1)[-1]):
+                return [" " * indent + head, " " * indent + text[cut:]]
     parts: list[str] = []
     while text and len(parts) < most:
         if len(text) <= room or len(parts) == most - 1:
@@ -222,6 +225,13 @@ def _wrap(text: str, width: int, indent: int, most: int) -> list[str]:
         parts.append(text[:cut])
         text = text[cut:].lstrip()
     return [" " * indent + p for p in parts]
+
+
+def _exception_name(word: str) -> bool:
+    """`RuntimeError:`, `django.core.exceptions.ImproperlyConfigured:`: a dotted name with a capital."""
+    word = word.rstrip(":")
+    return (word.replace(".", "").replace("_", "").isalnum() and not word[:1].isdigit()
+            and word.rsplit(".", 1)[-1][:1].isupper())
 
 
 def _trim(line: Text, width: int) -> Text:
