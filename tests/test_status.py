@@ -177,7 +177,7 @@ def test_once_prints_one_frame(stack):
 
 
 def test_status_name_shows_its_workers_and_the_request_in_flight(stack):
-    t = threading.Thread(target=get, args=(stack.port, "/slow?1.5"))
+    t = threading.Thread(target=get, args=(stack.port, "/slow?2.5"))   # outlasts --once's second sample
     t.start()
     try:
         time.sleep(0.4)
@@ -191,7 +191,7 @@ def test_status_name_shows_its_workers_and_the_request_in_flight(stack):
     assert "2 workers, 1 busy" in out
     busy = next(l for l in out.splitlines() if " busy " in l and "GET /slow" in l)
     age = float(busy.split("GET /slow (")[1].split("s)")[0])
-    assert 0.3 <= age < 1.5
+    assert 0.3 <= age < 2.5
     for w in doc["stats"]["workers"]:
         assert str(w["pid"]) in out
 

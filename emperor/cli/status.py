@@ -30,6 +30,7 @@ from emperor.cli.locate import NoEmperor, Target, ask, locate, no_such_vassal, s
 from emperor.wire.control import HEALTH
 
 REFRESH = 1.0
+RATE_SAMPLE = 1.0   # --once: the second status request this long after the first, for REQ/S
 STATE_STYLE = {
     "running": "green", "starting": "yellow", "reloading": "yellow", "paused": "yellow",
     "stopping": "yellow", "backoff": "red", "config error": "red", "reload failed": "red",
@@ -404,17 +405,31 @@ def run_status(args: argparse.Namespace) -> int:
                 print(no_such_vassal(name, doc.get("vassals", {})), file=sys.stderr)
                 return 1
             name = found
+        console = Console(highlight=False)
+        once = not args.json and (args.once or not console.is_terminal)  # piped: one frame, no screen tricks
+        if once and _needs_rate(doc, name):
+            time.sleep(RATE_SAMPLE)   # a second sample: the emperor's REQ/S is over the time between them
+            doc = ask(target)
     except NoEmperor as e:
         print(e, file=sys.stderr)
         return 1
     if args.json:
         print(json.dumps(doc["vassals"][name] if name else doc, indent=2))
         return 0
-    console = Console(highlight=False)
-    if args.once or not console.is_terminal:   # piped or redirected: one frame, no screen tricks
+    if once:
+        if name is not None and name not in doc.get("vassals", {}):
+            print(f"emperor: {name} has just left the emperor's table", file=sys.stderr)
+            return 1
         console.print(frame(doc, name, console.width))
         return 0
     return _live(doc, target, name)
+
+
+def _needs_rate(doc: dict, name: str | None) -> bool:
+    """A vassal shown has stats but no rate yet (nobody asked in the last seconds)."""
+    vassals = doc.get("vassals", {})
+    shown = [vassals[name]] if name is not None else list(vassals.values())
+    return any((v.get("stats") or {}) and v["stats"].get("rps") is None for v in shown)
 
 
 def _live(doc: dict, target: Target, name: str | None) -> int:
