@@ -20,11 +20,13 @@ RUNTIME_DIR_ENV = "EMPEROR_RUNTIME_DIR"
 
 
 def runtime_dir() -> str:
-    """$EMPEROR_RUNTIME_DIR if set (an emperor, and the commands that look for it, kept
-    apart from the others of the same user); else root's is /run/emperor (nobody else
-    can create it first); a user's is under $XDG_RUNTIME_DIR, else /tmp/emperor-UID."""
+    """Under $EMPEROR_RUNTIME_DIR if set, for root too (an emperor, and the commands that
+    look for it, kept apart from the others of the same user); else root's is /run/emperor
+    (nobody else can create it first); a user's is under $XDG_RUNTIME_DIR, else
+    /tmp/emperor-UID. Under: an `emperor` directory of its own is made there, as
+    ensure_runtime_dir would make private (0700) a directory it is given itself."""
     if os.environ.get(RUNTIME_DIR_ENV):
-        return os.environ[RUNTIME_DIR_ENV]
+        return os.path.join(os.environ[RUNTIME_DIR_ENV], "emperor")
     if os.geteuid() == 0 and os.path.isdir("/run"):
         return "/run/emperor"
     base = os.environ.get("XDG_RUNTIME_DIR")

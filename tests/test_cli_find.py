@@ -154,6 +154,7 @@ def test_the_only_emperor_running_is_found_from_anywhere(tmp_path, procs, runtim
     nowhere = tmp_path / "nowhere"
     nowhere.mkdir()
     e = start_emperor(procs, tmp_path / "srv", "vassals", running=("flask.ini", "api.ini"))
+    assert [n for n in os.listdir(os.path.join(runtime, "emperor")) if n.startswith("vassals-")]  # ours, not /run's
 
     assert shown_emperor(cli("status", "--once", cwd=nowhere)) == e.pid
     r = cli("restart", "flask", cwd=nowhere)
