@@ -90,6 +90,7 @@ class Workers:
         self.respawn_at: dict[tuple[int, int], float] = {}
         self.awaiting = True                     # until this image's generation is all ready
         self.stopping = False                    # the master stops: nobody is respawned
+        self.sentenced: set[int] = set()         # killed by harakiri, not reaped yet: killed once, logged once
 
     @classmethod
     def adopt(cls, h: handoff.HandOff, config: Config, **kw: Any) -> Workers:
@@ -237,6 +238,7 @@ class Workers:
             slot = gen.slots.index(pid)
             gen.slots[slot] = None
             was_ready = slot in gen.ready
+            self.sentenced.discard(pid)
             gen.ready.discard(slot)
             if gen is not self.current or self.stopping:
                 if gen in self.draining and not gen.pids():
@@ -398,7 +400,7 @@ class Workers:
         limit = self.config.harakiri
         for gen in [g for g in [self.current] if g] + self.draining:
             for slot, pid in enumerate(gen.slots):
-                if not pid:
+                if not pid or pid in self.sentenced:
                     continue
                 for core in gen.board.worker(slot)["cores"]:
                     since = core["busy_since"]
@@ -406,5 +408,6 @@ class Workers:
                         self.log(f"HARAKIRI: worker {slot + 1} (pid {pid}) ran {core['method']} {core['path']} "
                                  f"for {now - since:.1f}s (limit {limit}s): killing it")
                         gen.harakiri[slot] += 1
+                        self.sentenced.add(pid)   # its SIGCHLD may come after the next look here
                         signal_quietly(pid, signal.SIGKILL)
                         break

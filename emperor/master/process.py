@@ -455,4 +455,7 @@ def run_master(path: str, environ: dict[str, str] | None = None) -> int:
             master._kill_all()
         _abandon(inherited)
         return 1
+    if master.reloads == 0 and not config.die_on_term and link.fileno() is None:  # by hand: `timeout`,
+        log("SIGTERM reloads this master (uWSGI 2.0); SIGINT or Ctrl-C stops it; "    # `docker stop` send SIGTERM
+            "set die-on-term = true to stop on SIGTERM")
     return master.run()
