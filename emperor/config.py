@@ -26,7 +26,7 @@ from collections import namedtuple
 from collections.abc import Mapping
 
 from emperor.files import TrustRule, Unreadable, Untrusted, read_untrusted
-from emperor.values import _address, _bool, _chmod, _choice, _int, _megabytes, _nonempty, _str
+from emperor.values import _address, _bool, _chmod, _choice, _int, _megabytes, _nonempty, _octal, _str
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing into every master image
 if TYPE_CHECKING:
@@ -108,6 +108,10 @@ class Config:
         self.stats_http: bool = False
         self.vacuum: bool = False
         self.chmod_socket: str | None = None
+        self.chown_socket: str | None = None
+        self.umask: str | None = None
+        self.shared_sockets: list[str] = []
+        self.abstract_socket: bool = False
         self.uid: str | None = None
         self.gid: str | None = None
         self.logto: str | None = None
@@ -242,6 +246,10 @@ _OPTIONS: dict[str, _Opt] = {
     "stats-http": _Opt("stats_http", _bool),
     "vacuum": _Opt("vacuum", _bool),
     "chmod-socket": _Opt("chmod_socket", _chmod, aliases=("chmod",)),
+    "chown-socket": _Opt("chown_socket", _nonempty),
+    "umask": _Opt("umask", _octal),
+    "shared-socket": _Opt("shared_sockets", _address, True),
+    "abstract-socket": _Opt("abstract_socket", _bool),
     "uid": _Opt("uid", _nonempty),
     "gid": _Opt("gid", _nonempty),
     "logto": _Opt("logto", _nonempty),
@@ -402,6 +410,29 @@ def _resolve(text: str, where: _Entry, values: Mapping[str, _Entry], seen: froze
     return _PH_RE.sub(sub, text)
 
 
+def _resolve_sockets(cfg: Config, disp: str) -> None:
+    """Socket addresses as uWSGI binds them: `=N` is the Nth `shared-socket`; a relative UNIX
+    path is relative to `chdir` (uWSGI changes directory before it binds, core/uwsgi.c), else
+    to where the master starts, and is kept absolute, so that `vacuum` finds it at exit;
+    `abstract-socket` puts every UNIX socket in the abstract namespace."""
+    def one(address: str, option: str) -> str:
+        if address.startswith("=") and address[1:].isdigit():
+            n = int(address[1:])
+            if n >= len(cfg.shared_sockets):
+                raise ConfigError(f"{option}: {address} names shared-socket {n}, but there are "
+                                  f"{len(cfg.shared_sockets)}", *cfg.origins.get(option, (disp, None)))
+            address = cfg.shared_sockets[n]
+        if address.startswith("@") or not ("/" in address or ":" not in address):
+            return address
+        if cfg.abstract_socket:
+            return "@" + address
+        return os.path.normpath(os.path.join(cfg.chdir or os.getcwd(), address))
+    cfg.http_sockets = [one(a, "http-socket") for a in cfg.http_sockets]
+    cfg.uwsgi_sockets = [one(a, "socket") for a in cfg.uwsgi_sockets]
+    if cfg.stats:
+        cfg.stats = one(cfg.stats, "stats")
+
+
 def load_config(path: str, *, vassals_dir: str | None = None,
                 environ: Mapping[str, str] | None = None, trust: TrustRule | None = None) -> Config:
     """Read a vassal file ('app.ini' or 'app.ini:section'); ConfigError on any problem.
@@ -455,6 +486,7 @@ def load_config(path: str, *, vassals_dir: str | None = None,
         cfg.warnings.append(f'{e.file}:{e.line}: option "{what}" is not supported by emperor; ignored')
 
     disp = reader.display(top)
+    _resolve_sockets(cfg, disp)
     if not cfg.http_sockets and not cfg.uwsgi_sockets:
         raise ConfigError("no socket or http-socket", disp)
     if cfg.need_app and not cfg.module and not cfg.wsgi_file:

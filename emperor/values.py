@@ -81,3 +81,12 @@ def _chmod(text: str) -> str:
     if not re.fullmatch(r"[0-7]{3,4}", text):
         raise ValueError(f'expected an octal mode such as 660, got "{text}"')
     return text
+
+
+def _octal(text: str) -> str:
+    """A mode or mask in octal ('022', '0o022')."""
+    word = text.split()[0] if text.split() else ""
+    word = word[2:] if word.lower().startswith("0o") else word
+    if not word or word.strip("01234567"):
+        raise ValueError(f'expected an octal value such as 022, got "{text}"')
+    return word

@@ -635,7 +635,27 @@ def test_need_app_false_allows_no_application(tmp_path):
                                   "[::1]:8080", "[::]:80", "/run/app.sock", "relative.sock",
                                   "@abstract", "/tmp/odd:name.sock"])
 def test_good_addresses(tmp_path, addr):
-    assert load_text(tmp_path, f"socket = {addr}\nstats = {addr}\n").uwsgi_sockets == [addr]
+    want = str(tmp_path / addr) if addr == "relative.sock" else addr   # see test_relative_unix_socket...
+    assert load_text(tmp_path, f"socket = {addr}\nstats = {addr}\nchdir = {tmp_path}\n").uwsgi_sockets == [want]
+
+
+def test_relative_unix_socket_paths_are_relative_to_chdir_and_kept_absolute(tmp_path, monkeypatch):
+    """uWSGI changes to `chdir` before it binds (core/uwsgi.c uwsgi_setup: chdir, then
+    uwsgi_bind_sockets); without chdir, the start directory. Absolute, `vacuum` finds it at exit."""
+    monkeypatch.chdir(tmp_path)
+    c = load_text(tmp_path, "socket = run/app.sock\n")
+    assert c.uwsgi_sockets == [str(tmp_path / "run" / "app.sock")]
+    c = load_text(tmp_path, "socket = app.sock\nchdir = /srv/app\n")
+    assert c.uwsgi_sockets == ["/srv/app/app.sock"]
+
+
+def test_shared_sockets_are_named_by_number_and_abstract_socket_goes_abstract(tmp_path):
+    """core/socket.c: `=N` is the Nth shared-socket; abstract-socket binds in the abstract namespace."""
+    c = load_text(tmp_path, "shared-socket = 127.0.0.1:9001\nshared-socket = :9002\nsocket = =1\n")
+    assert c.uwsgi_sockets == [":9002"]
+    e = error_of(tmp_path, "[uwsgi]\nhttp-socket = =0\nmodule = app\n")
+    assert str(e) == "app.ini:2: http-socket: =0 names shared-socket 0, but there are 0"
+    assert load_text(tmp_path, "socket = app.sock\nabstract-socket = true\n").uwsgi_sockets == ["@app.sock"]
 
 
 @pytest.mark.parametrize("addr,message", [

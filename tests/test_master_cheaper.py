@@ -2,8 +2,6 @@
 injected view, then real masters under a real load (uWSGI's Cheaper doc, core/master_utils.c)."""
 from __future__ import annotations
 
-import os
-import signal
 import socket
 import sys
 import threading

@@ -127,7 +127,10 @@ class Master:
         if config.logto:
             logmod.redirect(config.logto)
         want = sockets.wanted(config, self.env.get(handoff.STATS_SOCKET))
-        listeners = sockets.open_listeners(want, config.listen, config.chmod_socket, self.inherited.sockets, self.env)
+        if config.umask:
+            os.umask(int(config.umask, 8))
+        listeners = sockets.open_listeners(want, config.listen, self.inherited.sockets, self.env,
+                                           config.chmod_socket, config.chown_socket)
         self.listeners = [l for l in listeners if l.kind != sockets.STATS]
         self.unavailable = Unavailable(self.listeners, self.loop)
         self.parts.append(self.unavailable)
