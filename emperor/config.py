@@ -26,7 +26,7 @@ from collections import namedtuple
 from collections.abc import Mapping
 
 from emperor.files import TrustRule, Unreadable, Untrusted, read_untrusted
-from emperor.values import _address, _bool, _chmod, _choice, _int, _megabytes, _nonempty, _octal, _str
+from emperor.values import _address, _bool, _chmod, _choice, _exec_hook, _int, _megabytes, _nonempty, _octal, _spaced, _str
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing into every master image
 if TYPE_CHECKING:
@@ -42,10 +42,12 @@ _PH_RE = re.compile(r"%\(([^)]*)\)")
 _INCLUDE_KEYS = {"ini", "include", "inherit"}
 MAX_FILES = 64   # a vassal and everything it includes
 _PLACEHOLDER_KEYS = {"set-placeholder", "set-ph"}
+HOOK_PHASES = ("as-root", "as-user", "pre-app", "post-app", "master-start", "as-user-atexit")
+HOOK_ACTIONS = ("exec", "mkdir", "chmod", "chown", "unlink", "write", "print", "log")
+
 # Accepted without a warning: emperor always behaves this way.
 _NO_EFFECT = {"master", "enable-threads", "thunder-lock", "single-interpreter",
-              "auto-procname", "procname", "procname-prefix", "procname-prefix-spaced",
-              "memory-report"}
+              "auto-procname", "memory-report"}
 _PLUGIN_KEYS = {"plugin", "plugins"}
 _BUILTIN_PLUGIN_RE = re.compile(r"(python[0-9]*|http)")
 
@@ -151,6 +153,27 @@ class Config:
         self.min_worker_lifetime: int = 0
         self.limit_as: int = 0
         self.reload_on_exception: bool = False
+        # hooks (emperor/master/hooks.py): "action:argument" per phase, in file order
+        self.hook_as_root: list[str] = []
+        self.hook_as_user: list[str] = []
+        self.hook_pre_app: list[str] = []
+        self.hook_post_app: list[str] = []
+        self.hook_master_start: list[str] = []
+        self.hook_as_user_atexit: list[str] = []
+        # log files and process names (emperor/master/logfiles.py, names.py)
+        self.logto2: str | None = None
+        self.daemonize: str | None = None
+        self.log_maxsize: int = 0
+        self.log_backupname: str | None = None
+        self.log_reopen: bool = False
+        self.logfile_chown: str | None = None
+        self.logfile_chmod: str | None = None
+        self.touch_logrotate: list[str] = []
+        self.touch_logreopen: list[str] = []
+        self.procname_prefix: str = ""
+        self.procname_append: str = ""
+        self.procname_master: str | None = None
+        self.procname: str | None = None
         self.warnings: list[str] = []
         self.origins: dict[str, tuple[str, int]] = {}
 
@@ -161,6 +184,10 @@ class Config:
         return type(other) is Config and vars(self) == vars(other)
 
     __hash__ = None  # type: ignore[assignment]  # mutable, compared by value
+
+    def log_path(self) -> str | None:
+        """The file every process of the vassal logs to, if any (logto2, logto, daemonize)."""
+        return self.logto2 or self.logto or self.daemonize
 
     def ini_lines(self) -> list[str]:
         """The effective config as ini lines (for the SIGUSR1 stats log)."""
@@ -240,6 +267,34 @@ _OPTIONS: dict[str, _Opt] = {
     "min-worker-lifetime": _Opt("min_worker_lifetime", _int()),
     "limit-as": _Opt("limit_as", _megabytes),
     "reload-on-exception": _Opt("reload_on_exception", _bool),
+    # -- hooks: uWSGI's Hooks doc, core/hooks.c --
+    "hook-as-root": _Opt("hook_as_root", _str, True),
+    "hook-as-user": _Opt("hook_as_user", _str, True),
+    "hook-pre-app": _Opt("hook_pre_app", _str, True),
+    "hook-post-app": _Opt("hook_post_app", _str, True),
+    "hook-master-start": _Opt("hook_master_start", _str, True),
+    "hook-as-user-atexit": _Opt("hook_as_user_atexit", _str, True),
+    "exec-as-root": _Opt("hook_as_root", _exec_hook, True),
+    "exec-as-user": _Opt("hook_as_user", _exec_hook, True),
+    "exec-pre-app": _Opt("hook_pre_app", _exec_hook, True),
+    "exec-post-app": _Opt("hook_post_app", _exec_hook, True),
+    "exec-master-start": _Opt("hook_master_start", _exec_hook, True),
+    "exec-as-user-atexit": _Opt("hook_as_user_atexit", _exec_hook, True),
+    # -- log files and process names: uWSGI's Logging doc --
+    "logto2": _Opt("logto2", _nonempty),
+    "daemonize": _Opt("daemonize", _nonempty, aliases=("daemonize2",)),
+    "log-maxsize": _Opt("log_maxsize", _int()),
+    "log-backupname": _Opt("log_backupname", _nonempty),
+    "log-reopen": _Opt("log_reopen", _bool),
+    "logfile-chown": _Opt("logfile_chown", _str),
+    "logfile-chmod": _Opt("logfile_chmod", _octal),
+    "touch-logrotate": _Opt("touch_logrotate", _nonempty, True),
+    "touch-logreopen": _Opt("touch_logreopen", _nonempty, True),
+    "procname-prefix": _Opt("procname_prefix", _str),
+    "procname-prefix-spaced": _Opt("procname_prefix", _spaced),
+    "procname-append": _Opt("procname_append", _str),
+    "procname-master": _Opt("procname_master", _nonempty),
+    "procname": _Opt("procname", _nonempty),
     "lazy-apps": _Opt("lazy_apps", _bool, aliases=("lazy",)),
     "need-app": _Opt("need_app", _bool),
     "stats": _Opt("stats", _address, aliases=("stats-server",)),
@@ -487,6 +542,13 @@ def load_config(path: str, *, vassals_dir: str | None = None,
 
     disp = reader.display(top)
     _resolve_sockets(cfg, disp)
+    for phase in HOOK_PHASES:
+        for item in getattr(cfg, "hook_" + phase.replace("-", "_")):
+            action = item.split(":", 1)[0]
+            if action not in HOOK_ACTIONS:
+                file, line = cfg.origins.get("hook-" + phase, (disp, None))
+                cfg.warnings.append(f'{file}:{line}: hook-{phase}: action "{action}" is not supported '
+                                    f"by emperor ({', '.join(HOOK_ACTIONS)}); ignored")
     if not cfg.http_sockets and not cfg.uwsgi_sockets:
         raise ConfigError("no socket or http-socket", disp)
     if cfg.need_app and not cfg.module and not cfg.wsgi_file:

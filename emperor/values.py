@@ -90,3 +90,13 @@ def _octal(text: str) -> str:
     if not word or word.strip("01234567"):
         raise ValueError(f'expected an octal value such as 022, got "{text}"')
     return word
+
+
+def _exec_hook(text: str) -> str:
+    """`exec-<phase> = command`: the same as `hook-<phase> = exec:command`."""
+    return "exec:" + text
+
+
+def _spaced(text: str) -> str:
+    """`procname-prefix-spaced`: the prefix and a space."""
+    return text + " "

@@ -31,9 +31,11 @@ from emperor.master.generations import Generation, Workers
 from emperor.master.link import EmperorLink
 from emperor.master.loop import Loop, Part, earliest
 from emperor.master.reload import Reloader, reexec
-from emperor.master.stats import StatsServer, document, statistics_text, workers_text
+from emperor.master import hooks
+from emperor.master.logfiles import LogFile, set_master_title, titles
+from emperor.master.stats import StatsServer, statistics_text, workers_text
 from emperor.master.unavailable import Unavailable
-from emperor.proc import drop_privileges, set_process_name, signal_quietly
+from emperor.proc import set_process_name, signal_quietly
 from emperor.signals import SignalQueue, drain, reaped
 from emperor.states import MASTER_EDGES, Machine, MasterState
 from emperor.wire import channel, handoff, notify
@@ -86,9 +88,14 @@ class Master:
         self.app: Callable | None = None
         self.workers = Workers.adopt(inherited, config, log=log, become_worker=self._become_worker,
                                      master_only=self._master_only, on_failure=self._worker_failed,
-                                     title="emperor worker {slot} " + config_path)
+                                     title=titles(config, config_path)[1])
         self.rollbacks = 0
-        self.stats = StatsServer(None, config, self._stats_document)
+        self.stats = StatsServer(config, self.workers, lambda: self.listeners, lambda: {
+            "name": self.name, "state": self.state_name, "paused": int(self.paused),
+            "image": self.reloads,              # the generation this master image loaded (the file's)
+            "rollbacks": self.rollbacks, "started_at": int(self.started_at),
+            "last_reload_error": self.last_reload_error})
+        self.logfile = LogFile(config, self.loop, self.workers.signal_all, log)
         self.reloader = Reloader(config_path, self.cwd, env=self.env, loop=self.loop,
                                  limit=config.reload_mercy or DEFAULT_RELOAD_MERCY,
                                  emperor=link if env.get(handoff.PREFLIGHTS) == "emperor" else None,
@@ -124,8 +131,7 @@ class Master:
         config = self.config
         for w in config.warnings:
             log(w)
-        if config.logto:
-            logmod.redirect(config.logto)
+        self.logfile.open(dropped=False)
         want = sockets.wanted(config, self.env.get(handoff.STATS_SOCKET))
         if config.umask:
             os.umask(int(config.umask, 8))
@@ -138,14 +144,17 @@ class Master:
         for l in listeners:
             if l.kind == sockets.STATS:
                 self.stats.listen(l, self.loop)
-        drop_privileges(config.uid, config.gid)
+        hooks.drop_privileges(config, log)
+        self.logfile.open(dropped=True)
         if config.touch_reload:
             from emperor.master.touch import TouchWatcher
 
-            self.parts.append(TouchWatcher(config.touch_reload, self.loop, self._touched))
+            self.parts.append(TouchWatcher(config.touch_reload, self.loop, lambda: self.on_graceful_reload("touch-reload")))
         os.environ[handoff.RELOADS] = str(self.reloads)  # the app reads it, as under uWSGI
+        hooks.run(config, "pre-app", log)
         if not config.lazy_apps:
             self.app = load_app(config)
+        hooks.run(config, "post-app", log)
         # Workers are forks: keep their collectors off the pages they share with us.
         gc.collect()
         gc.freeze()
@@ -157,8 +166,14 @@ class Master:
             log(f"generation {self.reloads} loaded, pid {os.getpid()}")
         self.link.tell(channel.SPAWNED, str(self.reloads))
         self._show_state()
-        self.parts += adaptive_parts(config, self.workers, self.loop, self.listeners, log, self._idle_exit)
+        # die-on-idle: `idle` tells the emperor, which starts it again on the next connection (on-demand)
+        self.parts += adaptive_parts(config, self.workers, self.loop, self.listeners, log,
+                                     lambda: self.graceful_stop("idle", say=channel.IDLE))
+        self.logfile.watch()
+        self.parts.append(self.logfile)
+        set_master_title(config, self.config_path)
         self.workers.spawn_all()
+        hooks.run(config, "master-start", log)
         gen = self.workers.current
         if gen is not None and self.workers.all_ready(gen):   # cheap: no worker to wait for
             self.workers.generation_ready()
@@ -262,11 +277,6 @@ class Master:
         why = "workers ready" if self.reloads == 0 else f"generation {self.reloads} ready"
         self.state.to(MasterState.PAUSED if self.paused else MasterState.RUNNING, why)
 
-    def _idle_exit(self) -> None:
-        """`die-on-idle`: the emperor starts it again on the next connection (on-demand)."""
-        self.link.tell(channel.IDLE)
-        self.graceful_stop("idle")
-
     def _read_channel(self) -> None:
         messages = self.link.read()
         if messages is None:
@@ -281,22 +291,6 @@ class Master:
                 self.on_graceful_reload("emperor asked")
             elif word == channel.PREFLIGHT:
                 self.reloader.reported(text)
-
-    def _touched(self) -> None:
-        log("touch-reload file changed")
-        self.on_graceful_reload("touch-reload")
-
-    def _stats_document(self, last_requests: dict[int, int]) -> dict:
-        w = self.workers
-        serving = w.current.number if w.current else self.reloads
-        return document(self.config, self.listeners, w.current, last_requests, {
-            "name": self.name, "state": self.state_name, "generation": serving,
-            "image": self.reloads,              # the generation this master image loaded (the file's)
-            "restored": int(serving != self.reloads), "rollbacks": self.rollbacks,
-            "snapshot": w.snapshot.number if w.snapshot else -1,
-            "paused": int(self.paused), "started_at": int(self.started_at),
-            "last_reload_error": self.last_reload_error,
-        })
 
     # ---------- the signal table's actions ----------
     def on_graceful_reload(self, why: str) -> None:
@@ -333,9 +327,11 @@ class Master:
         self._kill_all()
         self.stop_deadline = time.monotonic() + STOP_MERCY
 
-    def graceful_stop(self, why: str) -> None:
+    def graceful_stop(self, why: str, say: str = "") -> None:
         if self.stopping:
             return
+        if say:
+            self.link.tell(say)
         self._enter_stopping(why)
         for gen in self.workers.generations():
             self.workers.signal(gen, signal.SIGCONT)
@@ -409,6 +405,7 @@ class Master:
 
     def _exit(self) -> int:
         pidfile.remove_all(self.config, os.getpid())
+        hooks.run(self.config, "as-user-atexit", log)
         if self.config.vacuum:
             sockets.vacuum(self.listeners + ([self.stats.listener] if self.stats.listener else []))
         log("stopped")
@@ -444,7 +441,7 @@ def run_master(path: str, environ: dict[str, str] | None = None) -> int:
                              trust=TrustRule.adopt(env.get(handoff.TRUST, "")))
         master = Master(config, config_path, env=env, inherited=inherited, link=link, signals=signals)
         master.start()
-    except (ConfigError, sockets.SocketError, AppError, OSError) as e:
+    except (ConfigError, sockets.SocketError, AppError, hooks.HookError, OSError) as e:
         if isinstance(e, AppError) and e.detail:
             logmod.write_raw(e.detail + "\n")
         if isinstance(e, OSError) and not isinstance(e, sockets.SocketError):

@@ -33,6 +33,7 @@ from emperor.worker.wsgi import base_environ
 RETIRE, LAST, NOW = "retire", "last out", "stop now"
 PAUSE, RESUME, WAKE = "pause", "resume", "wake"
 PARK, UNPARK = "park", "unpark"
+REOPEN = "reopen the log"
 
 SIGNALS: dict[int, str] = {
     signal.SIGTERM: RETIRE,     # stop accepting (another generation takes the queue), finish the
@@ -47,6 +48,7 @@ SIGNALS: dict[int, str] = {
     signal.SIGUSR1: PARK,       # as RETIRE (finish, close idle connections), then wait, alive:
                                 # this generation is the snapshot (master/generations.py)
     signal.SIGUSR2: UNPARK,     # the snapshot is restored: accept again
+    signal.SIGRTMIN: REOPEN,    # the log file was rotated: open its path again (master/logfiles.py)
 }
 __doc__ += "\n".join(f"    {signal.Signals(s).name:8} {a}" for s, a in SIGNALS.items())
 
@@ -193,6 +195,11 @@ class Worker:
                     self.life.to(WorkerState.LAST_OUT, name)
                 elif action == WAKE:
                     self.wakes += 1
+                elif action == REOPEN and self.config.log_path():
+                    try:
+                        logmod.redirect(self.config.log_path() or "")
+                    except OSError as e:
+                        logmod.log(f"cannot reopen the log file: {e.strerror}")
                 elif action == NOW:
                     logmod.flush_std()
                     os._exit(0)
