@@ -42,6 +42,7 @@ _PH_RE = re.compile(r"%\(([^)]*)\)")
 _INCLUDE_KEYS = {"ini", "include", "inherit"}
 MAX_FILES = 64   # a vassal and everything it includes
 _PLACEHOLDER_KEYS = {"set-placeholder", "set-ph"}
+_OWN_VARIABLES = {"log-format"}   # %(name) there is the request log's, unless the file sets `name`
 HOOK_PHASES = ("as-root", "as-user", "pre-app", "post-app", "master-start", "as-user-atexit")
 HOOK_ACTIONS = ("exec", "mkdir", "chmod", "chown", "unlink", "write", "print", "log")
 
@@ -206,11 +207,16 @@ def _by_name(entries: list[_Entry]) -> dict[str, _Entry]:
                                for e in entries)}
 
 
-def _resolve(text: str, where: _Entry, values: Mapping[str, _Entry], seen: frozenset[str]) -> str:
-    """Expand %(key) recursively; the error points at the line that has the reference."""
+def _resolve(text: str, where: _Entry, values: Mapping[str, _Entry], seen: frozenset[str],
+             keep_unknown: bool = False) -> str:
+    """Expand %(key) recursively; the error points at the line that has the reference.
+
+    `keep_unknown`: an unknown %(name) stays as it is (log-format's own variables)."""
     def sub(m: re.Match[str]) -> str:
         name = m.group(1).strip().replace("_", "-")
         src = values.get(name)
+        if src is None and keep_unknown:
+            return m.group(0)
         if src is None:
             raise ConfigError(f"{where.key}: unknown placeholder %({m.group(1)})", where.file, where.line)
         if name in seen:
@@ -274,7 +280,7 @@ def load_config(path: str, *, vassals_dir: str | None = None,
                 unsupported.append(e)
             continue
         opt = _OPTIONS[name]
-        text = _resolve(e.value, e, values, frozenset({e.key})).replace(_PCT, "%")
+        text = _resolve(e.value, e, values, frozenset({e.key}), name in _OWN_VARIABLES).replace(_PCT, "%")
         try:
             value = opt.conv(text)
         except ValueError as exc:
@@ -296,6 +302,13 @@ def load_config(path: str, *, vassals_dir: str | None = None,
 
     disp = reader.display(top)
     _resolve_sockets(cfg, disp)
+    for option in ("logger", "req-logger"):
+        value = getattr(cfg, option.replace("-", "_"))
+        if value and not (value == "stdio" or (value.startswith("file:") and len(value) > 5)):
+            file, line = cfg.origins.get(option, (disp, None))
+            cfg.warnings.append(f'{file}:{line}: {option} "{value}": only file:PATH and stdio are supported '
+                                f"by emperor; ignored")
+            setattr(cfg, option.replace("-", "_"), None)
     for phase in HOOK_PHASES:
         for item in getattr(cfg, "hook_" + phase.replace("-", "_")):
             action = item.split(":", 1)[0]

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from collections import namedtuple
 
-from emperor.values import (_address, _bool, _chmod, _choice, _exec_hook, _int, _megabytes, _nonempty, _octal,
-                            _spaced, _str)
+from emperor.values import (_address, _bool, _chmod, _choice, _exec_hook, _int, _logger, _megabytes, _nonempty,
+                            _octal, _spaced, _str)
 
 
 class Config:
@@ -116,6 +116,19 @@ class Config:
         self.procname_append: str = ""
         self.procname_master: str | None = None
         self.procname: str | None = None
+        # the request log (emperor/worker/reqlog.py)
+        self.log_format: str | None = None
+        self.log_4xx: bool = False
+        self.log_5xx: bool = False
+        self.log_slow: int = 0
+        self.log_big: int = 0
+        self.log_zero: bool = False
+        self.log_x_forwarded_for: bool = False
+        self.log_date: str | None = None
+        self.logformat_strftime: bool = False
+        self.log_micros: bool = False
+        self.req_logger: str | None = None
+        self.logger: str | None = None
         self.warnings: list[str] = []
         self.origins: dict[str, tuple[str, int]] = {}
 
@@ -128,8 +141,9 @@ class Config:
     __hash__ = None  # type: ignore[assignment]  # mutable, compared by value
 
     def log_path(self) -> str | None:
-        """The file every process of the vassal logs to, if any (logto2, logto, daemonize)."""
-        return self.logto2 or self.logto or self.daemonize
+        """The file every process of the vassal logs to, if any (logto2, logto, daemonize, logger)."""
+        logger = self.logger[5:] if self.logger and self.logger.startswith("file:") else None
+        return self.logto2 or self.logto or self.daemonize or logger
 
     def ini_lines(self) -> list[str]:
         """The effective config as ini lines (for the SIGUSR1 stats log)."""
@@ -241,6 +255,19 @@ _OPTIONS: dict[str, _Opt] = {
     "procname-append": _Opt("procname_append", _str),
     "procname-master": _Opt("procname_master", _nonempty),
     "procname": _Opt("procname", _nonempty),
+    # -- the request log: uWSGI's LogFormat and Logging docs --
+    "log-format": _Opt("log_format", _nonempty, aliases=("logformat",)),
+    "log-4xx": _Opt("log_4xx", _bool),
+    "log-5xx": _Opt("log_5xx", _bool),
+    "log-slow": _Opt("log_slow", _int()),
+    "log-big": _Opt("log_big", _int()),
+    "log-zero": _Opt("log_zero", _bool),
+    "log-x-forwarded-for": _Opt("log_x_forwarded_for", _bool),
+    "log-date": _Opt("log_date", _str, aliases=("logdate",)),
+    "logformat-strftime": _Opt("logformat_strftime", _bool, aliases=("log-format-strftime",)),
+    "log-micros": _Opt("log_micros", _bool),
+    "req-logger": _Opt("req_logger", _logger),
+    "logger": _Opt("logger", _logger),
     "lazy-apps": _Opt("lazy_apps", _bool, aliases=("lazy",)),
     "need-app": _Opt("need_app", _bool),
     "stats": _Opt("stats", _address, aliases=("stats-server",)),

@@ -100,3 +100,9 @@ def _exec_hook(text: str) -> str:
 def _spaced(text: str) -> str:
     """`procname-prefix-spaced`: the prefix and a space."""
     return text + " "
+
+
+def _logger(text: str) -> str:
+    """`logger`/`req-logger`: emperor writes to a file (`file:PATH`) or the process's own log
+    (`stdio`); another kind is kept as written, and config.load_config warns that it is ignored."""
+    return text.strip()

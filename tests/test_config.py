@@ -151,7 +151,6 @@ def test_legacy_file_warns_for_each_unsupported_option():
         'legacy_uwsgi.ini:6: option "static-map" is not supported by emperor; ignored',
         'legacy_uwsgi.ini:7: option "offload-threads" is not supported by emperor; ignored',
         'legacy_uwsgi.ini:9: option "py-autoreload" is not supported by emperor; ignored',
-        'legacy_uwsgi.ini:10: option "log-format" is not supported by emperor; ignored',
         'legacy_uwsgi.ini:11: option "plugin = router_cache" is not supported by emperor; ignored',
     ]
 
@@ -449,9 +448,10 @@ def test_placeholder_loop_is_an_error(tmp_path):
     assert "placeholder loop" in str(e) and e.path == "app.ini"
 
 
-def test_placeholders_in_unsupported_options_are_left_alone(tmp_path):
-    c = load_text(tmp_path, "log-format = %(addr) %(status)\n")
-    assert c.warnings == ['app.ini:4: option "log-format" is not supported by emperor; ignored']
+def test_log_format_keeps_its_own_variables_and_takes_placeholders(tmp_path):
+    """uWSGI leaves an unknown %(name) as it is: in log-format it is a request-log variable."""
+    c = load_text(tmp_path, "set-ph = tag=shop\nlog-format = %(tag) %(addr) %(status)\n")
+    assert c.log_format == "shop %(addr) %(status)" and c.warnings == []
 
 
 def test_bad_set_placeholder(tmp_path):

@@ -39,7 +39,8 @@ class LogFile(Part):
     def open(self, dropped: bool) -> None:
         """Open the log file: `logto`/`daemonize` before the privilege drop, `logto2` after."""
         c = self.config
-        path = c.logto2 if dropped else (c.logto or c.daemonize)
+        logger = c.logger[5:] if c.logger and c.logger.startswith("file:") else None
+        path = c.logto2 if dropped else (c.logto or c.daemonize or logger)
         if path:
             logmod.redirect(path)
             self._own(path)

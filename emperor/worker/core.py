@@ -25,6 +25,7 @@ from emperor.wire.scoreboard import CoreCounters
 from emperor.worker.conn import Conn, peer_name
 from emperor.worker.protocols import uwsgi as uwsgi_proto
 from emperor.worker.protocols.http import HTTPError, error_response, find_head, parse_head
+from emperor.worker.reqlog import Request
 from emperor.worker.streams import EMPTY_INPUT, EmptyInput, Input
 from emperor.worker.wsgi import run
 
@@ -155,7 +156,9 @@ class Core:
                 elif fd in listeners and self.accepting and not (w.stopping or w.paused):
                     self.on_accept(listeners[fd], timeout_s)
             if self.logbuf:
-                logmod.write_raw("".join(self.logbuf))
+                text = "".join(self.logbuf)
+                if not w.reqlog.write(text):
+                    logmod.write_raw(text)
                 self.logbuf.clear()
 
     def sweep(self, now: float) -> None:
@@ -335,12 +338,10 @@ class Core:
             w.requests_in_flight -= 1
         now = time.monotonic()
         self.counters.end(now, started, out.sent, out.failed)
-        if not w.config.disable_logging:
-            qs = environ.get("QUERY_STRING")
-            uri = environ.get('REQUEST_URI') or path + ('?' + qs if qs else '')
-            self.logbuf.append(logmod.line(
-                f"{peer_name(conn)} {logmod.printable(method)} {logmod.printable(uri)}"
-                f" => {out.status} {out.sent} bytes{f' (cut: {out.cut})' if out.cut else ''}"
-                f" in {(now - started) * 1000:.2f} ms"))
+        reqlog = w.reqlog
+        if reqlog.active and reqlog.wanted(out.status, now - started, out.sent):
+            self.logbuf.append(reqlog.line(Request(environ, out.status, out.sent, out.head_size, len(out.headers),
+                                                   time.time() - (now - started), now - started, w.slot + 1,
+                                                   self.index, out.cut), peer_name(conn)))
         w.count_request(out.raised)
         return out.keep_alive

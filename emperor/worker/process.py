@@ -27,7 +27,9 @@ from emperor.states import WORKER_EDGES, Machine, WorkerState
 from emperor.wire import notify
 from emperor.wire.scoreboard import Scoreboard
 from emperor.worker.app import AppError
+from emperor.worker import features
 from emperor.worker.core import Core
+from emperor.worker.reqlog import RequestLog
 from emperor.worker.wsgi import base_environ
 
 RETIRE, LAST, NOW = "retire", "last out", "stop now"
@@ -73,6 +75,7 @@ class Worker:
         self.life = Machine(WorkerState.RUNNING, WORKER_EDGES, logmod.log)
         self.paused = False   # beside the state: a paused worker may also be told to retire
         self.requests = 0
+        self.reqlog = RequestLog(config)
         self.started = time.monotonic()
         self.max_requests = config.max_requests + slot * config.max_requests_delta if config.max_requests else 0
         # any per-request check at all: a worker without them pays one attribute test per request
@@ -136,6 +139,7 @@ class Worker:
                 resource.setrlimit(resource.RLIMIT_AS, (self.config.limit_as, self.config.limit_as))
             if self.app is _not_loaded:
                 self.app = self.load_app()
+            self.app = features.wrap(self.config, self.app)
             main = Core(self, 0, main_r)
             main.wake_w = main_w
             self.cores.append(main)

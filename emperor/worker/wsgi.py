@@ -69,7 +69,7 @@ class Exchange:
 
     __slots__ = ("conn", "version", "http11", "allow_chunked", "head_only", "expect_pending",
                  "status_line", "headers", "head_sent", "length", "left", "chunked", "close",
-                 "no_body", "status", "sent", "failed", "keep_alive", "cut", "raised")
+                 "no_body", "status", "sent", "failed", "keep_alive", "cut", "raised", "head_size")
 
     def __init__(self, conn: Any, version: str, keep_alive: bool, http11: bool, allow_chunked: bool,
                  head_only: bool, expect_pending: Any) -> None:
@@ -93,6 +93,7 @@ class Exchange:
         self.keep_alive = False
         self.cut = ""                    # why the client did not get the whole response
         self.raised = False              # the application raised (a 500, or a cut response)
+        self.head_size = 0
 
     def start_response(self, status: str, headers: list, exc_info: Any = None) -> Callable[[bytes], None]:
         if exc_info:
@@ -167,6 +168,7 @@ class Exchange:
         if text.count("\r") != lines or text.count("\n") != lines or "\0" in text:
             raise ValueError(f"invalid WSGI status or header (CR, LF or NUL inside): {self.headers!r}")
         self.head_sent = True
+        self.head_size = len(text)
         self.no_body = no_body
         self.left = None if no_body else self.length
         return text.encode("latin-1")

@@ -24,6 +24,8 @@ def application(environ, start_response):
     path = environ["PATH_INFO"]
     if path == "/leak":
         KEPT.append(bytearray(int(_param(environ, "mb", "10")) << 20))   # touched: really resident
+    elif path == "/sleep":
+        time.sleep(int(_param(environ, "ms", "100")) / 1000)
     elif path == "/boom":
         raise RuntimeError("boom, on purpose")
     elif path == "/hold":
