@@ -233,13 +233,15 @@ class Workers:
     def next_respawn(self, gen: Generation) -> float | None:
         return min((t for (n, _), t in self.respawn_at.items() if n == gen.number), default=None)
 
-    def worker_ready(self, pid: int) -> bool:
-        """A worker accepts. True once, when the whole generation of this image does:
-        then the previous generations are told to leave."""
+    def worker_ready(self, pid: int | None) -> bool:
+        """A worker accepts (None: a generation of no worker, `processes = 0`, is complete at
+        once). True once, when the whole generation of this image does: then the previous
+        generations are told to leave."""
         gen = self.current
-        if gen is None or pid not in gen.slots or self.stopping:
+        if gen is None or (pid is not None and pid not in gen.slots) or self.stopping:
             return False  # a READY read after a stop began (written before it was told) changes nothing
-        gen.ready.add(gen.slots.index(pid))
+        if pid is not None:
+            gen.ready.add(gen.slots.index(pid))
         if len(gen.ready) < len(gen.slots) or not self.awaiting:
             return False
         self.awaiting = False

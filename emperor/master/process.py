@@ -134,9 +134,7 @@ class Master:
         self.listeners = [l for l in listeners if l.kind != sockets.STATS]
         self.unavailable = Unavailable(self.listeners, self.ep)
         sockets.defer_accept(self.listeners, config.socket_timeout)
-        for l in listeners:
-            if l.kind == sockets.STATS:
-                self.stats.listener = l
+        self.stats.listener = next((l for l in listeners if l.kind == sockets.STATS), self.stats.listener)
         drop_privileges(config.uid, config.gid)
         if config.touch_reload:
             from emperor.master.touch import TouchWatcher
@@ -157,6 +155,8 @@ class Master:
         self.link.tell(channel.SPAWNED, str(self.reloads))
         self._show_state()
         self.workers.spawn_all()
+        if not config.processes:   # uWSGI's no-workers mode: sockets bound, nobody to wait for
+            self._worker_ready(None)
 
     def _master_only(self) -> list[int]:
         """What a forked worker closes: the descriptors only the master uses."""
@@ -247,7 +247,7 @@ class Master:
         self.unavailable.start(wait)
         self.link.tell(channel.FAILING, f"{gen.last_failure} (worker retried in {wait:g}s)")
 
-    def _worker_ready(self, pid: int) -> None:
+    def _worker_ready(self, pid: int | None) -> None:
         cur = self.workers.current
         all_ready = self.workers.worker_ready(pid)
         if self.unavailable.active and cur is not None and cur.ready:
