@@ -125,6 +125,8 @@ class Masters:
         try:
             config = load_config(v.path, vassals_dir=self.directory, trust=v.trust)
         except ConfigError as e:
+            for problem in e.problems[1:]:   # the first is the vassal's error, logged with its state
+                log(problem if problem.startswith(v.name) else f"{v.name}: {problem}")
             return str(e)
         except Exception as e:  # a bug of ours in reading a hostile file costs that vassal alone
             return f"{v.name}: cannot read: {type(e).__name__}: {e}"

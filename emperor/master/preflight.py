@@ -31,7 +31,10 @@ def preflight(path: str) -> int:
             sockets.bind(kind, address, 1).sock.close()
         drop_privileges(config.uid, config.gid)  # the app is imported as the master will import it
         load(config)
-    except (ConfigError, sockets.SocketError) as e:
+    except ConfigError as e:
+        print("\n".join(e.problems), file=sys.stderr)
+        return 1
+    except sockets.SocketError as e:
         print(str(e), file=sys.stderr)
         return 1
     except AppError as e:

@@ -125,7 +125,7 @@ class Master:
     def start(self) -> None:
         """Bind (or adopt) the sockets, load the app, fork the generation. Raises on failure."""
         config = self.config
-        for w in config.warnings:
+        for w in config.warnings + config.print:   # and the file's `print` lines, as uWSGI prints them
             log(w)
         if config.logto:
             logmod.redirect(config.logto)
@@ -453,7 +453,8 @@ def run_master(path: str, environ: dict[str, str] | None = None) -> int:
             log(f"{name}: {text}")
         else:
             text = str(e)
-            log(text if text.startswith(name) else f"{name}: {text}")
+            for line in e.problems if isinstance(e, ConfigError) else (text,):
+                log(line if line.startswith(name) else f"{name}: {line}")
         link.tell(channel.ERROR, text)
         if master is not None:
             master._kill_all()

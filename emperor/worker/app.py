@@ -42,7 +42,9 @@ def prepare_environment(config: Config) -> None:
             raise AppError(f"{config.name}: chdir {config.chdir}: {e.strerror}") from None
     if config.virtualenv:
         _activate_virtualenv(config)
-    for path in reversed(config.pythonpath):
+    # uWSGI (python_plugin.c): each glob match in order, or the value itself when none,
+    # inserted at the front of sys.path one after the other: the last one ends up first
+    for path in config.pythonpath:
         for p in sorted(glob.glob(path)) or [path]:
             if p not in sys.path:
                 sys.path.insert(0, p)
