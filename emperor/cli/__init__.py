@@ -42,6 +42,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="a deleted vassal file stops its master gracefully (in-flight requests finish "
                         "within --grace) instead of at once (SIGINT, uWSGI's way); a file's own "
                         "`graceful-removal = true/false` decides for it")
+    r.add_argument("--strict-compat", action="store_true",
+                   help="a vassal using an option uWSGI knows but emperor does not support is refused")
     s = sub.add_parser("status", help="live view of the vassals")
     s.add_argument("name", nargs="?")
     s.add_argument("--once", action="store_true")

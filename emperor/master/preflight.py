@@ -20,7 +20,8 @@ from emperor.worker.app import AppError, load
 def preflight(path: str) -> int:
     try:
         config = load_config(path, vassals_dir=os.environ.get(handoff.VASSALS_DIR),
-                             trust=TrustRule.adopt(os.environ.get(handoff.TRUST, "")))
+                             trust=TrustRule.adopt(os.environ.get(handoff.TRUST, "")),
+                             strict_compat=os.environ.get(handoff.STRICT_COMPAT) == "1")
         held = handoff.read_held(os.environ.get(handoff.HELD, ""))
         for kind, address in sockets.wanted(config):
             if (kind, address) in held:

@@ -442,7 +442,8 @@ def run_master(path: str, environ: dict[str, str] | None = None) -> int:
     master: Master | None = None
     try:
         config = load_config(config_path, vassals_dir=env.get(handoff.VASSALS_DIR),
-                             trust=TrustRule.adopt(env.get(handoff.TRUST, "")))
+                             trust=TrustRule.adopt(env.get(handoff.TRUST, "")),
+                             strict_compat=env.get(handoff.STRICT_COMPAT) == "1")
         master = Master(config, config_path, env=env, inherited=inherited, link=link, signals=signals)
         master.start()
     except (ConfigError, sockets.SocketError, AppError, OSError) as e:
