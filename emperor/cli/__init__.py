@@ -1,4 +1,4 @@
-"""Command line: `emperor run|master|status|restart` and uWSGI's --reload/--stop PIDFILE.
+"""Command line: `emperor run|master|status|restart|check` and uWSGI's --reload/--stop PIDFILE.
 
 Every failure a user can cause ends in one line on stderr and a non-zero exit,
 never a traceback.
@@ -44,6 +44,12 @@ def _parser() -> argparse.ArgumentParser:
                         "`graceful-removal = true/false` decides for it")
     r.add_argument("--strict-compat", action="store_true",
                    help="a vassal using an option uWSGI knows but emperor does not support is refused")
+    ck = sub.add_parser("check", help="read vassal files as their masters would and say what each line does")
+    ck.add_argument("files", nargs="+", metavar="FILE", help="vassal file (FILE.ini or FILE.ini:section)")
+    ck.add_argument("--json", action="store_true", help="one JSON document")
+    ck.add_argument("--problems", action="store_true", help="only warnings and errors, and the summary")
+    ck.add_argument("--strict-compat", action="store_true", help="as `emperor run --strict-compat` reads them")
+    ck.add_argument("--vassals-dir", help="what %%v says (default: each file's directory)")
     s = sub.add_parser("status", help="live view of the vassals")
     s.add_argument("name", nargs="?")
     s.add_argument("--once", action="store_true")
@@ -130,6 +136,10 @@ def main(argv: list[str] | None = None) -> int:
         from emperor.cli.health import run_health
 
         return run_health(args)
+    if args.command == "check":
+        from emperor.config.check import run_check
+
+        return run_check(args)
     if args.command == "restart":
         from emperor.cli.status import run_restart
 
