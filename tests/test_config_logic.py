@@ -79,6 +79,12 @@ def test_if_opt_and_value(tmp_path):
     assert printed(tmp_path, body) == ["foo 1"]
 
 
+def test_a_name_tested_by_if_opt_is_a_placeholder_in_use(tmp_path):
+    """The polemarch idiom: `if-not-opt = daemon` / `daemon = true`: `daemon` is no typo."""
+    c = load_config(write(tmp_path, "app.ini", HEAD + "if-not-opt = daemon\ndaemon = true\nendif\n"), environ={})
+    assert c.warnings == []
+
+
 def test_each_line_of_a_block_is_tested_when_it_is_read(tmp_path):
     """config.c add_exported_option calls the test for every line: after `foo = 1` the
     if-not-opt = foo block lets nothing more through (ConfigLogic.rst)."""

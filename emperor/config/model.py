@@ -30,8 +30,11 @@ class Finding:
 
     `message`: for a warning or an error, the line as the log, `emperor status` and
     ConfigError show it ('app.ini:9: option "static-map" is not supported by emperor; ignored').
-    `category` (errors only): "reading" (the file's text), "file" (a file it names is
-    missing or refused), "vassal" (read fine, but not something emperor can run).
+    `category` (errors only): "reading" (the file's text), "undefined" (a placeholder
+    nothing defines: a typo, or a fragment whose includer defines it), "file" (a file it
+    names is missing or refused), "unsupported" (a feature emperor does not have: an
+    unsupported option under strict-compat, @(exec://...)), "vassal" (read fine, but
+    without a socket or an application).
     """
 
     __slots__ = ("file", "line", "option", "verdict", "detail", "message", "category")

@@ -60,7 +60,7 @@ class Reader:
         self.inherits: list[tuple[Entry, str, str, str, tuple]] = []
         self.files = 0
         self.said: set[str] = set()             # the messages given, each once
-        self.refs: set[str] = set()             # names include lines refer to with %(name)
+        self.refs: set[str] = set()             # names used by include lines (%(name)) and if-opt
         self.top_ok = True                      # the vassal file itself was read, its section found
         self.ctx = Context(environ, self.option_so_far, self.read_lines)
 
@@ -211,6 +211,8 @@ class Reader:
                                            else f"{rejected.describe()} is false" if rejected.key in logic.IFS
                                            else f"{rejected.describe()} has no items")
         if key in logic.OPENERS:
+            if key in ("if-opt", "if-not-opt"):   # a name tested here is used as a placeholder
+                self.refs.add(catalog.normal(value.partition("=")[0].strip()))
             if len(values) == 1:
                 self.open(key, name, values[0], file, line, base)
                 return

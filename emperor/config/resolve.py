@@ -101,7 +101,7 @@ class Resolver:
 
     def placeholder(self, key: str, e: Entry, seen: frozenset[str]) -> str | None:
         if key == "_":
-            raise ResolveError(f"{e.name}: %(_) outside an if/for block (or its test has no value)", e)
+            raise ResolveError(f"{e.name}: %(_) outside an if/for block (or its test has no value)", e, "undefined")
         if " " in key:
             result = expand.arithmetic(key, lambda name: self.named(name, key, e, seen))
             if "(" in key or ")" in key:
@@ -123,7 +123,7 @@ class Resolver:
         src = self.entries.get(norm)
         if src is None:
             what = "" if name == written else f'"{shown(name)}" in '
-            raise ResolveError(f"{e.name}: unknown placeholder {what}%({shown(written)})", e)
+            raise ResolveError(f"{e.name}: unknown placeholder {what}%({shown(written)})", e, "undefined")
         if norm in seen:
             raise ResolveError(f"{e.name}: placeholder loop through %({shown(norm)})", e)
         return self.expand(src, seen | {norm})
