@@ -3,7 +3,9 @@ logic, %k, placeholder arithmetic, an inline comment after a port, a factory, UW
 variables, processes = 0. Each serves (or, with no worker, is ready and binds)."""
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -11,7 +13,7 @@ from urllib.request import urlopen
 
 import pytest
 
-from conftest import free_port, wait_for
+from conftest import ROOT, free_port, wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -91,3 +93,17 @@ def test_processes_zero_binds_and_is_ready_with_no_worker(procs, tmp_path):
     assert "0 is uWSGI's no-workers mode" in m.log
     assert workers(m.pid) == []
     wait_for(lambda: socket.create_connection(("127.0.0.1", port), timeout=1).close() is None, timeout=5)
+
+
+def test_a_reload_preflight_reads_the_file_as_the_next_image_will(tmp_path):
+    """`if-reload` (uWSGI: UWSGI_RELOADS was set at start) is true in a preflight, which is
+    always for a reload: it checks the module the reloaded master will import."""
+    (tmp_path / "factoryapp.py").write_text(textwrap.dedent(APP))
+    (tmp_path / "app.ini").write_text(
+        f"[uwsgi]\nhttp-socket = 127.0.0.1:{free_port()}\nchdir = %d\nif-reload\nmodule = factoryapp:create_app()\n"
+        "endif\nif-not-reload\nmodule = no_such_module_at_first_start\nendif\n")
+    env = {k: v for k, v in os.environ.items() if k != "UWSGI_RELOADS"}
+    r = subprocess.run([sys.executable, "-m", "emperor", "master", "--preflight", str(tmp_path / "app.ini")],
+                       cwd=tmp_path, env=dict(env, PYTHONPATH=str(ROOT)), capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode == 0, r.stderr

@@ -19,7 +19,10 @@ from emperor.worker.app import AppError, load
 
 def preflight(path: str) -> int:
     try:
-        config = load_config(path, vassals_dir=os.environ.get(handoff.VASSALS_DIR),
+        # a preflight is always for a reload: what `if-reload` tests (UWSGI_RELOADS) is set in the next image
+        environ = dict(os.environ)
+        environ.setdefault(handoff.RELOADS, "1")
+        config = load_config(path, vassals_dir=os.environ.get(handoff.VASSALS_DIR), environ=environ,
                              trust=TrustRule.adopt(os.environ.get(handoff.TRUST, "")),
                              strict_compat=os.environ.get(handoff.STRICT_COMPAT) == "1")
         held = handoff.read_held(os.environ.get(handoff.HELD, ""))
