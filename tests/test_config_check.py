@@ -94,3 +94,15 @@ def test_strict_compat(tmp_path):
     assert r.returncode == 1
     assert r.stdout.splitlines()[0] == ('app.ini:4: static-map: error: option "static-map" is not '
                                         'supported by emperor (strict-compat)')
+
+
+def test_the_readme_sample_starts_as_written_and_uwsgi_reads_it_the_same(tmp_path):
+    """The README's `[uwsgi]` sample: no warning, no error, and no line uWSGI reads otherwise."""
+    readme = (ROOT / "README.md").read_text()
+    sample = readme.split("```ini\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "mysite.ini").write_text(sample)
+    r = check("--json", "mysite.ini", cwd=tmp_path)
+    doc = json.loads(r.stdout)["files"][0]
+    assert r.returncode == 0 and doc["clean"], doc
+    assert [f["detail"] for f in doc["findings"] if "uWSGI 2.0" in f["detail"]] == []
+    assert {f["option"]: f["detail"] for f in doc["findings"]}["http-socket"] == "127.0.0.1:8000"
