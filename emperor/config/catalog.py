@@ -7,7 +7,6 @@ file that uses only honoured options never reads it.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 
@@ -18,6 +17,8 @@ _known: dict[str, str] | None = None   # normalised name -> "" or what a build n
 
 def load(path: str = DATA) -> dict:
     """The whole data file: `uwsgi` (its source), `columns`, `options` (one list per option)."""
+    import json
+
     with open(path, encoding="utf-8") as f:
         data: dict = json.load(f)
     return data
