@@ -2,7 +2,9 @@
 
 Derived from the vassals directory (and the vassal file) alone, so `emperor
 status`, run from the directory where `emperor run` was started, finds that
-emperor with no option: both compute the same path.
+emperor with no option: both compute the same path. From anywhere else, the
+command line looks for the emperors of this user: the control sockets in the
+runtime dir that someone listens on (`listening_control_sockets`).
 """
 from __future__ import annotations
 
@@ -14,9 +16,17 @@ import stat
 import time
 
 
+RUNTIME_DIR_ENV = "EMPEROR_RUNTIME_DIR"
+
+
 def runtime_dir() -> str:
-    """Root's is /run/emperor (nobody else can create it first); a user's is under
-    $XDG_RUNTIME_DIR, else /tmp/emperor-UID."""
+    """Under $EMPEROR_RUNTIME_DIR if set, for root too (an emperor, and the commands that
+    look for it, kept apart from the others of the same user); else root's is /run/emperor
+    (nobody else can create it first); a user's is under $XDG_RUNTIME_DIR, else
+    /tmp/emperor-UID. Under: an `emperor` directory of its own is made there, as
+    ensure_runtime_dir would make private (0700) a directory it is given itself."""
+    if os.environ.get(RUNTIME_DIR_ENV):
+        return os.path.join(os.environ[RUNTIME_DIR_ENV], "emperor")
     if os.geteuid() == 0 and os.path.isdir("/run"):
         return "/run/emperor"
     base = os.environ.get("XDG_RUNTIME_DIR")
@@ -25,10 +35,52 @@ def runtime_dir() -> str:
     return f"/tmp/emperor-{os.geteuid()}"
 
 
+CONTROL_DIGEST = 12    # hex digits of a control socket's name; a stats socket's have 16
+
+
 def control_socket(directory: str) -> str:
     real = os.path.realpath(directory)
-    digest = hashlib.sha1(real.encode()).hexdigest()[:12]
+    digest = hashlib.sha1(real.encode()).hexdigest()[:CONTROL_DIGEST]
     return os.path.join(runtime_dir(), f"{os.path.basename(real) or 'root'}-{digest}.sock")
+
+
+def _is_control_name(name: str) -> bool:
+    stem, _, digest = name.removesuffix(".sock").rpartition("-")
+    return (name.endswith(".sock") and bool(stem) and len(digest) == CONTROL_DIGEST
+            and all(c in "0123456789abcdef" for c in digest))
+
+
+def answers(path: str, timeout: float = 0.5) -> bool:
+    """Someone listens on the UNIX socket `path` (a connection is accepted, nothing is said)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        try:
+            s.connect(path)
+        except OSError:
+            return False
+    return True
+
+
+def listening_control_sockets() -> list[str]:
+    """The control sockets in this user's runtime dir that accept a connection: one per
+    emperor of this user running with its default control socket (a socket left by an
+    emperor killed with SIGKILL refuses, and is not one)."""
+    d = runtime_dir()
+    try:
+        names = sorted(n for n in os.listdir(d) if _is_control_name(n))
+    except OSError:
+        return []
+    found = []
+    for name in names:
+        path = os.path.join(d, name)
+        try:
+            if not stat.S_ISSOCK(os.lstat(path).st_mode):
+                continue
+        except OSError:
+            continue
+        if answers(path):
+            found.append(path)
+    return found
 
 
 def ensure_runtime_dir() -> str:

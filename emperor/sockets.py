@@ -52,7 +52,10 @@ class Listener:
 
 
 def parse_address(address: str) -> tuple[int, str | tuple[str, int]]:
-    """'host:port', ':port', '[::1]:port' or a UNIX path -> (family, sockaddr)."""
+    """'host:port', ':port', '[::1]:port', a UNIX path, or '@name' (Linux's abstract
+    namespace, as uWSGI's core/socket.c reads it) -> (family, sockaddr)."""
+    if address.startswith("@"):
+        return socket.AF_UNIX, "\0" + address[1:]
     if "/" in address or ":" not in address:
         return socket.AF_UNIX, address
     host, _, port = address.rpartition(":")
@@ -63,19 +66,43 @@ def parse_address(address: str) -> tuple[int, str | tuple[str, int]]:
     return socket.AF_INET, (host, int(port))
 
 
-def bind(kind: str, address: str, backlog: int, chmod: str | None = None) -> Listener:
+def is_path(address: str) -> bool:
+    """A UNIX socket with a file (not an abstract name, not TCP)."""
+    return not address.startswith("@") and ("/" in address or ":" not in address)
+
+
+def own(address: str, chmod: str | None = None, chown: str | None = None) -> None:
+    """`chmod-socket` and `chown-socket` (user[:group], names or numbers) on a UNIX socket's file:
+    after a bind, and again after every reload, so that an edited value takes effect."""
+    if not is_path(address):
+        return
+    if chmod:
+        os.chmod(address, int(chmod, 8))
+    if chown:
+        import grp
+        import pwd
+
+        user, _, group = chown.partition(":")
+        try:
+            uid = int(user) if user.isdigit() else pwd.getpwnam(user).pw_uid if user else -1
+            gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid if group else -1
+        except KeyError:
+            raise OSError(errno.EINVAL, f"chown-socket {chown}: no such user or group") from None
+        os.chown(address, uid, gid)
+
+
+def bind(kind: str, address: str, backlog: int, chmod: str | None = None, chown: str | None = None) -> Listener:
     family, addr = parse_address(address)
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
-        if family == socket.AF_UNIX:
+        if is_path(address):
             remove_stale_unix(address)
         else:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind(addr)
-        if family == socket.AF_UNIX and chmod:
-            os.chmod(str(addr), int(chmod, 8))
+        own(address, chmod, chown)
         sock.listen(backlog)
     except OSError as e:
         sock.close()
@@ -143,8 +170,8 @@ def _same_address(sock: socket.socket, address: str) -> bool:
     return tuple(name[:2]) == addr or (addr[1] == name[1] and addr[0] in ("0.0.0.0", "::"))
 
 
-def open_listeners(want: list[tuple[str, str]], backlog: int, chmod: str | None,
-                   inherited: dict[tuple[str, str], socket.socket], environ: dict[str, str]) -> list[Listener]:
+def open_listeners(want: list[tuple[str, str]], backlog: int, inherited: dict[tuple[str, str], socket.socket],
+                   environ: dict[str, str], chmod: str | None = None, chown: str | None = None) -> list[Listener]:
     """Adopt inherited sockets that are still wanted, bind new ones, close dropped ones.
 
     A socket is reused only if it is the same kind at the same address: a reload
@@ -167,9 +194,13 @@ def open_listeners(want: list[tuple[str, str]], backlog: int, chmod: str | None,
                 sock.listen(backlog)  # a changed `listen` takes effect on reload
             except OSError:
                 pass
+            try:
+                own(address, chmod, chown)  # and so do chmod-socket and chown-socket
+            except OSError as e:
+                raise SocketError(f"{address}: chmod-socket/chown-socket: {e.strerror or e}") from None
             out.append(Listener(kind, address, sock))
         else:
-            out.append(bind(kind, address, backlog, chmod))
+            out.append(bind(kind, address, backlog, chmod, chown))
     for (kind, address), sock in inherited.items():
         _close_dropped(address, sock)
     inherited.clear()
@@ -181,7 +212,7 @@ def open_listeners(want: list[tuple[str, str]], backlog: int, chmod: str | None,
 def _close_dropped(address: str, sock: socket.socket) -> None:
     family = sock.family
     sock.close()
-    if family == socket.AF_UNIX and "/" in address:
+    if family == socket.AF_UNIX and is_path(address):
         try:
             os.unlink(address)
         except OSError:
@@ -191,7 +222,7 @@ def _close_dropped(address: str, sock: socket.socket) -> None:
 def vacuum(listeners: list[Listener]) -> None:
     """`vacuum`: remove the files of our UNIX sockets."""
     for l in listeners:
-        if l.is_unix:
+        if is_path(l.address):
             try:
                 os.unlink(l.address)
             except OSError:

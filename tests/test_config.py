@@ -155,7 +155,6 @@ def test_legacy_file_warns_for_each_unsupported_option():
     assert c.warnings == [
         'legacy_uwsgi.ini:6: option "static-map" is not supported by emperor; ignored',
         'legacy_uwsgi.ini:7: option "offload-threads" is not supported by emperor; ignored',
-        'legacy_uwsgi.ini:8: option "cheaper" is not supported by emperor; ignored',
         'legacy_uwsgi.ini:9: option "py-autoreload" is not supported by emperor; ignored',
         'legacy_uwsgi.ini:10: option "log-format" is not supported by emperor; ignored',
         'legacy_uwsgi.ini:11: option "plugin = router_cache" is not supported by emperor; ignored',
@@ -585,9 +584,10 @@ def test_no_effect_options_do_not_warn(tmp_path):
     assert c.warnings == []
 
 
-def test_die_on_idle_and_py_autoreload_warn(tmp_path):
+def test_py_autoreload_warns_and_die_on_idle_is_honoured(tmp_path):
     c = load_text(tmp_path, "die-on-idle = true\npy-autoreload = 2\n")
-    assert len(c.warnings) == 2 and "die-on-idle" in c.warnings[0]
+    assert c.die_on_idle is True
+    assert len(c.warnings) == 1 and "py-autoreload" in c.warnings[0]
 
 
 def test_non_python_plugin_warns(tmp_path):
@@ -610,7 +610,7 @@ def test_strict_from_an_included_file(tmp_path):
 
 
 def test_strict_false_only_warns(tmp_path):
-    c = load_text(tmp_path, "strict = false\ncheapr = 2\n")
+    c = load_text(tmp_path, "strict = false\nstatic-map = /s=/srv/s\n")
     assert c.strict is False and len(c.warnings) == 1
 
 
@@ -646,7 +646,27 @@ def test_need_app_false_allows_no_application(tmp_path):
                                   "[::1]:8080", "[::]:80", "/run/app.sock", "relative.sock",
                                   "@abstract", "/tmp/odd:name.sock"])
 def test_good_addresses(tmp_path, addr):
-    assert load_text(tmp_path, f"socket = {addr}\nstats = {addr}\n").uwsgi_sockets == [addr]
+    want = str(tmp_path / addr) if addr == "relative.sock" else addr   # see test_relative_unix_socket...
+    assert load_text(tmp_path, f"socket = {addr}\nstats = {addr}\nchdir = {tmp_path}\n").uwsgi_sockets == [want]
+
+
+def test_relative_unix_socket_paths_are_relative_to_chdir_and_kept_absolute(tmp_path, monkeypatch):
+    """uWSGI changes to `chdir` before it binds (core/uwsgi.c uwsgi_setup: chdir, then
+    uwsgi_bind_sockets); without chdir, the start directory. Absolute, `vacuum` finds it at exit."""
+    monkeypatch.chdir(tmp_path)
+    c = load_text(tmp_path, "socket = run/app.sock\n")
+    assert c.uwsgi_sockets == [str(tmp_path / "run" / "app.sock")]
+    c = load_text(tmp_path, "socket = app.sock\nchdir = /srv/app\n")
+    assert c.uwsgi_sockets == ["/srv/app/app.sock"]
+
+
+def test_shared_sockets_are_named_by_number_and_abstract_socket_goes_abstract(tmp_path):
+    """core/socket.c: `=N` is the Nth shared-socket; abstract-socket binds in the abstract namespace."""
+    c = load_text(tmp_path, "shared-socket = 127.0.0.1:9001\nshared-socket = :9002\nsocket = =1\n")
+    assert c.uwsgi_sockets == [":9002"]
+    e = error_of(tmp_path, "[uwsgi]\nhttp-socket = =0\nmodule = app\n")
+    assert str(e) == "app.ini:2: http-socket: =0 names shared-socket 0, but there are 0"
+    assert load_text(tmp_path, "socket = app.sock\nabstract-socket = true\n").uwsgi_sockets == ["@app.sock"]
 
 
 @pytest.mark.parametrize("addr,message", [

@@ -118,7 +118,6 @@ def test_boolean_first_word_with_a_note_where_uwsgi_differs(tmp_path):
 @pytest.mark.parametrize("line,field,value", [
     ("http11-socket = :8001", "http_sockets", [":8000", ":8001"]),
     ("http = :8001", "http_sockets", [":8000", ":8001"]),
-    ("logto2 = /var/log/app.log", "logto", "/var/log/app.log"),
     ("workers = 3", "processes", 3),
     ("wsgi = pkg.app", "module", "pkg.app"),
     ("pp = /srv/lib", "pythonpath", ["/srv/lib"]),
@@ -128,8 +127,7 @@ def test_boolean_first_word_with_a_note_where_uwsgi_differs(tmp_path):
 ])
 def test_alias(tmp_path, line, field, value):
     """Aliases from uWSGI's option table (same parser, same target), and http11-socket (keep-alive
-    HTTP: what emperor's http-socket does), http (uWSGI's router; emperor serves it directly),
-    logto2 (uWSGI opens it after dropping privileges)."""
+    HTTP: what emperor's http-socket does), http (uWSGI's router; emperor serves it directly)."""
     assert getattr(load(tmp_path, line + "\n"), field) == value
 
 

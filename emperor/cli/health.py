@@ -1,5 +1,8 @@
 """`emperor health [DIR]`: one question to the emperor's control socket, for probes.
 
+The emperor is found as by every command (emperor/cli/locate.py): `-d DIR` or
+DIR, `$EMPEROR_DIRECTORY`, `./vassals.d`, or the only one running.
+
 For a container HEALTHCHECK, a Kubernetes exec probe or a monitoring script.
 Exit 0 with one line (`ok: 2 vassals: 2 running`) when healthy, exit 1 with
 one line saying why otherwise:
@@ -28,11 +31,10 @@ it is draining, would do more harm than good.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 
-from emperor import paths
+from emperor.cli.locate import NoEmperor, locate
 from emperor.wire.control import query
 
 MAX_BACKOFF = 60.0
@@ -74,7 +76,12 @@ def check(doc: dict, *, live: bool = False, max_backoff: float = MAX_BACKOFF,
 
 
 def run_health(args: argparse.Namespace) -> int:
-    path = args.control or paths.control_socket(args.directory)
+    try:
+        target = locate(args.directory, args.control)
+    except NoEmperor as e:
+        print(f"emperor health: {str(e).removeprefix('emperor: ')}", file=sys.stderr)
+        return 1
+    path = target.control
     try:
         # `health`: the emperor's table alone, answered at once (`status` also asks every master
         # for its stats); an emperor that does not know the word answers with its status.
@@ -82,7 +89,7 @@ def run_health(args: argparse.Namespace) -> int:
         if not (isinstance(doc, dict) and "vassals" in doc):
             doc = query(path, timeout=args.timeout)
     except FileNotFoundError:
-        print(f"emperor health: no emperor for {os.path.abspath(args.directory)} (no {path})", file=sys.stderr)
+        print(f"emperor health: no emperor for {target.directory} (no {path})", file=sys.stderr)
         return 1
     except (OSError, ValueError) as e:
         print(f"emperor health: the emperor does not answer on {path}: {e}", file=sys.stderr)

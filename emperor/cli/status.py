@@ -1,4 +1,4 @@
-"""`emperor status [NAME] [--once|--json]` and `emperor restart NAME`: the control socket, for people.
+"""`emperor status [DIR] [NAME] [--once|--json]`: the control socket, for people.
 
 The live view asks the emperor about once a second and redraws one `rich` screen:
 one row per vassal (name, state in colour, PID, generation, workers busy/total,
@@ -26,9 +26,11 @@ from rich.text import Text
 
 from emperor import log as logmod
 from emperor import paths
-from emperor.wire.control import query
+from emperor.cli.locate import NoEmperor, Target, ask, locate, no_such_vassal, split_vassal_path, vassal_name
+from emperor.wire.control import HEALTH
 
 REFRESH = 1.0
+RATE_SAMPLE = 1.0   # --once: the second status request this long after the first, for REQ/S
 STATE_STYLE = {
     "running": "green", "starting": "yellow", "reloading": "yellow", "paused": "yellow",
     "stopping": "yellow", "backoff": "red", "config error": "red", "reload failed": "red",
@@ -36,10 +38,6 @@ STATE_STYLE = {
 }
 PROBLEM = {"backoff", "config error", "reload failed", "failing"}
 MIN_EVENT = 30    # narrower than this, the last event goes under its row
-
-
-class NoEmperor(Exception):
-    """Nobody answers on the control socket; str() is the one line to print."""
 
 
 # ---------- formatting ----------
@@ -102,7 +100,8 @@ def event_text(name: str, v: dict) -> str:
     if state == "backoff":
         detail = event.rsplit("; retry in ", 1)[0] or error
         retry = v.get("retry_in")
-        return f"backoff {v.get('backoff', 0):g}s: {detail}" + (f" (retry in {retry:.0f}s)" if retry else "")
+        # never `retry in 0s`: under half a second left still reads as a second
+        return f"backoff {v.get('backoff', 0):g}s: {detail}" + (f" (retry in {max(retry, 1):.0f}s)" if retry else "")
     if state in PROBLEM:
         return error or event
     warnings = v.get("warnings") or []
@@ -215,10 +214,12 @@ def _wrap(text: str, width: int, indent: int, most: int) -> list[str]:
     """`text` indented, in at most `most` lines of `width` (the last one cut with an ellipsis)."""
     room = max(width - indent, 10)
     if len(text) > room:
-        # two lines cut after a `: `, keeping the most specific part (the exception) whole
-        for cut in (i + 2 for i in range(len(text)) if text.startswith(": ", i)):
-            if cut - 1 <= room and len(text) - cut <= room:
-                return [" " * indent + text[:cut - 1], " " * indent + text[cut:]]
+        # two lines cut after a `: `, as late as the first line allows (not `backoff 4s:` alone),
+        # and never between an exception's name and its message: the most specific part stays whole
+        for cut in reversed([i + 2 for i in range(len(text)) if text.startswith(": ", i)]):
+            head = text[:cut - 1]
+            if len(head) <= room and len(text) - cut <= room and not _exception_name(head.rsplit(" ", 1)[-1]):
+                return [" " * indent + head, " " * indent + text[cut:]]
     parts: list[str] = []
     while text and len(parts) < most:
         if len(text) <= room or len(parts) == most - 1:
@@ -229,6 +230,13 @@ def _wrap(text: str, width: int, indent: int, most: int) -> list[str]:
         parts.append(text[:cut])
         text = text[cut:].lstrip()
     return [" " * indent + p for p in parts]
+
+
+def _exception_name(word: str) -> bool:
+    """`RuntimeError:`, `django.core.exceptions.ImproperlyConfigured:`: a dotted name with a capital."""
+    word = word.rstrip(":")
+    return (word.replace(".", "").replace("_", "").isalnum() and not word[:1].isdigit()
+            and word.rsplit(".", 1)[-1][:1].isupper())
 
 
 def _trim(line: Text, width: int) -> Text:
@@ -368,46 +376,71 @@ def frame(doc: dict, name: str | None, width: int, height: int | None = None,
     return Group(*lines)
 
 
-def control_path(args: argparse.Namespace) -> tuple[str, str]:
-    directory = os.path.abspath(args.directory)
-    return directory, args.control or paths.control_socket(directory)
+def status_target(args: argparse.Namespace) -> tuple[Target, str | None]:
+    """The emperor and the vassal name (or None) that `status [DIR] [NAME]` means.
 
-
-def ask(path: str, directory: str, request: str = "status") -> dict:
+    One positional is the vassals directory when it is one, a vassal name otherwise;
+    a directory no emperor runs for that also names a vassal (`app` for `app.ini`)
+    of the emperor found without it is that vassal.
+    """
+    first = args.first
+    if args.name is not None:                         # DIR NAME (DIR is args.directory now)
+        return locate(args.directory, args.control), args.name
+    if first is None or args.directory or args.control:
+        return locate(args.directory, args.control), first
+    if split := split_vassal_path(first):            # vassals.d/app.ini
+        return locate(split[0]), split[1]
+    if not os.path.isdir(first):
+        return locate(), first
+    if paths.answers(paths.control_socket(first)):
+        return locate(first), None
     try:
-        doc = query(path, request)
-    except OSError:
-        raise NoEmperor(f"emperor: no emperor is running for {directory} (no answer on {path})") from None
-    except ValueError:
-        raise NoEmperor(f"emperor: the emperor on {path} gave an unreadable answer") from None
-    if not isinstance(doc, dict):
-        raise NoEmperor(f"emperor: the emperor on {path} gave an unreadable answer")
-    return doc
+        target = locate()
+        if vassal_name(first, ask(target, HEALTH).get("vassals") or {}):
+            return target, first
+    except NoEmperor:
+        pass
+    return locate(first), None
 
 
 def run_status(args: argparse.Namespace) -> int:
-    directory, path = control_path(args)
     try:
-        doc = ask(path, directory)
+        target, name = status_target(args)
+        doc = ask(target)
+        if name is not None:
+            found = vassal_name(name, doc.get("vassals", {}))
+            if found is None:
+                print(no_such_vassal(name, doc.get("vassals", {})), file=sys.stderr)
+                return 1
+            name = found
+        console = Console(highlight=False)
+        once = not args.json and (args.once or not console.is_terminal)  # piped: one frame, no screen tricks
+        if once and _needs_rate(doc, name):
+            time.sleep(RATE_SAMPLE)   # a second sample: the emperor's REQ/S is over the time between them
+            doc = ask(target)
     except NoEmperor as e:
         print(e, file=sys.stderr)
-        return 1
-    name = args.name
-    if name is not None and name not in doc.get("vassals", {}):
-        known = ", ".join(sorted(doc.get("vassals", {}))) or "none"
-        print(f"emperor: no vassal named {name!r} (vassals: {known})", file=sys.stderr)
         return 1
     if args.json:
         print(json.dumps(doc["vassals"][name] if name else doc, indent=2))
         return 0
-    console = Console(highlight=False)
-    if args.once or not console.is_terminal:   # piped or redirected: one frame, no screen tricks
+    if once:
+        if name is not None and name not in doc.get("vassals", {}):
+            print(f"emperor: {name} has just left the emperor's table", file=sys.stderr)
+            return 1
         console.print(frame(doc, name, console.width))
         return 0
-    return _live(doc, path, directory, name)
+    return _live(doc, target, name)
 
 
-def _live(doc: dict, path: str, directory: str, name: str | None) -> int:
+def _needs_rate(doc: dict, name: str | None) -> bool:
+    """A vassal shown has stats but no rate yet (nobody asked in the last seconds)."""
+    vassals = doc.get("vassals", {})
+    shown = [vassals[name]] if name is not None else list(vassals.values())
+    return any((v.get("stats") or {}) and v["stats"].get("rps") is None for v in shown)
+
+
+def _live(doc: dict, target: Target, name: str | None) -> int:
     """Redraw about once a second until Ctrl-C (or SIGTERM/SIGHUP); the terminal is left as it was."""
     stop: list[int] = []
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -428,7 +461,8 @@ def _live(doc: dict, path: str, directory: str, name: str | None) -> int:
                 width, height = console.size
                 footer = f"every {REFRESH:g}s · Ctrl-C quits"
                 if lost_since is not None:
-                    footer = f"no answer on {path} for {time.monotonic() - lost_since:.0f}s; retrying · Ctrl-C quits"
+                    footer = (f"no answer on {target.control} for {time.monotonic() - lost_since:.0f}s; "
+                              "retrying · Ctrl-C quits")
                 if name is not None and name not in doc.get("vassals", {}):
                     footer = f"{name} is no longer in the emperor's table · Ctrl-C quits"
                     view = frame({**doc, "vassals": {}}, None, width, height, footer)
@@ -443,7 +477,7 @@ def _live(doc: dict, path: str, directory: str, name: str | None) -> int:
                 if stop:
                     break
                 try:
-                    doc = ask(path, directory)
+                    doc = ask(target)
                     lost_since = None
                 except NoEmperor:
                     lost_since = lost_since or time.monotonic()
@@ -462,17 +496,3 @@ def _drain(fd: int) -> None:
             pass
     except (BlockingIOError, InterruptedError):
         pass
-
-
-def run_restart(args: argparse.Namespace) -> int:
-    directory, path = control_path(args)
-    try:
-        doc = ask(path, directory, f"restart {args.name}")
-    except NoEmperor as e:
-        print(e, file=sys.stderr)
-        return 1
-    if not doc.get("ok"):
-        print(f"emperor: {doc.get('error') or 'restart refused'}", file=sys.stderr)
-        return 1
-    print(f"emperor: {args.name}: restart requested, now {doc.get('state', '?')}")
-    return 0

@@ -14,7 +14,8 @@ from collections.abc import Mapping
 from emperor.config import catalog, expand, values
 from emperor.config.model import (ERROR, HONOURED, NOOP, PLACEHOLDER, UNKNOWN, UNSUPPORTED, WARNING, Config,
                                   ConfigError, Finding, shown, where)
-from emperor.config.options import ALIAS_NOTES, CANONICAL, NOOP_ALIASES, NOOPS, OPTIONS, PLUGIN_KEYS, builtin_plugin
+from emperor.config.options import (ALIAS_NOTES, CANONICAL, HOOK_ACTIONS, HOOK_PHASES, NOOP_ALIASES, NOOPS, OPTIONS,
+                                    PLUGIN_KEYS, builtin_plugin)
 from emperor.config.reader import Reader, split_section
 from emperor.config.resolve import Entry, ResolveError, Resolver, references
 from emperor.files import TrustRule
@@ -223,6 +224,8 @@ class _Judge:
             (cfg.http_sockets if default and self.protocol == "http" else cfg.uwsgi_sockets).append(address)
         cfg.strict, cfg.strict_compat = self.strict, self.strict_compat
         top = self.reader.display(self.reader.top)
+        self.sockets_as_bound(top)
+        self.hooks_and_cheaper(top)
         if not self.reader.top_ok:   # nothing was read: "no socket" would only repeat that
             self.seen |= {"socket", "app"}
         if not cfg.http_sockets and not cfg.uwsgi_sockets and "socket" not in self.seen:
@@ -232,3 +235,53 @@ class _Judge:
             text = "no module or wsgi-file (an application is required)"
             self.out.append(Finding(top, None, "", ERROR, text, f"{top}: {text}", "vassal"))
         cfg.warnings = [f.message for f in self.out if f.message and f.verdict != ERROR]
+
+    def problem_at(self, option: str, top: str, detail: str, verdict: str = ERROR, named: bool = True) -> None:
+        """A problem of an option's value as a whole, shown at its (last) line."""
+        file, line = self.cfg.origins.get(option, (top, 0))
+        text = f"{option}: {detail}" if named else detail
+        self.out.append(Finding(file, line or None, option, verdict, detail, where(file, line or None) + text,
+                                "reading" if verdict == ERROR else ""))
+
+    def sockets_as_bound(self, top: str) -> None:
+        """Socket addresses as uWSGI binds them: `=N` is the Nth `shared-socket`; a relative UNIX
+        path is relative to `chdir` (uWSGI changes directory before it binds, core/uwsgi.c), else
+        to where the master starts, and is kept absolute, so that `vacuum` finds it at exit;
+        `abstract-socket` puts every UNIX socket in the abstract namespace."""
+        cfg = self.cfg
+
+        def one(address: str, option: str) -> str:
+            if address.startswith("=") and address[1:].isdigit():
+                n = int(address[1:])
+                if n >= len(cfg.shared_sockets):
+                    self.problem_at(option, top, f"{address} names shared-socket {n}, but there are "
+                                                 f"{len(cfg.shared_sockets)}")
+                    return address
+                address = cfg.shared_sockets[n]
+            if address.startswith("@") or not ("/" in address or ":" not in address):
+                return address
+            if cfg.abstract_socket:
+                return "@" + address
+            return os.path.normpath(os.path.join(cfg.chdir or os.getcwd(), address))
+        cfg.http_sockets = [one(a, "http-socket") for a in cfg.http_sockets]
+        cfg.uwsgi_sockets = [one(a, "socket") for a in cfg.uwsgi_sockets]
+        if cfg.stats:
+            cfg.stats = one(cfg.stats, "stats")
+
+    def hooks_and_cheaper(self, top: str) -> None:
+        cfg = self.cfg
+        for phase in HOOK_PHASES:
+            for item in getattr(cfg, "hook_" + phase.replace("-", "_")):
+                action = item.split(":", 1)[0]
+                if action not in HOOK_ACTIONS:
+                    self.problem_at(f"hook-{phase}", top, f'action "{action}" is not supported by emperor '
+                                                          f"({', '.join(HOOK_ACTIONS)}); ignored", WARNING)
+        if cfg.cheaper:
+            # as uWSGI's core/init.c: a minimum at or above the maximum is an error, too low a start a warning
+            if cfg.cheaper >= cfg.processes:
+                self.problem_at("cheaper", top, f"must be lower than processes ({cfg.processes}), got {cfg.cheaper}")
+            if cfg.cheaper_initial and cfg.cheaper_initial < cfg.cheaper:
+                self.problem_at("cheaper-initial", top, f"cheaper-initial ({cfg.cheaper_initial}) is below cheaper "
+                                                        f"({cfg.cheaper}); starting {cfg.cheaper} workers", WARNING,
+                                named=False)
+            cfg.cheaper_initial = min(max(cfg.cheaper_initial or cfg.cheaper, cfg.cheaper), cfg.processes)

@@ -131,6 +131,10 @@ class Config:
         self.stats_http: bool = False
         self.vacuum: bool = False
         self.chmod_socket: str | None = None
+        self.chown_socket: str | None = None
+        self.umask: str | None = None
+        self.shared_sockets: list[str] = []
+        self.abstract_socket: bool = False
         self.uid: str | None = None
         self.gid: str | None = None
         self.logto: str | None = None
@@ -141,6 +145,58 @@ class Config:
         self.snapshot_ttl: int = 3600
         self.graceful_removal: bool | None = None   # None: as the emperor's --graceful-removal says
         self.print: list[str] = []        # `print` lines, logged by the master as it starts
+        # adaptive workers (emperor/master/cheaper.py) and recycling (generations.py, worker)
+        self.cheaper: int = 0
+        self.cheaper_initial: int = 0
+        self.cheaper_step: int = 1
+        self.cheaper_overload: int = 3
+        self.cheaper_algo: str = "spare"
+        self.cheaper_idle: int = 10
+        self.cheaper_rss_limit_soft: int = 0
+        self.cheaper_rss_limit_hard: int = 0
+        self.cheaper_busyness_max: int = 50
+        self.cheaper_busyness_min: int = 25
+        self.cheaper_busyness_multiplier: int = 10
+        self.cheaper_busyness_penalty: int = 2
+        self.cheaper_busyness_verbose: bool = False
+        self.cheaper_busyness_backlog_alert: int = 33
+        self.cheaper_busyness_backlog_multiplier: int = 3
+        self.cheaper_busyness_backlog_step: int = 1
+        self.cheaper_busyness_backlog_nonzero: int = 60
+        self.idle: int = 0
+        self.die_on_idle: bool = False
+        self.cheap: bool = False
+        self.reload_on_rss: int = 0
+        self.reload_on_as: int = 0
+        self.evil_reload_on_rss: int = 0
+        self.evil_reload_on_as: int = 0
+        self.max_worker_lifetime: int = 0
+        self.max_worker_lifetime_delta: int = 0
+        self.max_requests_delta: int = 0
+        self.min_worker_lifetime: int = 0
+        self.limit_as: int = 0
+        self.reload_on_exception: bool = False
+        # hooks (emperor/master/hooks.py): "action:argument" per phase, in file order
+        self.hook_as_root: list[str] = []
+        self.hook_as_user: list[str] = []
+        self.hook_pre_app: list[str] = []
+        self.hook_post_app: list[str] = []
+        self.hook_master_start: list[str] = []
+        self.hook_as_user_atexit: list[str] = []
+        # log files and process names (emperor/master/logfiles.py, names.py)
+        self.logto2: str | None = None
+        self.daemonize: str | None = None
+        self.log_maxsize: int = 0
+        self.log_backupname: str | None = None
+        self.log_reopen: bool = False
+        self.logfile_chown: str | None = None
+        self.logfile_chmod: str | None = None
+        self.touch_logrotate: list[str] = []
+        self.touch_logreopen: list[str] = []
+        self.procname_prefix: str = ""
+        self.procname_append: str = ""
+        self.procname_master: str | None = None
+        self.procname: str | None = None
         self.warnings: list[str] = []
         self.origins: dict[str, tuple[str, int]] = {}
 
@@ -152,12 +208,20 @@ class Config:
 
     __hash__ = None  # type: ignore[assignment]  # mutable, compared by value
 
+    def log_path(self) -> str | None:
+        """The file every process of the vassal logs to, if any (logto2, logto, daemonize)."""
+        return self.logto2 or self.logto or self.daemonize
+
     def ini_lines(self) -> list[str]:
         """The effective config as ini lines (for the SIGUSR1 stats log)."""
         from emperor.config.options import OPTIONS
 
         lines = [f"[{self.section}]"]
+        done: set[str] = set()
         for name, opt in OPTIONS.items():
+            if opt.field in done:   # procname-prefix-spaced, exec-as-root...: another way to set a field
+                continue
+            done.add(opt.field)
             value = getattr(self, opt.field)
             for v in value if isinstance(value, list) else [value]:
                 if v is None:

@@ -42,15 +42,78 @@ OPTIONS: dict[str, Opt] = {
     "socket-timeout": Opt("socket_timeout", v.integer()),
     "harakiri": Opt("harakiri", v.integer()),
     "max-requests": Opt("max_requests", v.integer()),
+    # -- adaptive workers and recycling: uWSGI's Cheaper doc and core/master_utils.c --
+    "cheaper": Opt("cheaper", v.integer()),
+    "cheaper-initial": Opt("cheaper_initial", v.integer()),
+    "cheaper-step": Opt("cheaper_step", v.integer(1)),
+    "cheaper-overload": Opt("cheaper_overload", v.integer(1)),
+    "cheaper-algo": Opt("cheaper_algo", v.choice("spare", "spare2", "backlog", "busyness", "manual")),
+    "cheaper-idle": Opt("cheaper_idle", v.integer(1)),
+    "cheaper-rss-limit-soft": Opt("cheaper_rss_limit_soft", v.integer()),
+    "cheaper-rss-limit-hard": Opt("cheaper_rss_limit_hard", v.integer()),
+    "cheaper-busyness-max": Opt("cheaper_busyness_max", v.integer(0, 100)),
+    "cheaper-busyness-min": Opt("cheaper_busyness_min", v.integer(0, 100)),
+    "cheaper-busyness-multiplier": Opt("cheaper_busyness_multiplier", v.integer(1)),
+    "cheaper-busyness-penalty": Opt("cheaper_busyness_penalty", v.integer()),
+    "cheaper-busyness-verbose": Opt("cheaper_busyness_verbose", v.boolean),
+    "cheaper-busyness-backlog-alert": Opt("cheaper_busyness_backlog_alert", v.integer()),
+    "cheaper-busyness-backlog-multiplier": Opt("cheaper_busyness_backlog_multiplier", v.integer(1)),
+    "cheaper-busyness-backlog-step": Opt("cheaper_busyness_backlog_step", v.integer(1)),
+    "cheaper-busyness-backlog-nonzero": Opt("cheaper_busyness_backlog_nonzero", v.integer()),
+    "idle": Opt("idle", v.integer()),
+    "die-on-idle": Opt("die_on_idle", v.boolean),
+    "cheap": Opt("cheap", v.boolean),
+    "reload-on-rss": Opt("reload_on_rss", v.megabytes),
+    "reload-on-as": Opt("reload_on_as", v.megabytes),
+    "evil-reload-on-rss": Opt("evil_reload_on_rss", v.megabytes),
+    "evil-reload-on-as": Opt("evil_reload_on_as", v.megabytes),
+    "max-worker-lifetime": Opt("max_worker_lifetime", v.integer()),
+    "max-worker-lifetime-delta": Opt("max_worker_lifetime_delta", v.integer()),
+    "max-requests-delta": Opt("max_requests_delta", v.integer()),
+    "min-worker-lifetime": Opt("min_worker_lifetime", v.integer()),
+    "limit-as": Opt("limit_as", v.megabytes),
+    "reload-on-exception": Opt("reload_on_exception", v.boolean),
+    # -- hooks: uWSGI's Hooks doc, core/hooks.c --
+    "hook-as-root": Opt("hook_as_root", v.string, True),
+    "hook-as-user": Opt("hook_as_user", v.string, True),
+    "hook-pre-app": Opt("hook_pre_app", v.string, True),
+    "hook-post-app": Opt("hook_post_app", v.string, True),
+    "hook-master-start": Opt("hook_master_start", v.string, True),
+    "hook-as-user-atexit": Opt("hook_as_user_atexit", v.string, True),
+    "exec-as-root": Opt("hook_as_root", v.exec_hook, True),
+    "exec-as-user": Opt("hook_as_user", v.exec_hook, True),
+    "exec-pre-app": Opt("hook_pre_app", v.exec_hook, True),
+    "exec-post-app": Opt("hook_post_app", v.exec_hook, True),
+    "exec-master-start": Opt("hook_master_start", v.exec_hook, True),
+    "exec-as-user-atexit": Opt("hook_as_user_atexit", v.exec_hook, True),
+    # -- log files and process names: uWSGI's Logging doc --
+    "logto2": Opt("logto2", v.nonempty),
+    "daemonize": Opt("daemonize", v.nonempty, aliases=("daemonize2",)),
+    "log-maxsize": Opt("log_maxsize", v.integer()),
+    "log-backupname": Opt("log_backupname", v.nonempty),
+    "log-reopen": Opt("log_reopen", v.boolean),
+    "logfile-chown": Opt("logfile_chown", v.string),
+    "logfile-chmod": Opt("logfile_chmod", v.octal),
+    "touch-logrotate": Opt("touch_logrotate", v.nonempty, True),
+    "touch-logreopen": Opt("touch_logreopen", v.nonempty, True),
+    "procname-prefix": Opt("procname_prefix", v.string),
+    "procname-prefix-spaced": Opt("procname_prefix", v.spaced),
+    "procname-append": Opt("procname_append", v.string),
+    "procname-master": Opt("procname_master", v.nonempty),
+    "procname": Opt("procname", v.nonempty),
     "lazy-apps": Opt("lazy_apps", v.boolean, aliases=("lazy",)),
     "need-app": Opt("need_app", v.boolean),
     "stats": Opt("stats", v.address, aliases=("stats-server",)),
     "stats-http": Opt("stats_http", v.boolean),
     "vacuum": Opt("vacuum", v.boolean),
     "chmod-socket": Opt("chmod_socket", v.chmod, aliases=("chmod",)),
+    "chown-socket": Opt("chown_socket", v.nonempty),
+    "umask": Opt("umask", v.octal),
+    "shared-socket": Opt("shared_sockets", v.address, True),
+    "abstract-socket": Opt("abstract_socket", v.boolean),
     "uid": Opt("uid", v.nonempty),
     "gid": Opt("gid", v.nonempty),
-    "logto": Opt("logto", v.nonempty, aliases=("logto2",)),
+    "logto": Opt("logto", v.nonempty),
     "disable-logging": Opt("disable_logging", v.boolean),
     "strict": Opt("strict", v.boolean),
     "print": Opt("print", v.string, True, ("iprint",)),
@@ -60,7 +123,10 @@ OPTIONS: dict[str, Opt] = {
     "snapshot-ttl": Opt("snapshot_ttl", v.integer(1)),
     "graceful-removal": Opt("graceful_removal", v.boolean),
 }
-EMPEROR_ONLY = ("strict-compat", "snapshot", "snapshot-ttl", "graceful-removal")
+# Not uWSGI 2.0 options: emperor's own, and two that follow uWSGI's naming (cheaper-idle: the
+# ticks an idle worker waits before the cheaper algorithm removes it; exec-master-start: as
+# the other exec-<phase> shortcuts, for hook-master-start).
+EMPEROR_ONLY = ("strict-compat", "snapshot", "snapshot-ttl", "graceful-removal", "cheaper-idle", "exec-master-start")
 CANONICAL = {alias: name for name, opt in OPTIONS.items() for alias in (name, *opt.aliases)}
 
 # Aliases that are not uWSGI's (another option there, read as this one by emperor), and why.
@@ -70,7 +136,8 @@ ALIAS_NOTES = {
     "http11-socket": "keep-alive HTTP/1.1: emperor's http-socket keeps connections alive already",
     "uwsgi-socket": "the uwsgi protocol whatever `protocol` says, as socket is by default",
     "lazy": "uWSGI's lazy also makes a reload recycle only the workers, not the master",
-    "logto2": "opened before privileges are dropped (uWSGI opens logto2 after)",
+    "daemonize2": "the log file, as daemonize (uWSGI daemonizes after loading the app; emperor's "
+                  "masters stay in the foreground, under the emperor)",
     "iprint": "printed with the print lines (uWSGI prints it at once, before any expansion)",
 }
 
@@ -86,12 +153,8 @@ NOOPS: dict[str, tuple[str, bool | None]] = {
     "single-interpreter": ("each process runs one application in one interpreter", None),
     "memory-report": ("emperor's request log has no memory fields; each worker's memory is in "
                       "the stats document and `emperor status`", None),
-    "auto-procname": ("emperor names its processes itself: emperor master, emperor worker N", None),
-    "procname": ("emperor names its processes itself", None),
-    "procname-prefix": ("emperor names its processes itself", None),
-    "procname-prefix-spaced": ("emperor names its processes itself", None),
-    "procname-append": ("emperor names its processes itself", None),
-    "procname-master": ("emperor names its processes itself", None),
+    "auto-procname": ("emperor names its processes itself: emperor master, emperor worker N "
+                      "(procname and its kind set the names)", None),
     "ignore-sigpipe": ("a Python process ignores SIGPIPE: a client gone is an error the worker "
                        "handles, never a signal, and it is not logged", None),
     "ignore-write-errors": ("emperor does not log a client's write errors", None),
@@ -109,6 +172,10 @@ NOOPS: dict[str, tuple[str, bool | None]] = {
     "wsgi-env-behaviour": ("each request gets its own environ dict", None),
 }
 NOOP_ALIASES = {"plugin-dir": "plugins-dir", "wsgi-env-behavior": "wsgi-env-behaviour"}
+
+# hooks (emperor/master/hooks.py): the phases of `hook-<phase>` and the actions emperor runs
+HOOK_PHASES = ("as-root", "as-user", "pre-app", "post-app", "master-start", "as-user-atexit")
+HOOK_ACTIONS = ("exec", "mkdir", "chmod", "chown", "unlink", "write", "print", "log")
 
 PLUGIN_KEYS = ("plugins", "plugin", "need-plugins", "need-plugin")
 _BUILTIN_PLUGIN = re.compile(r"(python[0-9]*|http)")

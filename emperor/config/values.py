@@ -147,3 +147,39 @@ def chmod(text: str, notes: Notes) -> str:
     if bare != text or len(bare) == 4:
         notes.append(("note", f'uWSGI 2.0 refuses "{text}" (it wants exactly three octal digits)'))
     return bare
+
+
+def megabytes(text: str, notes: Notes) -> int:
+    """uWSGI's megabyte options (reload-on-rss = 256, limit-as = 1.5): a number of bytes."""
+    m = re.match(r"\s*([0-9]+(?:\.[0-9]*)?)", text)
+    if not m:
+        raise ValueError(f'expected a number of megabytes, got "{text}"')
+    return int(float(m.group(1)) * 1024 * 1024)
+
+
+def choice(*names: str) -> Converter:
+    def conv(text: str, notes: Notes) -> str:
+        word = text.split()[0] if text.split() else ""
+        if word not in names:
+            raise ValueError(f'expected one of {", ".join(names)}, got "{text}"')
+        return word
+    return conv
+
+
+def octal(text: str, notes: Notes) -> str:
+    """A mode or mask in octal ('022', '0o022')."""
+    word = text.split()[0] if text.split() else ""
+    word = word[2:] if word.lower().startswith("0o") else word
+    if not word or word.strip("01234567"):
+        raise ValueError(f'expected an octal value such as 022, got "{text}"')
+    return word
+
+
+def exec_hook(text: str, notes: Notes) -> str:
+    """`exec-<phase> = command`: the same as `hook-<phase> = exec:command`."""
+    return "exec:" + text
+
+
+def spaced(text: str, notes: Notes) -> str:
+    """`procname-prefix-spaced`: the prefix and a space."""
+    return text + " "

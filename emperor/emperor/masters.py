@@ -14,7 +14,7 @@ import socket
 from collections.abc import Callable
 
 from emperor import log as logmod
-from emperor import paths
+from emperor import paths, sockets
 from emperor.config import ConfigError, load_config
 from emperor.emperor import trust
 from emperor.emperor.launch import fork_preflight
@@ -134,6 +134,10 @@ class Masters:
             return f"{v.name}: cannot read: {type(e).__name__}: {e}"
         v.warnings = config.warnings[:MAX_WARNINGS]
         v.graceful_removal = config.graceful_removal
+        # a master that drops privileges can no longer remove its root-owned socket files:
+        # with `vacuum`, we do it once it has gone
+        v.vacuum = [a for a in config.http_sockets + config.uwsgi_sockets if sockets.is_path(a)] \
+            if config.vacuum and (config.uid or config.gid) and os.geteuid() == 0 else []
         if v.state is S.CONFIG_ERROR:  # fixed: the error is history, not the vassal's news
             v.last_error = ""
             v.errors.clear()
@@ -347,6 +351,8 @@ class Masters:
         self.close_channel(v)
         killpg_quietly(pid, signal.SIGKILL)  # nothing of its stack may keep the port
         _unlink(paths.stats_socket(v.path))  # its private stats socket, if it had one
+        for path in v.vacuum:
+            sockets.remove_stale_unix(path)   # only a socket nobody listens on
         held = v.spawned  # it says `spawned` once its sockets are bound: it held its ports
         v.pid, v.kill_at, v.spawned = None, None, False
         how = describe_exit(code)

@@ -26,7 +26,8 @@ from emperor.emperor.masters import Launch, Masters
 from emperor.emperor.systemd import Notifier
 from emperor.emperor.vassals import Vassal
 from emperor.emperor.watch import Changes, DirectoryWatcher
-from emperor.proc import become_subreaper
+from emperor.master import pidfile
+from emperor.proc import become_subreaper, set_command_line, set_process_name
 from emperor.signals import SignalQueue, reaped
 from emperor.states import VassalState as S
 from emperor.wire import control
@@ -280,14 +281,43 @@ def run_emperor(args: argparse.Namespace) -> int:
     if args.grace < 0:
         print("emperor: --grace must not be negative", file=sys.stderr)
         return 2
+    show_title(directory, args.directory)
     emperor = Emperor(directory, grace=args.grace, tyrant=args.tyrant,
                       shutdown_delay=getattr(args, "shutdown_delay", 0.0) or 0.0,
                       control_path=getattr(args, "control", None) or paths.control_socket(directory),
                       metrics_address=getattr(args, "metrics", None),
                       graceful_removal=getattr(args, "graceful_removal", False),
                       strict_compat=getattr(args, "strict_compat", False))
+    pid_path = os.path.abspath(args.pidfile) if getattr(args, "pidfile", None) else None
     try:
-        return emperor.run()
-    except ControlError as e:  # raised by setup, before any vassal starts
+        emperor.setup()
+    except ControlError as e:  # before any vassal starts
         print(f"emperor: {e}", file=sys.stderr)
         return 1
+    try:
+        if pid_path:
+            # once it runs (control socket bound, signals handled): `emperor --reload/--stop FILE`
+            try:
+                pidfile.write(pid_path, os.getpid())
+            except OSError as e:
+                print(f"emperor: --pidfile {pid_path}: {e.strerror or e}", file=sys.stderr)
+                return 1
+        return emperor.loop()
+    finally:
+        if emperor.control is not None:
+            emperor.control.close()
+        if pid_path:
+            pidfile.remove(pid_path, os.getpid())
+
+
+def show_title(directory: str, given: str) -> None:
+    """What ps shows: `emperor run DIR` (the absolute path if the original command line has room),
+    and `emperor` as the process name (pidfile.kind tells the emperor from its masters by both)."""
+    set_process_name("emperor")
+    try:
+        with open("/proc/self/cmdline", "rb") as f:
+            room = len(f.read()) - 1
+    except OSError:
+        return
+    title = f"emperor run {directory}"
+    set_command_line(title if len(title.encode()) <= room else f"emperor run {given}")

@@ -48,6 +48,7 @@ class Vassal:
     images: int = 0
     warnings: list[str] = field(default_factory=list)   # its file's ("not supported" options...)
     graceful_removal: bool | None = None   # its file's `graceful-removal`, kept for when the file is gone
+    vacuum: list[str] = field(default_factory=list)   # socket files to remove for its master
     restored: bool = False       # SIGURG brought back an older generation: the file is newer than what serves
     rollbacks: int = 0
     channel: socket.socket | None = None

@@ -46,6 +46,7 @@ class Generation:
         self.served = [False] * n                 # the slot's worker served a request (LOYAL)
         self.failures = 0                         # workers in a row that died before serving
         self.last_failure = ""                    # why the last of them did
+        self.cheaped: set[int] = set()            # slots left empty on purpose (cheaper, idle)
         self.draining_since: float | None = None
         self.parked_at: float | None = None      # the snapshot since (monotonic, system-wide)
 
@@ -89,6 +90,7 @@ class Workers:
         self.respawn_at: dict[tuple[int, int], float] = {}
         self.awaiting = True                     # until this image's generation is all ready
         self.stopping = False                    # the master stops: nobody is respawned
+        self.sentenced: set[int] = set()         # killed by harakiri, not reaped yet: killed once, logged once
 
     @classmethod
     def adopt(cls, h: handoff.HandOff, config: Config, **kw: Any) -> Workers:
@@ -117,12 +119,57 @@ class Workers:
     def start(self) -> Generation:
         c = self.config
         gen = self.current = Generation(self.number, Scoreboard(c.processes, c.threads), [None] * c.processes)
+        if c.cheap:
+            gen.cheaped = set(range(c.processes))          # no worker before the first connection
+        elif c.cheaper:
+            gen.cheaped = set(range(c.cheaper_initial, c.processes))
         return gen
 
     def spawn_all(self) -> None:
-        assert self.current is not None
-        for slot in range(len(self.current.slots)):
-            self.spawn(self.current, slot)
+        gen = self.current
+        assert gen is not None
+        for slot in range(len(gen.slots)):
+            if slot not in gen.cheaped:
+                self.spawn(gen, slot)
+
+    # ---------- how many: cheaper and idle (emperor/master/cheaper.py) ----------
+    def active_slots(self, gen: Generation) -> list[int]:
+        return [s for s, pid in enumerate(gen.slots) if pid and s not in gen.cheaped]
+
+    def cheaped_slots(self, gen: Generation) -> list[int]:
+        return [s for s in sorted(gen.cheaped) if gen.slots[s] is None]
+
+    def decheap(self, gen: Generation, n: int, why: str) -> None:
+        """Fill up to `n` slots left empty (one whose worker is still leaving is refilled when it has)."""
+        slots = sorted(gen.cheaped, key=lambda s: gen.slots[s] is not None)[:n]
+        if not slots:
+            return
+        before = len(self.active_slots(gen))
+        for slot in slots:
+            gen.cheaped.discard(slot)
+            if gen.slots[slot] is None:
+                self.spawn(gen, slot)
+        self.log(f"{why}: {before} -> {before + len(slots)} workers")
+
+    def cheap_one(self, gen: Generation, why: str) -> None:
+        """Retire the oldest idle worker and leave its slot empty."""
+        active = self.active_slots(gen)
+        idle = [s for s in active
+                if not any(c["busy_since"] for c in gen.board.worker(s)["cores"])]
+        if not idle:
+            return
+        slot = min(idle, key=lambda s: gen.last_spawn[s])
+        gen.cheaped.add(slot)
+        pid = gen.slots[slot]
+        assert pid is not None
+        signal_quietly(pid, signal.SIGTERM)   # it finishes its request, then leaves
+        self.log(f"{why}: {len(active)} -> {len(active) - 1} workers (worker {slot + 1} retires)")
+
+    def cheap_all(self, gen: Generation, why: str) -> None:
+        for slot in self.active_slots(gen):
+            gen.cheaped.add(slot)
+            signal_quietly(gen.slots[slot] or 0, signal.SIGTERM)
+        self.log(f"{why}: every worker retires until the next connection")
 
     def spawn(self, gen: Generation, slot: int) -> None:
         # Signals stay blocked across the fork: the child installs its own handlers first.
@@ -191,6 +238,7 @@ class Workers:
             slot = gen.slots.index(pid)
             gen.slots[slot] = None
             was_ready = slot in gen.ready
+            self.sentenced.discard(pid)
             gen.ready.discard(slot)
             if gen is not self.current or self.stopping:
                 if gen in self.draining and not gen.pids():
@@ -198,6 +246,9 @@ class Workers:
                     gen.board.close()
                     self.log(f"generation {gen.number} has left")
                 return True
+            if slot in gen.cheaped:
+                gen.served[slot] = False
+                return True   # cheaped on purpose: its slot stays empty
             gen.respawns[slot] += 1
             wait = gen.last_spawn[slot] + RESPAWN_MIN_INTERVAL - time.monotonic()
             # a start failure: it died before its first request, on its own (an accepting worker
@@ -233,17 +284,23 @@ class Workers:
     def next_respawn(self, gen: Generation) -> float | None:
         return min((t for (n, _), t in self.respawn_at.items() if n == gen.number), default=None)
 
-    def worker_ready(self, pid: int | None) -> bool:
-        """A worker accepts (None: a generation of no worker, `processes = 0`, is complete at
-        once). True once, when the whole generation of this image does: then the previous
-        generations are told to leave."""
+    def worker_ready(self, pid: int) -> bool:
+        """A worker accepts. True once, when the whole generation of this image does:
+        then the previous generations are told to leave."""
         gen = self.current
-        if gen is None or (pid is not None and pid not in gen.slots) or self.stopping:
+        if gen is None or pid not in gen.slots or self.stopping:
             return False  # a READY read after a stop began (written before it was told) changes nothing
-        if pid is not None:
-            gen.ready.add(gen.slots.index(pid))
-        if len(gen.ready) < len(gen.slots) or not self.awaiting:
+        gen.ready.add(gen.slots.index(pid))
+        if not self.awaiting or not self.all_ready(gen):
             return False
+        return self.generation_ready()
+
+    def all_ready(self, gen: Generation) -> bool:
+        """Every slot meant to be filled has a worker that accepts."""
+        return len(gen.ready) >= len(gen.slots) - len(gen.cheaped)
+
+    def generation_ready(self) -> bool:
+        """This image's generation serves: the previous ones may leave. True (once)."""
         self.awaiting = False
         if not self.config.snapshot and self.snapshot is not None:
             self.drop_snapshot("the file says snapshot = false")
@@ -324,7 +381,8 @@ class Workers:
                 del self.respawn_at[key]
                 number, slot = key
                 cur = self.current
-                if cur and cur.number == number and not self.stopping and cur.slots[slot] is None:
+                if cur and cur.number == number and not self.stopping and cur.slots[slot] is None \
+                        and slot not in cur.cheaped:
                     self.spawn(cur, slot)
         mercy = self.config.worker_reload_mercy
         for gen in self.draining:
@@ -342,7 +400,7 @@ class Workers:
         limit = self.config.harakiri
         for gen in [g for g in [self.current] if g] + self.draining:
             for slot, pid in enumerate(gen.slots):
-                if not pid:
+                if not pid or pid in self.sentenced:
                     continue
                 for core in gen.board.worker(slot)["cores"]:
                     since = core["busy_since"]
@@ -350,5 +408,6 @@ class Workers:
                         self.log(f"HARAKIRI: worker {slot + 1} (pid {pid}) ran {core['method']} {core['path']} "
                                  f"for {now - since:.1f}s (limit {limit}s): killing it")
                         gen.harakiri[slot] += 1
+                        self.sentenced.add(pid)   # its SIGCHLD may come after the next look here
                         signal_quietly(pid, signal.SIGKILL)
                         break

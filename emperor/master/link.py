@@ -6,9 +6,9 @@ is then a no-op, so the rest of the master never asks whether it has one.
 from __future__ import annotations
 
 import os
-import select
 import signal
 import socket
+from collections.abc import Callable
 
 from emperor.proc import die_with_parent
 from emperor.wire import channel
@@ -66,10 +66,10 @@ class EmperorLink:
         except channel.ProtocolError:
             return None
 
-    def close(self, poll: select.epoll | None = None) -> None:
-        """Close our end (and take it out of `poll`)."""
+    def close(self, unwatch: Callable[[int], None] | None = None) -> None:
+        """Close our end (first taking it out of the loop with `unwatch`)."""
         if self.sock is not None:
-            if poll is not None:
-                poll.unregister(self.sock.fileno())
+            if unwatch is not None:
+                unwatch(self.sock.fileno())
             self.sock.close()
             self.sock = None

@@ -3,17 +3,21 @@
 PIDs get reused: a stale pidfile must never make us signal some other
 process. A PID counts only if it is alive and its command line shows it is
 an emperor master (`python -m emperor master ...` or the `emperor` script, or
-a master forked by `emperor run`, whose process name says so).
+a master forked by `emperor run`, whose process name says so) or, where the
+caller allows it, an emperor (`emperor run --pidfile FILE`, whose command line
+says `emperor run DIR`). A refusal says what the process is instead.
 """
 from __future__ import annotations
 
 import os
 
 from emperor.config import Config
+from emperor.log import printable
 from emperor.proc import cmdline, process_name
 from emperor.states import MasterState
 
 MASTER_NAMES = {f"emperor {s.value}" for s in MasterState}
+MASTER, EMPEROR, WORKER = "master", "emperor", "worker"
 
 
 class PidfileError(Exception):
@@ -64,20 +68,50 @@ def _runs_emperor(args: list[str], command: str) -> bool:
     return any(a == "emperor" or a.endswith("/emperor") for a in before)
 
 
+def _parent(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return int(f.read().rsplit(b")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
 def is_master(pid: int) -> bool:
+    return kind(pid) == MASTER
+
+
+def kind(pid: int) -> str:
+    """MASTER, EMPEROR, WORKER (one of ours, never signalled through a pidfile) or '' for anything else."""
     name = process_name(pid)
     if name == "emperor worker":
-        return False   # a worker shows its master's command line if it could not rewrite its own
+        return WORKER   # a worker shows its master's command line if it could not rewrite its own
+    if name in MASTER_NAMES:
+        return MASTER   # whatever its command line says (procname-master may have renamed it)
     args = cmdline(pid)
     if _runs_emperor(args, "master"):
-        return True
+        return MASTER
+    if not _runs_emperor(args, "run"):
+        return ""
     # A master the emperor forked keeps the emperor's command line if it could not rewrite
     # it; its process name (`emperor running`, ...) tells it from the emperor and workers.
-    return _runs_emperor(args, "run") and name in MASTER_NAMES
+    if name in MASTER_NAMES:
+        return MASTER
+    # a preflight the emperor forked shows the emperor's command line too; its parent is the emperor
+    return "" if _runs_emperor(cmdline(_parent(pid)), "run") else EMPEROR
 
 
-def read_master_pid(path: str) -> int:
-    """The PID in `path` if it names a live emperor master; PidfileError otherwise."""
+def describe(pid: int) -> str:
+    """What process `pid` is, for a message: `an emperor (emperor run /srv/vassals.d)`, `sleep 30`."""
+    what = {EMPEROR: "an emperor", MASTER: "an emperor master", WORKER: "an emperor worker"}.get(kind(pid))
+    shown = " ".join(cmdline(pid))
+    if len(shown) > 200:
+        shown = shown[:199] + "…"
+    shown = printable(shown) or f"[{printable(process_name(pid)) or '?'}]"  # a kernel thread has no command line
+    return f"{what} ({shown})" if what else shown
+
+
+def read_pid(path: str, kinds: tuple[str, ...] = (MASTER,)) -> tuple[int, str]:
+    """(PID, its kind) if `path` names a live process of one of `kinds`; PidfileError otherwise."""
     try:
         with open(path) as f:
             text = f.read(64)
@@ -88,11 +122,18 @@ def read_master_pid(path: str) -> int:
     text = text.strip()
     if not text:
         raise PidfileError(f"{path}: pidfile is empty")
-    if not text.isdigit() or int(text) <= 1:
-        raise PidfileError(f"{path}: pidfile does not hold a PID: {text[:20]!r}")
+    if not text.isdigit() or int(text) < 1:
+        raise PidfileError(f"{path}: pidfile does not hold a PID: {printable(text[:20])!r}")
     pid = int(text)
     if not os.path.exists(f"/proc/{pid}"):
         raise PidfileError(f"{path}: stale pidfile: no process {pid}")
-    if not is_master(pid):
-        raise PidfileError(f"{path}: stale pidfile: process {pid} is not an emperor master")
-    return pid
+    found = kind(pid)
+    if found not in kinds:
+        wanted = " or ".join({MASTER: "an emperor master", EMPEROR: "an emperor"}[k] for k in kinds)
+        raise PidfileError(f"{path}: PID {pid} is not {wanted}: it is {describe(pid)}")
+    return pid, found
+
+
+def read_master_pid(path: str) -> int:
+    """The PID in `path` if it names a live emperor master; PidfileError otherwise."""
+    return read_pid(path)[0]

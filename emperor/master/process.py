@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import gc
 import os
-import select
 import signal
 import time
 from collections.abc import Callable
@@ -27,22 +26,22 @@ from emperor import sockets
 from emperor.config import Config, ConfigError, load_config
 from emperor.files import TrustRule
 from emperor.master import pidfile
+from emperor.master.cheaper import adaptive_parts
 from emperor.master.generations import Generation, Workers
 from emperor.master.link import EmperorLink
+from emperor.master.loop import Loop, Part, earliest
 from emperor.master.reload import Reloader, reexec
-from emperor.master.stats import StatsServer, document, statistics_text, workers_text
+from emperor.master import hooks
+from emperor.master.logfiles import LogFile, set_master_title, titles
+from emperor.master.stats import StatsServer, statistics_text, workers_text
 from emperor.master.unavailable import Unavailable
-from emperor.proc import drop_privileges, set_process_name, signal_quietly
+from emperor.proc import set_process_name, signal_quietly
 from emperor.signals import SignalQueue, drain, reaped
 from emperor.states import MASTER_EDGES, Machine, MasterState
 from emperor.wire import channel, handoff, notify
 from emperor.worker.app import AppError
 from emperor.worker.app import load as load_app
 from emperor.worker.process import Worker
-
-TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing into every master image
-if TYPE_CHECKING:
-    from emperor.master.touch import TouchWatcher
 
 log = logmod.log
 
@@ -84,23 +83,28 @@ class Master:
         self.inherited = inherited
         self.state = Machine(MasterState.RELOADING if inherited.generations else MasterState.STARTING,
                              MASTER_EDGES, log, on_change=self._show_state)
-        self.ep = select.epoll()
+        self.loop = Loop()
         self.listeners: list[sockets.Listener] = []
         self.app: Callable | None = None
         self.workers = Workers.adopt(inherited, config, log=log, become_worker=self._become_worker,
                                      master_only=self._master_only, on_failure=self._worker_failed,
-                                     title="emperor worker {slot} " + config_path)
+                                     title=titles(config, config_path)[1])
         self.rollbacks = 0
-        self.stats = StatsServer(None, config, self._stats_document)
-        self.reloader = Reloader(config_path, self.cwd, env=self.env, poll=self.ep,
+        self.stats = StatsServer(config, self.workers, lambda: self.listeners, lambda: {
+            "name": self.name, "state": self.state_name, "paused": int(self.paused),
+            "image": self.reloads,              # the generation this master image loaded (the file's)
+            "rollbacks": self.rollbacks, "started_at": int(self.started_at),
+            "last_reload_error": self.last_reload_error})
+        self.logfile = LogFile(config, self.loop, self.workers.signal_all, log)
+        self.reloader = Reloader(config_path, self.cwd, env=self.env, loop=self.loop,
                                  limit=config.reload_mercy or DEFAULT_RELOAD_MERCY,
                                  emperor=link if env.get(handoff.PREFLIGHTS) == "emperor" else None,
                                  on_failed=self._reload_failed, on_passed=self._reexec)
-        self.touch: TouchWatcher | None = None
         self.notify_r, self.notify_w = inherited.notify or os.pipe2(os.O_NONBLOCK)
         os.set_blocking(self.notify_r, False)
         self.last_reload_error = ""
-        self.unavailable = Unavailable([], self.ep)   # the real one once the sockets are open
+        self.unavailable = Unavailable([], self.loop)   # the real one once the sockets are open
+        self.parts: list[Part] = [self.reloader, self.stats]   # emperor/master/loop.py
         self.pidfile_written = False
         self.stop_now = False                # stopping by SIGINT (not gracefully): nothing waits
         self.stop_deadline = 0.0
@@ -127,22 +131,30 @@ class Master:
         config = self.config
         for w in config.warnings + config.print:   # and the file's `print` lines, as uWSGI prints them
             log(w)
-        if config.logto:
-            logmod.redirect(config.logto)
+        self.logfile.open(dropped=False)
         want = sockets.wanted(config, self.env.get(handoff.STATS_SOCKET))
-        listeners = sockets.open_listeners(want, config.listen, config.chmod_socket, self.inherited.sockets, self.env)
+        if config.umask:
+            os.umask(int(config.umask, 8))
+        listeners = sockets.open_listeners(want, config.listen, self.inherited.sockets, self.env,
+                                           config.chmod_socket, config.chown_socket)
         self.listeners = [l for l in listeners if l.kind != sockets.STATS]
-        self.unavailable = Unavailable(self.listeners, self.ep)
+        self.unavailable = Unavailable(self.listeners, self.loop)
+        self.parts.append(self.unavailable)
         sockets.defer_accept(self.listeners, config.socket_timeout)
-        self.stats.listener = next((l for l in listeners if l.kind == sockets.STATS), self.stats.listener)
-        drop_privileges(config.uid, config.gid)
+        for l in listeners:
+            if l.kind == sockets.STATS:
+                self.stats.listen(l, self.loop)
+        hooks.drop_privileges(config, log)
+        self.logfile.open(dropped=True)
         if config.touch_reload:
             from emperor.master.touch import TouchWatcher
 
-            self.touch = TouchWatcher(config.touch_reload)
+            self.parts.append(TouchWatcher(config.touch_reload, self.loop, lambda: self.on_graceful_reload("touch-reload")))
         os.environ[handoff.RELOADS] = str(self.reloads)  # the app reads it, as under uWSGI
+        hooks.run(config, "pre-app", log)
         if not config.lazy_apps:
             self.app = load_app(config)
+        hooks.run(config, "post-app", log)
         # Workers are forks: keep their collectors off the pages they share with us.
         gc.collect()
         gc.freeze()
@@ -154,14 +166,23 @@ class Master:
             log(f"generation {self.reloads} loaded, pid {os.getpid()}")
         self.link.tell(channel.SPAWNED, str(self.reloads))
         self._show_state()
+        # die-on-idle: `idle` tells the emperor, which starts it again on the next connection (on-demand)
+        self.parts += adaptive_parts(config, self.workers, self.loop, self.listeners, log,
+                                     lambda: self.graceful_stop("idle", say=channel.IDLE))
+        self.logfile.watch()
+        self.parts.append(self.logfile)
+        set_master_title(config, self.config_path)
         self.workers.spawn_all()
-        if not config.processes:   # uWSGI's no-workers mode: sockets bound, nobody to wait for
-            self._worker_ready(None)
+        hooks.run(config, "master-start", log)
+        gen = self.workers.current
+        if gen is not None and self.workers.all_ready(gen):   # cheap: no worker to wait for
+            self.workers.generation_ready()
+            self._serving()
 
     def _master_only(self) -> list[int]:
         """What a forked worker closes: the descriptors only the master uses."""
-        return [fd for fd in (self.signals.wake_r, self.notify_r, self.ep.fileno(), self.stats.fileno(),
-                               self.link.fileno(), self.touch.fileno() if self.touch else None) if fd is not None]
+        fds = [self.signals.wake_r, self.notify_r, self.loop.fileno(), self.link.fileno()]
+        return [fd for fd in fds if fd is not None] + [fd for p in self.parts for fd in p.fds()]
 
     def _become_worker(self, gen: Generation, slot: int) -> None:
         """In the forked child, signals blocked, the master's descriptors closed: serve."""
@@ -173,49 +194,35 @@ class Master:
         worker.run()
 
     # ---------- the loop ----------
-    def loop(self) -> int:
-        ep = self.ep
-        watched: dict[int, Callable[[], None]] = {self.signals.wake_r: lambda: None,  # drained by dispatch
-                                                  self.notify_r: self._read_notify}
-        for fd, handler in ((self.stats.fileno(), self.stats.serve), (self.link.fileno(), self._read_channel),
-                            (self.touch.fileno() if self.touch else None, self._touched)):
-            if fd is not None:
-                watched[fd] = handler
-        for fd in watched:
-            ep.register(fd, select.EPOLLIN)
+    def run(self) -> int:
+        self.loop.watch(self.signals.wake_r, lambda: None)   # drained by dispatch_signals()
+        self.loop.watch(self.notify_r, self._read_notify)
+        link = self.link.fileno()
+        if link is not None:
+            self.loop.watch(link, self._read_channel)
         while True:
             self.dispatch_signals()
             if self.stopping and not self._children_left():
                 return self._exit()
-            try:
-                events = ep.poll(self._next_timeout())
-            except InterruptedError:
-                events = []
-            for fd, _ in events:
-                if fd in watched:
-                    watched[fd]()
-                elif fd == self.reloader.fd:
-                    self.reloader.read()
-                elif self.unavailable.owns(fd):
-                    self.unavailable.on_event(fd)
+            self.loop.poll(self._next_timeout())
             self._run_timers()
 
     def dispatch_signals(self) -> None:
         self.signals.dispatch(self)
 
     def _children_left(self) -> bool:
-        return self.workers.children_left() or self.reloader.pid is not None
+        return self.workers.children_left() or any(p.alive() for p in self.parts)
 
     def _next_timeout(self) -> float:
-        deadlines = [t for t in (self.workers.next_deadline(), self.reloader.deadline, self.unavailable.next_deadline(),
-                                 self.stop_deadline if self.stopping else None) if t is not None]
-        return max(min(deadlines) - time.monotonic(), 0.0) if deadlines else -1
+        t = earliest([self.workers.next_deadline(), self.stop_deadline if self.stopping else None]
+                     + [p.deadline() for p in self.parts])
+        return -1 if t is None else max(t - time.monotonic(), 0.0)
 
     def _run_timers(self) -> None:
         now = time.monotonic()
         self.workers.run_timers(now)
-        self.reloader.check_time(now)
-        self.unavailable.run_timers(now)
+        for p in self.parts:
+            p.run_timers(now)
         if self.stopping and now >= self.stop_deadline and self._children_left():
             log("workers still busy after the mercy period: killing")
             self._kill_all()
@@ -223,7 +230,8 @@ class Master:
 
     def _kill_all(self) -> None:
         self.workers.signal_all(signal.SIGKILL)
-        self.reloader.cancel()
+        for p in self.parts:
+            p.stop(graceful=False)
 
     # ---------- what workers, the emperor and touch-reload tell us ----------
     def _read_notify(self) -> None:
@@ -247,7 +255,7 @@ class Master:
         self.unavailable.start(wait)
         self.link.tell(channel.FAILING, f"{gen.last_failure} (worker retried in {wait:g}s)")
 
-    def _worker_ready(self, pid: int | None) -> None:
+    def _worker_ready(self, pid: int) -> None:
         cur = self.workers.current
         all_ready = self.workers.worker_ready(pid)
         if self.unavailable.active and cur is not None and cur.ready:
@@ -255,8 +263,11 @@ class Master:
             log(f"a worker of generation {cur.number} accepts again")
             if not all_ready:
                 self.link.tell(channel.READY, str(self.reloads))
-        if not all_ready:
-            return
+        if all_ready:
+            self._serving()
+
+    def _serving(self) -> None:
+        """This image's generation accepts: the pidfile, the emperor, the state say so."""
         if not self.pidfile_written:
             pidfile.write_all(self.config, os.getpid())
             self.pidfile_written = True
@@ -270,7 +281,7 @@ class Master:
         messages = self.link.read()
         if messages is None:
             log("the emperor is gone: stopping")
-            self.link.close(self.ep)
+            self.link.close(self.loop.unwatch)
             self.on_stop("emperor gone")
             return
         for word, text in messages:
@@ -279,24 +290,7 @@ class Master:
             elif word == channel.RELOAD:
                 self.on_graceful_reload("emperor asked")
             elif word == channel.PREFLIGHT:
-                self.reloader.reported(text, self.stopping)
-
-    def _touched(self) -> None:
-        if self.touch is not None and self.touch.changed():
-            log("touch-reload file changed")
-            self.on_graceful_reload("touch-reload")
-
-    def _stats_document(self, last_requests: dict[int, int]) -> dict:
-        w = self.workers
-        serving = w.current.number if w.current else self.reloads
-        return document(self.config, self.listeners, w.current, last_requests, {
-            "name": self.name, "state": self.state_name, "generation": serving,
-            "image": self.reloads,              # the generation this master image loaded (the file's)
-            "restored": int(serving != self.reloads), "rollbacks": self.rollbacks,
-            "snapshot": w.snapshot.number if w.snapshot else -1,
-            "paused": int(self.paused), "started_at": int(self.started_at),
-            "last_reload_error": self.last_reload_error,
-        })
+                self.reloader.reported(text)
 
     # ---------- the signal table's actions ----------
     def on_graceful_reload(self, why: str) -> None:
@@ -333,18 +327,21 @@ class Master:
         self._kill_all()
         self.stop_deadline = time.monotonic() + STOP_MERCY
 
-    def graceful_stop(self, why: str) -> None:
+    def graceful_stop(self, why: str, say: str = "") -> None:
         if self.stopping:
             return
+        if say:
+            self.link.tell(say)
         self._enter_stopping(why)
         for gen in self.workers.generations():
             self.workers.signal(gen, signal.SIGCONT)
             self.workers.signal(gen, signal.SIGHUP)  # the last out: answer what is queued
-        self.reloader.cancel()
+        for p in self.parts:
+            p.stop(graceful=True)
         self.stop_deadline = time.monotonic() + self.config.worker_reload_mercy
 
     def _enter_stopping(self, why: str) -> None:
-        self.unavailable.stop()
+        self.unavailable.stop()   # nobody is respawned now: nobody will take its clients back
         self.state.to(MasterState.STOPPING, why)
         self.workers.stopping = True
         self.link.tell(channel.STOPPING)
@@ -382,9 +379,7 @@ class Master:
 
     def on_reap(self, why: str = "SIGCHLD") -> None:
         for pid, code in reaped():
-            if pid == self.reloader.pid:
-                self.reloader.done(code, self.stopping)
-            else:
+            if not any(p.reaped(pid, code) for p in self.parts):
                 self.workers.exited(pid, code)
 
     # ---------- reload outcomes ----------
@@ -410,6 +405,7 @@ class Master:
 
     def _exit(self) -> int:
         pidfile.remove_all(self.config, os.getpid())
+        hooks.run(self.config, "as-user-atexit", log)
         if self.config.vacuum:
             sockets.vacuum(self.listeners + ([self.stats.listener] if self.stats.listener else []))
         log("stopped")
@@ -446,7 +442,7 @@ def run_master(path: str, environ: dict[str, str] | None = None) -> int:
                              strict_compat=env.get(handoff.STRICT_COMPAT) == "1")
         master = Master(config, config_path, env=env, inherited=inherited, link=link, signals=signals)
         master.start()
-    except (ConfigError, sockets.SocketError, AppError, OSError) as e:
+    except (ConfigError, sockets.SocketError, AppError, hooks.HookError, OSError) as e:
         if isinstance(e, AppError) and e.detail:
             logmod.write_raw(e.detail + "\n")
         if isinstance(e, OSError) and not isinstance(e, sockets.SocketError):
@@ -461,4 +457,7 @@ def run_master(path: str, environ: dict[str, str] | None = None) -> int:
             master._kill_all()
         _abandon(inherited)
         return 1
-    return master.loop()
+    if master.reloads == 0 and not config.die_on_term and link.fileno() is None:  # by hand: `timeout`,
+        log("SIGTERM reloads this master (uWSGI 2.0); SIGINT or Ctrl-C stops it; "    # `docker stop` send SIGTERM
+            "set die-on-term = true to stop on SIGTERM")
+    return master.run()

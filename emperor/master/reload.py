@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import select
 import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
 
 from emperor import log as logmod
+from emperor.master.loop import Loop, Part
 from emperor.proc import signal_quietly
 from emperor.wire import channel, handoff
 
@@ -51,7 +51,7 @@ def in_directory(path: str) -> Iterator[None]:
             os.close(back)
 
 
-class Reloader:
+class Reloader(Part):
     """Runs one preflight at a time, each bounded by `limit` seconds (reload-mercy).
 
     A reload asked for while one runs supersedes it: the running preflight is killed
@@ -61,20 +61,21 @@ class Reloader:
     """
 
     def __init__(self, config_path: str, cwd: str, *, env: dict[str, str], limit: float,
-                 emperor: EmperorLink | None, poll: select.epoll,
+                 emperor: EmperorLink | None, loop: Loop,
                  on_failed: Callable[[str], None], on_passed: Callable[[], None]) -> None:
         self.config_path = config_path
         self.cwd = cwd                  # where the first image started: `-m emperor` resolves from there
         self.env = env                  # the preflight's environment (without the hand-off's variables)
         self.limit = limit
         self.emperor = emperor          # None: no emperor to fork it for us
-        self.poll = poll
+        self.loop = loop
         self.on_failed = on_failed
         self.on_passed = on_passed
         self.pid: int | None = None     # a preflight we spawned ourselves
         self.remote = False             # the emperor runs it; it says `preflight SEQ CODE`
         self.seq = 0
-        self.deadline: float | None = None
+        self.due: float | None = None
+        self.stopped = False            # the master stops: a result changes nothing
         self.fd: int | None = None
         self.output = b""
 
@@ -105,8 +106,8 @@ class Reloader:
         os.set_blocking(r, False)
         self.fd = r
         self.output = b""
-        self.deadline = time.monotonic() + self.limit
-        self.poll.register(r, select.EPOLLIN)
+        self.due = time.monotonic() + self.limit
+        self.loop.watch(r, self.read)
 
     def read(self) -> None:
         """The output pipe is readable."""
@@ -120,15 +121,35 @@ class Reloader:
         else:
             self._close_pipe()
 
-    def reported(self, text: str, stopping: bool) -> None:
+    def reported(self, text: str) -> None:
         """The emperor's `preflight SEQ CODE`: only the current preflight's result counts."""
         seq, _, code = text.partition(" ")
         if self.remote and seq == str(self.seq):
-            self.done(int(code) if code.lstrip("-").isdigit() else 1, stopping)
+            self.done(int(code) if code.lstrip("-").isdigit() else 1)
 
-    def done(self, code: int, stopping: bool) -> None:
+    # ---------- a part of the master (emperor/master/loop.py) ----------
+    def reaped(self, pid: int, code: int) -> bool:
+        if pid != self.pid:
+            return False
+        self.done(code)
+        return True
+
+    def alive(self) -> bool:
+        return self.pid is not None
+
+    def deadline(self) -> float | None:
+        return self.due
+
+    def stop(self, graceful: bool) -> None:
+        self.stopped = True
+        self.cancel()
+
+    def fds(self) -> list[int]:
+        return [self.fd] if self.fd is not None else []
+
+    def done(self, code: int) -> None:
         """The preflight exited with `code` (reaped here, or reported by the emperor)."""
-        self.pid, self.remote, self.deadline = None, False, None
+        self.pid, self.remote, self.due = None, False, None
         if self.fd is not None:
             while True:
                 try:
@@ -139,16 +160,16 @@ class Reloader:
                     break
                 self.output += data[:MAX_OUTPUT - len(self.output)]
             self._close_pipe()
-        if stopping:
+        if self.stopped:
             return
         if code != 0:
             self.on_failed(self.output.decode(errors="replace").rstrip() or f"preflight exited {code}")
         else:
             self.on_passed()
 
-    def check_time(self, now: float) -> None:
+    def run_timers(self, now: float) -> None:
         """A preflight past its limit (an import that hangs) fails the reload."""
-        if self.busy and self.deadline is not None and now >= self.deadline:
+        if self.busy and self.due is not None and now >= self.due:
             output = self.output.decode(errors="replace").rstrip()
             self.cancel()
             self.on_failed((output + "\n" if output else "")
@@ -160,15 +181,12 @@ class Reloader:
             signal_quietly(self.pid, signal.SIGKILL)  # reaped as a stranger: not ours any more
         elif self.remote and self.emperor is not None:
             self.emperor.tell(channel.PREFLIGHT, "cancel")
-        self.pid, self.remote, self.deadline = None, False, None
+        self.pid, self.remote, self.due = None, False, None
         self._close_pipe()
 
     def _close_pipe(self) -> None:
         if self.fd is not None:
-            try:
-                self.poll.unregister(self.fd)
-            except (OSError, ValueError):
-                pass
+            self.loop.unwatch(self.fd)
             os.close(self.fd)
             self.fd = None
 

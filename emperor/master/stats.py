@@ -15,7 +15,8 @@ import time
 from collections.abc import Callable
 
 from emperor.config import Config
-from emperor.master.generations import Generation
+from emperor.master.generations import Generation, Workers
+from emperor.master.loop import Loop, Part
 from emperor.proc import memory, run_state
 from emperor.sockets import Listener
 
@@ -115,17 +116,32 @@ def workers_text(state: str, doc: dict) -> str:
     return "\n".join(lines)
 
 
-class StatsServer:
+class StatsServer(Part):
     """Answers the stats socket from the master's loop; keeps what `delta_requests` counts from."""
 
-    def __init__(self, listener: Listener | None, config: Config, build: Callable[[dict[int, int]], dict]) -> None:
-        self.listener = listener            # None: no stats socket (SIGUSR1 still logs the document)
+    def __init__(self, config: Config, workers: Workers, listeners: Callable[[], list[Listener]],
+                 facts: Callable[[], dict]) -> None:
+        self.listener: Listener | None = None   # no stats socket: SIGUSR1 still logs the document
         self.config = config
-        self.build = build                  # last_requests -> the document
+        self.workers = workers
+        self.listeners = listeners          # the serving sockets, for their queues
+        self.facts = facts                  # the master's own: name, state, image, paused...
         self.last_requests: dict[int, int] = {}   # per worker pid, at the previous read
 
-    def fileno(self) -> int | None:
-        return self.listener.fd if self.listener is not None else None
+    def build(self, last_requests: dict[int, int]) -> dict:
+        w = self.workers
+        ours = self.facts()
+        serving = w.current.number if w.current else ours["image"]
+        ours.update(generation=serving, restored=int(serving != ours["image"]),
+                    snapshot=w.snapshot.number if w.snapshot else -1)
+        return document(self.config, self.listeners(), w.current, last_requests, ours)
+
+    def listen(self, listener: Listener, loop: Loop) -> None:
+        self.listener = listener
+        loop.watch(listener.fd, self.serve)
+
+    def fds(self) -> list[int]:
+        return [self.listener.fd] if self.listener is not None else []
 
     def document(self) -> dict:
         doc = self.build(self.last_requests)

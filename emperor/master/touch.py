@@ -8,10 +8,12 @@ causes no reload.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 from inotify_simple import INotify, flags
 
 from emperor.files import fingerprint
+from emperor.master.loop import Loop, Part
 
 MASK = (flags.ATTRIB | flags.CLOSE_WRITE | flags.MOVED_TO | flags.MOVED_FROM
         | flags.CREATE | flags.DELETE | flags.MODIFY)
@@ -23,8 +25,10 @@ def _mark(path: str) -> tuple[int, ...] | None:
     return None if fp is None else fp[:3] + fp[4:]
 
 
-class TouchWatcher:
-    def __init__(self, paths: list[str]) -> None:
+class TouchWatcher(Part):
+    """A part of the master (emperor/master/loop.py): `touched()` when a file changed."""
+
+    def __init__(self, paths: list[str], loop: Loop, touched: Callable[[], None]) -> None:
         self.paths = [os.path.abspath(p) for p in paths]
         self.inotify = INotify(nonblocking=True)
         for d in {os.path.dirname(p) for p in self.paths}:
@@ -33,6 +37,15 @@ class TouchWatcher:
             except OSError:
                 pass
         self.prints = {p: _mark(p) for p in self.paths}
+        self.touched = touched
+        loop.watch(self.fileno(), self._read)
+
+    def _read(self) -> None:
+        if self.changed():
+            self.touched()
+
+    def fds(self) -> list[int]:
+        return [self.fileno()]
 
     def fileno(self) -> int:
         return self.inotify.fileno()

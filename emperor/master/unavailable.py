@@ -10,10 +10,12 @@ start again take the queue back as soon as they accept.
 """
 from __future__ import annotations
 
+import functools
 import select
 import socket
 import time
 
+from emperor.master.loop import Loop, Part
 from emperor.sockets import Listener
 from emperor.worker.protocols.http import response
 
@@ -22,35 +24,26 @@ MAX_LINGERING = 64   # connections being closed at once; beyond, the oldest goes
 _ACCEPT = select.EPOLLIN | getattr(select, "EPOLLEXCLUSIVE", 0)
 
 
-class Unavailable:
-    def __init__(self, listeners: list[Listener], poll: select.epoll) -> None:
+class Unavailable(Part):
+    def __init__(self, listeners: list[Listener], loop: Loop) -> None:
         self.listeners = {l.fd: l for l in listeners}
-        self.poll = poll
+        self.loop = loop
         self.active = False
         self.retry_after = 1
         self.lingering: dict[int, tuple[socket.socket, float]] = {}   # fd -> (socket, close at)
-
-    def owns(self, fd: int) -> bool:
-        return self.active and fd in self.listeners or fd in self.lingering
 
     def start(self, retry_after: float) -> None:
         self.retry_after = max(int(retry_after + 0.999), 1)
         if not self.active:
             self.active = True
-            for fd in self.listeners:
-                self.poll.register(fd, _ACCEPT)
+            for fd, listener in self.listeners.items():
+                self.loop.watch(fd, functools.partial(self._refuse, listener), _ACCEPT)
 
-    def stop(self) -> None:
+    def stop(self, graceful: bool = True) -> None:
         if self.active:
             self.active = False
             for fd in self.listeners:
-                self.poll.unregister(fd)
-
-    def on_event(self, fd: int) -> None:
-        if fd in self.lingering:
-            self._drain(fd)
-        elif self.active and fd in self.listeners:
-            self._refuse(self.listeners[fd])
+                self.loop.unwatch(fd)
 
     def _refuse(self, listener: Listener) -> None:
         body = b"503 Service Unavailable: the application cannot start; see its log\n"
@@ -69,8 +62,9 @@ class Unavailable:
                 continue
             if len(self.lingering) >= MAX_LINGERING:
                 self._close(next(iter(self.lingering)))
-            self.lingering[sock.fileno()] = (sock, time.monotonic() + LINGER)
-            self.poll.register(sock.fileno(), select.EPOLLIN)
+            fd = sock.fileno()
+            self.lingering[fd] = (sock, time.monotonic() + LINGER)
+            self.loop.watch(fd, functools.partial(self._drain, fd))
 
     def _drain(self, fd: int) -> None:
         sock = self.lingering[fd][0]
@@ -85,13 +79,13 @@ class Unavailable:
 
     def _close(self, fd: int) -> None:
         sock, _ = self.lingering.pop(fd)
-        try:
-            self.poll.unregister(fd)
-        except (OSError, ValueError):
-            pass
+        self.loop.unwatch(fd)
         sock.close()
 
-    def next_deadline(self) -> float | None:
+    def fds(self) -> list[int]:
+        return list(self.lingering)
+
+    def deadline(self) -> float | None:
         return min((t for _, t in self.lingering.values()), default=None)
 
     def run_timers(self, now: float) -> None:

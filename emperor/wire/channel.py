@@ -19,6 +19,7 @@ SPAWNED = "spawned"              # + its generation: sockets bound, signal handl
 READY = "ready"                  # + its generation: every worker of it accepts
 RESTORED = "restored"            # + the generation SIGURG brought back: it serves again
 FAILING = "failing"              # + why: no worker can serve (each dies before its first request)
+IDLE = "idle"                    # die-on-idle: no request for `idle` seconds, the master stops
 RELOADING = "reloading"          # a graceful reload began
 RELOAD_FAILED = "reload failed"  # + the last line of the error; the old generation keeps serving
 LOYAL = "loyal"                  # the first request was served: the backoff may reset
@@ -30,7 +31,7 @@ PREFLIGHT = "preflight"          # + the sockets it holds, with the output pipe 
 GRACEFUL_STOP = "graceful stop"
 RELOAD = "reload"
 
-MASTER_SAYS = (SPAWNED, READY, RESTORED, FAILING, RELOADING, RELOAD_FAILED, LOYAL, STOPPING, ERROR, PREFLIGHT)
+MASTER_SAYS = (SPAWNED, READY, RESTORED, FAILING, IDLE, RELOADING, RELOAD_FAILED, LOYAL, STOPPING, ERROR, PREFLIGHT)
 EMPEROR_SAYS = (GRACEFUL_STOP, RELOAD, PREFLIGHT)
 _WORDS = sorted(set(MASTER_SAYS + EMPEROR_SAYS), key=len, reverse=True)  # "reload failed" before "reload"
 

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 from emperor.sockets import Listener
-from emperor.worker.wsgi import ClientGone
+from emperor.worker.streams import ClientGone
 
 _NOWAIT = socket.MSG_DONTWAIT  # per call: client sockets stay in blocking mode, never block
 

@@ -25,7 +25,8 @@ from emperor.wire.scoreboard import CoreCounters
 from emperor.worker.conn import Conn, peer_name
 from emperor.worker.protocols import uwsgi as uwsgi_proto
 from emperor.worker.protocols.http import HTTPError, error_response, find_head, parse_head
-from emperor.worker.wsgi import EMPTY_INPUT, EmptyInput, Input, run
+from emperor.worker.streams import EMPTY_INPUT, EmptyInput, Input
+from emperor.worker.wsgi import run
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing into every master image
 if TYPE_CHECKING:
@@ -341,5 +342,5 @@ class Core:
                 f"{peer_name(conn)} {logmod.printable(method)} {logmod.printable(uri)}"
                 f" => {out.status} {out.sent} bytes{f' (cut: {out.cut})' if out.cut else ''}"
                 f" in {(now - started) * 1000:.2f} ms"))
-        w.count_request()
+        w.count_request(out.raised)
         return out.keep_alive

@@ -12,6 +12,7 @@ import collections
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing into every master image
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
 
 from emperor import log as logmod
 from emperor.config import Config
-from emperor.proc import die_with_parent
+from emperor.proc import die_with_parent, memory
 from emperor.sockets import Listener
 from emperor.states import WORKER_EDGES, Machine, WorkerState
 from emperor.wire import notify
@@ -32,6 +33,7 @@ from emperor.worker.wsgi import base_environ
 RETIRE, LAST, NOW = "retire", "last out", "stop now"
 PAUSE, RESUME, WAKE = "pause", "resume", "wake"
 PARK, UNPARK = "park", "unpark"
+REOPEN = "reopen the log"
 
 SIGNALS: dict[int, str] = {
     signal.SIGTERM: RETIRE,     # stop accepting (another generation takes the queue), finish the
@@ -46,6 +48,7 @@ SIGNALS: dict[int, str] = {
     signal.SIGUSR1: PARK,       # as RETIRE (finish, close idle connections), then wait, alive:
                                 # this generation is the snapshot (master/generations.py)
     signal.SIGUSR2: UNPARK,     # the snapshot is restored: accept again
+    signal.SIGRTMIN: REOPEN,    # the log file was rotated: open its path again (master/logfiles.py)
 }
 __doc__ += "\n".join(f"    {signal.Signals(s).name:8} {a}" for s, a in SIGNALS.items())
 
@@ -70,6 +73,11 @@ class Worker:
         self.life = Machine(WorkerState.RUNNING, WORKER_EDGES, logmod.log)
         self.paused = False   # beside the state: a paused worker may also be told to retire
         self.requests = 0
+        self.started = time.monotonic()
+        self.max_requests = config.max_requests + slot * config.max_requests_delta if config.max_requests else 0
+        # any per-request check at all: a worker without them pays one attribute test per request
+        self.recycling = bool(self.max_requests or config.reload_on_exception or config.reload_on_rss
+                              or config.reload_on_as)
         self.requests_in_flight = 0
         self.pending: collections.deque[int] = collections.deque()
         self.orders_lock = threading.Lock()
@@ -122,6 +130,10 @@ class Worker:
             signal.pthread_sigmask(signal.SIG_SETMASK, set())
             logmod.set_prefix(f"[{self.config.name} worker {self.slot + 1}]")
             os.environ[notify.ENV] = str(self.notify_fd)
+            if self.config.limit_as:   # limit-as: this worker's address space (uWSGI sets it per process)
+                import resource
+
+                resource.setrlimit(resource.RLIMIT_AS, (self.config.limit_as, self.config.limit_as))
             if self.app is _not_loaded:
                 self.app = self.load_app()
             main = Core(self, 0, main_r)
@@ -183,6 +195,11 @@ class Worker:
                     self.life.to(WorkerState.LAST_OUT, name)
                 elif action == WAKE:
                     self.wakes += 1
+                elif action == REOPEN and self.config.log_path():
+                    try:
+                        logmod.redirect(self.config.log_path() or "")
+                    except OSError as e:
+                        logmod.log(f"cannot reopen the log file: {e.strerror}")
                 elif action == NOW:
                     logmod.flush_std()
                     os._exit(0)
@@ -195,15 +212,36 @@ class Worker:
         if orders:
             self.broadcast()
 
-    def count_request(self) -> None:
+    def count_request(self, raised: bool = False) -> None:
         self.requests += 1
         if self.requests == 1:
             notify.send(self.notify_fd, notify.LOYAL, self.slot)
-        mr = self.config.max_requests
-        if mr and self.requests >= mr and not self.stopping:
-            notify.send(self.notify_fd, notify.RETIRING, self.slot)
-            self.life.to(WorkerState.RETIRING, f"max-requests ({mr}) reached")
-            self.broadcast()
+        if self.recycling and not self.stopping:
+            why = self._recycle(raised)
+            if why:
+                if why.startswith("max-requests"):
+                    notify.send(self.notify_fd, notify.RETIRING, self.slot)
+                self.life.to(WorkerState.RETIRING, why)
+                self.broadcast()
+
+    def _recycle(self, raised: bool) -> str:
+        """Why this worker should finish its request and be replaced, after this request, or ''.
+        As uWSGI's core/utils.c uwsgi_close_request: max-requests (+ delta per worker),
+        reload-on-exception, reload-on-rss/-as, none before min-worker-lifetime."""
+        c = self.config
+        if time.monotonic() - self.started < c.min_worker_lifetime:
+            return ""
+        if self.max_requests and self.requests >= self.max_requests:
+            return f"max-requests ({self.max_requests}) reached"
+        if raised and c.reload_on_exception:
+            return "reload-on-exception: the application raised"
+        if c.reload_on_rss or c.reload_on_as:
+            rss, vsz = memory(os.getpid())
+            if c.reload_on_rss and rss >= c.reload_on_rss:
+                return f"reload-on-rss: RSS {rss >> 20} MiB >= {c.reload_on_rss >> 20} MiB"
+            if c.reload_on_as and vsz >= c.reload_on_as:
+                return f"reload-on-as: address space {vsz >> 20} MiB >= {c.reload_on_as >> 20} MiB"
+        return ""
 
     def broadcast(self) -> None:
         """Make every core re-read its orders (safe in a signal handler)."""

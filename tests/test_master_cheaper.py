@@ -1,0 +1,137 @@
+"""Adaptive workers (`cheaper`) and `idle`/`cheap`: the algorithms driven directly with an
+injected view, then real masters under a real load (uWSGI's Cheaper doc, core/master_utils.c)."""
+from __future__ import annotations
+
+import socket
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from apps.rawhttp import worker_pids
+from conftest import APPS, free_port, wait_for
+from emperor.config import ConfigError, load_config
+from emperor.master.cheaper import Backlog, Busyness, Spare, Spare2, View
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def config(tmp_path: Path, body: str):
+    (tmp_path / "c.ini").write_text("[uwsgi]\nhttp-socket = :0\nmodule = x\n" + body)
+    return load_config(str(tmp_path / "c.ini"), environ={})
+
+
+def view(busy: list[bool], cheaped: int, backlog: int = 0, now: float = 0.0, running=None) -> View:
+    return View(busy, cheaped, running or [0] * len(busy), backlog, now)
+
+
+# ---------- the algorithms, tick by tick ----------
+def test_spare_adds_a_step_after_overload_ticks_all_busy_and_removes_one_per_overload_idle_ticks(tmp_path):
+    """core/master_utils.c uwsgi_cheaper_algo_spare: all busy for cheaper-overload cycles ->
+    spawn cheaper-step; one free worker is the stable state; otherwise cheap one every
+    cheaper-overload idle cycles while above `cheaper`."""
+    algo = Spare(config(tmp_path, "processes = 8\ncheaper = 2\ncheaper-step = 2\ncheaper-overload = 3\n"))
+    assert [algo.decide(view([True, True], 6), True) for _ in range(3)] == [0, 0, 2]
+    assert algo.decide(view([True, True, False, True], 4), True) == 0   # one spare: stable
+    decisions = [algo.decide(view([False] * 4, 4), True) for _ in range(6)]
+    assert decisions == [0, 0, -1, 0, 0, -1]
+    assert algo.decide(view([False, False], 6), True) == 0                # at `cheaper`: never below
+
+
+def test_spare2_keeps_cheaper_idle_workers(tmp_path):
+    """core/master_utils.c uwsgi_cheaper_algo_spare2 (the Cheaper doc's example)."""
+    algo = Spare2(config(tmp_path, "processes = 64\ncheaper = 4\ncheaper-step = 1\ncheaper-idle = 3\n"))
+    assert algo.decide(view([False, False, True, True], 60), True) == 1   # 2 idle < 4: at most the step
+    assert algo.decide(view([False] * 4, 60), True) == 0                 # exactly 4 idle
+    assert [algo.decide(view([False] * 6, 58), True) for _ in range(3)] == [0, 0, -1]
+
+
+def test_backlog_follows_the_listen_queue(tmp_path):
+    algo = Backlog(config(tmp_path, "processes = 8\ncheaper = 1\ncheaper-overload = 5\ncheaper-step = 3\n"))
+    assert algo.decide(view([True, True], 6, backlog=9), True) == 3
+    assert algo.decide(view([True, True], 6, backlog=5), True) == 0
+    assert algo.decide(view([False, False], 6, backlog=0), True) == -1
+
+
+def test_busyness_spawns_above_max_and_cheaps_below_min_after_its_multiplier(tmp_path):
+    """plugins/cheaper_busyness: average busyness over cheaper-overload seconds."""
+    c = config(tmp_path, "processes = 8\ncheaper = 1\ncheaper-overload = 1\ncheaper-busyness-multiplier = 2\n"
+                         "cheaper-algo = busyness\n")
+    algo = Busyness(c)
+    busy = [0, 0]
+    # 1 s later, each worker spent 0.9 s in requests: 90 % > 50 %
+    busy = [900_000, 900_000]
+    assert algo.decide(view([True, True], 6, now=1.0, running=busy), True) == 1
+    # then idle: nothing for multiplier (2) * overload (1) s, then one fewer
+    decisions = [algo.decide(view([False] * 3, 5, now=2.0 + t, running=[900_000] * 3), True) for t in range(4)]
+    assert decisions[0] == 0 and -1 in decisions
+
+
+def test_cheaper_at_or_above_processes_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match=r"c.ini:4: cheaper: must be lower than processes \(2\), got 2"):
+        config(tmp_path, "cheaper = 2\nprocesses = 2\n")
+    c = config(tmp_path, "processes = 4\ncheaper = 2\ncheaper-initial = 1\n")
+    assert c.cheaper_initial == 2 and "cheaper-initial (1) is below cheaper (2)" in c.warnings[0]
+
+
+# ---------- real masters ----------
+def gate_master(procs, tmp_path: Path, body: str):
+    port = free_port()
+    gate = tmp_path / "gate"
+    gate.mkdir(exist_ok=True)
+    ini = tmp_path / "app.ini"
+    ini.write_text(f"[uwsgi]\nhttp-socket = 127.0.0.1:{port}\nchdir = {APPS}\nmodule = leaky\n"
+                   f"env = GATE_DIR={gate}\n{body}")
+    m = procs([sys.executable, "-m", "emperor", "master", str(ini)], tmp_path)
+    m.port, m.gate = port, gate
+    return m
+
+
+def request(port: int, path: str) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as s:
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 200"), data[:80]
+    return data.partition(b"\r\n\r\n")[2]
+
+
+def test_spare_spawns_workers_under_load_and_cheaps_them_after(procs, tmp_path):
+    m = gate_master(procs, tmp_path, "processes = 4\ncheaper = 1\ncheaper-overload = 1\n")
+    m.wait_log("running (workers ready)", timeout=20)
+    assert len(worker_pids(m.pid)) == 1
+    threads = [threading.Thread(target=request, args=(m.port, f"/hold?id=h{i}")) for i in range(2)]
+    for t in threads:
+        t.start()
+    m.wait_log("cheaper (spare): 1 -> 2 workers", timeout=20)
+    wait_for(lambda: (m.gate / "h0.started").exists() and (m.gate / "h1.started").exists(), timeout=20)
+    for i in range(2):
+        (m.gate / f"h{i}.release").touch()
+    for t in threads:
+        t.join(20)
+    m.wait_log("cheaper (spare): 2 -> 1 workers", timeout=30)
+    wait_for(lambda: len(worker_pids(m.pid)) == 1, timeout=20)
+    assert request(m.port, "/")
+
+
+def test_cheap_starts_without_workers_and_idle_puts_them_back_to_sleep(procs, tmp_path):
+    m = gate_master(procs, tmp_path, "processes = 2\ncheap = true\nidle = 2\n")
+    m.wait_log("cheap mode: the first connection starts the workers", timeout=20)
+    m.wait_log("running (workers ready)", timeout=20)
+    assert worker_pids(m.pid) == set()
+    assert request(m.port, "/").isdigit()   # waits in the backlog while the workers start
+    assert len(worker_pids(m.pid)) == 2
+    m.wait_log("no request for 2s (idle)", timeout=20)
+    m.wait_log("cheap mode: the first connection starts the workers", count=2, timeout=10)
+    wait_for(lambda: worker_pids(m.pid) == set(), timeout=20)
+    assert request(m.port, "/").isdigit()
+
+
+def test_die_on_idle_ends_a_master_that_serves_nothing(procs, tmp_path):
+    m = gate_master(procs, tmp_path, "processes = 1\nidle = 1\ndie-on-idle = true\n")
+    m.wait_log("running (workers ready)", timeout=20)
+    assert request(m.port, "/")
+    assert m.wait(30) == 0
+    assert "no request for 1s (idle)" in m.log
