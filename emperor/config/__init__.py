@@ -3,9 +3,10 @@
 Every line is read the way uWSGI 2.0 reads it (docs/configuration.md says how, and
 lists where emperor deliberately differs): reader.py (lines, sections, config logic,
 includes, UWSGI_* variables), expand.py and resolve.py (magic variables, `$(ENV)`,
-`@(file)`, `%(name)` and its arithmetic), values.py (each option's parser),
-options.py (what emperor honours or already does), catalog.py (uWSGI's whole option
-list, uwsgi_options.json), load.py (verdicts and the Config), check.py (`emperor check`).
+`@(file)`, `%(name)` and its arithmetic), options.py (no-ops, aliases, what else
+emperor knows; the honoured options, `Config` and each option's parser are
+emperor/settings.py and emperor/values.py), catalog.py (uWSGI's whole option list,
+uwsgi_options.json), load.py (verdicts and the Config), check.py (`emperor check`).
 """
 from __future__ import annotations
 

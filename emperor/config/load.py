@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from emperor.config import catalog, expand, values
+from emperor import values
+from emperor.config import catalog, expand
 from emperor.config.model import (ERROR, HONOURED, NOOP, PLACEHOLDER, UNKNOWN, UNSUPPORTED, WARNING, Config,
                                   ConfigError, Finding, shown, where)
 from emperor.config.options import (ALIAS_NOTES, CANONICAL, HOOK_ACTIONS, HOOK_PHASES, NOOP_ALIASES, NOOPS, OPTIONS,
@@ -96,7 +97,7 @@ class _Judge:
                   if CANONICAL.get(e.key) == name and not e.placeholder_only), None)
         quiet = Resolver(self.by_name, self.reader.environ, self.reader.trust, lambda e, m: None)
         try:
-            return e is not None and bool(values.boolean(quiet.value(e), []))
+            return e is not None and values._truth(quiet.value(e))
         except ResolveError:
             return False
 
@@ -139,7 +140,7 @@ class _Judge:
                 self.unsupported(e, catalog.lookup(e.key) or "", f"{e.name} = {raw}")
         elif noop is not None:
             reason, when = noop
-            if when is True and not values.boolean(raw, []):
+            if when is True and not values._truth(raw):
                 self.unsupported(e, "", f"{e.name} = {raw}", f"{reason}: it cannot do without")
             else:
                 self.add(e, NOOP, reason)
@@ -166,12 +167,15 @@ class _Judge:
         except ResolveError as exc:
             self.error(exc.entry, exc.message.partition(": ")[2], exc.category)
             return
-        notes: values.Notes = []
         try:
-            value = opt.conv(text, notes)
+            value = opt.conv(text)
         except ValueError as exc:
             self.error(e, str(exc))
             return
+        notes: list[tuple[str, str]] = []
+        if isinstance(value, values.Noted):
+            notes = value.notes
+            value = value.value
         if name == "socket":
             self.sockets.append((e.key == "socket", str(value)))
         elif opt.many:

@@ -45,12 +45,14 @@ class LogFile(Part):
             self._own(path)
 
     def watch(self) -> None:
-        """touch-logrotate and touch-logreopen, once the master runs."""
+        """touch-logrotate and touch-logreopen, once the master runs (inotify only if asked for)."""
+        if not (self.path and (self.config.touch_logrotate or self.config.touch_logreopen)):
+            return
         from emperor.master.touch import TouchWatcher
 
-        if self.path and self.config.touch_logrotate:
+        if self.config.touch_logrotate:
             self.parts.append(TouchWatcher(self.config.touch_logrotate, self.loop, self.rotate))
-        if self.path and self.config.touch_logreopen:
+        if self.config.touch_logreopen:
             self.parts.append(TouchWatcher(self.config.touch_logreopen, self.loop, self.reopen))
 
     def _own(self, path: str) -> None:

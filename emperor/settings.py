@@ -1,0 +1,269 @@
+"""A vassal's settings: the typed `Config`, and the table of every option emperor honours.
+
+emperor/config/ reads a file into entries; this module says what each option
+becomes (its attribute, its converter, whether it repeats, uWSGI's aliases). What
+emperor does with the other options (no-ops, unsupported ones) is emperor/config/options.py.
+"""
+from __future__ import annotations
+
+from collections import namedtuple
+
+from emperor.values import (_address, _bool, _buffer_size, _chmod, _choice, _exec_hook, _int, _megabytes, _nonempty,
+                            _octal, _processes, _spaced, _str, _threads)
+
+
+class Config:
+    """One vassal file's effective settings, as attributes; `FIELDS` names them in order.
+
+    A plain class, not a dataclass: `dataclasses` imports `inspect` and `ast`, ~1.5 MiB
+    and ~10 ms in every master image, and every graceful reload starts a new image.
+    """
+
+    FIELDS: tuple[str, ...] = ()   # filled in below the class
+
+    def __init__(self, path: str, name: str, section: str = "uwsgi") -> None:
+        self.path: str = path
+        self.name: str = name
+        self.section: str = section
+        self.http_sockets: list[str] = []
+        self.uwsgi_sockets: list[str] = []
+        self.module: str | None = None
+        self.wsgi_file: str | None = None
+        self.callable: str = "application"
+        self.chdir: str | None = None
+        self.pythonpath: list[str] = []
+        self.virtualenv: str | None = None
+        self.env: list[str] = []
+        self.processes: int = 1           # 0: uWSGI's no-workers mode (sockets bound, nobody accepts)
+        self.threads: int = 1
+        self.pidfile: str | None = None
+        self.safe_pidfile: str | None = None
+        self.touch_reload: list[str] = []
+        self.die_on_term: bool = False
+        self.worker_reload_mercy: int = 60
+        self.reload_mercy: int | None = None
+        self.listen: int = 100
+        self.buffer_size: int = 4096
+        self.socket_timeout: int = 4
+        self.harakiri: int = 0
+        self.max_requests: int = 0
+        self.lazy_apps: bool = False
+        self.need_app: bool = True
+        self.stats: str | None = None
+        self.stats_http: bool = False
+        self.vacuum: bool = False
+        self.chmod_socket: str | None = None
+        self.chown_socket: str | None = None
+        self.umask: str | None = None
+        self.shared_sockets: list[str] = []
+        self.abstract_socket: bool = False
+        self.uid: str | None = None
+        self.gid: str | None = None
+        self.logto: str | None = None
+        self.disable_logging: bool = False
+        self.strict: bool = False
+        self.strict_compat: bool = False  # options uWSGI knows but emperor does not: errors, not warnings
+        self.snapshot: bool = False
+        self.snapshot_ttl: int = 3600
+        self.graceful_removal: bool | None = None   # None: as the emperor's --graceful-removal says
+        # adaptive workers (emperor/master/cheaper.py) and recycling (generations.py, worker)
+        self.cheaper: int = 0
+        self.cheaper_initial: int = 0
+        self.cheaper_step: int = 1
+        self.cheaper_overload: int = 3
+        self.cheaper_algo: str = "spare"
+        self.cheaper_idle: int = 10
+        self.cheaper_rss_limit_soft: int = 0
+        self.cheaper_rss_limit_hard: int = 0
+        self.cheaper_busyness_max: int = 50
+        self.cheaper_busyness_min: int = 25
+        self.cheaper_busyness_multiplier: int = 10
+        self.cheaper_busyness_penalty: int = 2
+        self.cheaper_busyness_verbose: bool = False
+        self.cheaper_busyness_backlog_alert: int = 33
+        self.cheaper_busyness_backlog_multiplier: int = 3
+        self.cheaper_busyness_backlog_step: int = 1
+        self.cheaper_busyness_backlog_nonzero: int = 60
+        self.idle: int = 0
+        self.die_on_idle: bool = False
+        self.cheap: bool = False
+        self.reload_on_rss: int = 0
+        self.reload_on_as: int = 0
+        self.evil_reload_on_rss: int = 0
+        self.evil_reload_on_as: int = 0
+        self.max_worker_lifetime: int = 0
+        self.max_worker_lifetime_delta: int = 0
+        self.max_requests_delta: int = 0
+        self.min_worker_lifetime: int = 0
+        self.limit_as: int = 0
+        self.reload_on_exception: bool = False
+        # hooks (emperor/master/hooks.py): "action:argument" per phase, in file order
+        self.hook_as_root: list[str] = []
+        self.hook_as_user: list[str] = []
+        self.hook_pre_app: list[str] = []
+        self.hook_post_app: list[str] = []
+        self.hook_master_start: list[str] = []
+        self.hook_as_user_atexit: list[str] = []
+        # log files and process names (emperor/master/logfiles.py, names.py)
+        self.logto2: str | None = None
+        self.daemonize: str | None = None
+        self.log_maxsize: int = 0
+        self.log_backupname: str | None = None
+        self.log_reopen: bool = False
+        self.logfile_chown: str | None = None
+        self.logfile_chmod: str | None = None
+        self.touch_logrotate: list[str] = []
+        self.touch_logreopen: list[str] = []
+        self.procname_prefix: str = ""
+        self.procname_append: str = ""
+        self.procname_master: str | None = None
+        self.procname: str | None = None
+        self.print: list[str] = []        # `print` lines, logged by the master as it starts
+        self.warnings: list[str] = []
+        self.origins: dict[str, tuple[str, int]] = {}
+
+    def __repr__(self) -> str:
+        return f"Config({self.path!r}, section={self.section!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is Config and vars(self) == vars(other)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, compared by value
+
+    def log_path(self) -> str | None:
+        """The file every process of the vassal logs to, if any (logto2, logto, daemonize)."""
+        return self.logto2 or self.logto or self.daemonize
+
+    def ini_lines(self) -> list[str]:
+        """The effective config as ini lines (for the SIGUSR1 stats log)."""
+        lines = [f"[{self.section}]"]
+        done: set[str] = set()
+        for name, opt in _OPTIONS.items():
+            if opt.field in done:
+                continue  # one name per setting (exec-as-root adds to hook-as-root's list)
+            done.add(opt.field)
+            value = getattr(self, opt.field)
+            for v in value if isinstance(value, list) else [value]:
+                if v is None:
+                    continue
+                text = ("true" if v else "false") if isinstance(v, bool) else str(v)
+                lines.append(f"{name} = {text}")
+        return lines
+
+
+
+Config.FIELDS = tuple(vars(Config("", "")))
+
+# field: Config attribute; conv: text -> value (ValueError when bad); many: a list option
+# (every occurrence, in order); aliases: other names uWSGI accepts. A namedtuple, not
+# typing.NamedTuple: `typing` is one more import in every master image.
+_Opt = namedtuple("_Opt", "field conv many aliases", defaults=(False, ()))
+
+
+# Every option emperor honours: canonical uWSGI name -> field, converter, list?, aliases.
+# Defaults live on Config. Order here is the order of Config.ini_lines().
+_OPTIONS: dict[str, _Opt] = {
+    "http-socket": _Opt("http_sockets", _address, True, ("http", "http11-socket")),
+    "socket": _Opt("uwsgi_sockets", _address, True, ("uwsgi-socket",)),
+    "module": _Opt("module", _nonempty, aliases=("wsgi",)),
+    "wsgi-file": _Opt("wsgi_file", _nonempty, aliases=("file",)),
+    "callable": _Opt("callable", _nonempty),
+    "chdir": _Opt("chdir", _nonempty),
+    "pythonpath": _Opt("pythonpath", _str, True, ("python-path", "pp")),
+    "virtualenv": _Opt("virtualenv", _nonempty, aliases=("home", "venv", "pyhome")),
+    "env": _Opt("env", _str, True),
+    "processes": _Opt("processes", _processes, aliases=("workers",)),
+    "threads": _Opt("threads", _threads),
+    "pidfile": _Opt("pidfile", _nonempty),
+    "safe-pidfile": _Opt("safe_pidfile", _nonempty),
+    "touch-reload": _Opt("touch_reload", _nonempty, True),
+    "die-on-term": _Opt("die_on_term", _bool),
+    "worker-reload-mercy": _Opt("worker_reload_mercy", _int()),
+    "reload-mercy": _Opt("reload_mercy", _int()),
+    "listen": _Opt("listen", _int()),
+    "buffer-size": _Opt("buffer_size", _buffer_size),
+    "socket-timeout": _Opt("socket_timeout", _int()),
+    "harakiri": _Opt("harakiri", _int()),
+    "max-requests": _Opt("max_requests", _int()),
+    # -- adaptive workers and recycling: uWSGI's Cheaper doc and core/master_utils.c --
+    "cheaper": _Opt("cheaper", _int()),
+    "cheaper-initial": _Opt("cheaper_initial", _int()),
+    "cheaper-step": _Opt("cheaper_step", _int(1)),
+    "cheaper-overload": _Opt("cheaper_overload", _int(1)),
+    "cheaper-algo": _Opt("cheaper_algo", _choice("spare", "spare2", "backlog", "busyness", "manual")),
+    "cheaper-idle": _Opt("cheaper_idle", _int(1)),
+    "cheaper-rss-limit-soft": _Opt("cheaper_rss_limit_soft", _int()),
+    "cheaper-rss-limit-hard": _Opt("cheaper_rss_limit_hard", _int()),
+    "cheaper-busyness-max": _Opt("cheaper_busyness_max", _int(0, 100)),
+    "cheaper-busyness-min": _Opt("cheaper_busyness_min", _int(0, 100)),
+    "cheaper-busyness-multiplier": _Opt("cheaper_busyness_multiplier", _int(1)),
+    "cheaper-busyness-penalty": _Opt("cheaper_busyness_penalty", _int()),
+    "cheaper-busyness-verbose": _Opt("cheaper_busyness_verbose", _bool),
+    "cheaper-busyness-backlog-alert": _Opt("cheaper_busyness_backlog_alert", _int()),
+    "cheaper-busyness-backlog-multiplier": _Opt("cheaper_busyness_backlog_multiplier", _int(1)),
+    "cheaper-busyness-backlog-step": _Opt("cheaper_busyness_backlog_step", _int(1)),
+    "cheaper-busyness-backlog-nonzero": _Opt("cheaper_busyness_backlog_nonzero", _int()),
+    "idle": _Opt("idle", _int()),
+    "die-on-idle": _Opt("die_on_idle", _bool),
+    "cheap": _Opt("cheap", _bool),
+    "reload-on-rss": _Opt("reload_on_rss", _megabytes),
+    "reload-on-as": _Opt("reload_on_as", _megabytes),
+    "evil-reload-on-rss": _Opt("evil_reload_on_rss", _megabytes),
+    "evil-reload-on-as": _Opt("evil_reload_on_as", _megabytes),
+    "max-worker-lifetime": _Opt("max_worker_lifetime", _int()),
+    "max-worker-lifetime-delta": _Opt("max_worker_lifetime_delta", _int()),
+    "max-requests-delta": _Opt("max_requests_delta", _int()),
+    "min-worker-lifetime": _Opt("min_worker_lifetime", _int()),
+    "limit-as": _Opt("limit_as", _megabytes),
+    "reload-on-exception": _Opt("reload_on_exception", _bool),
+    # -- hooks: uWSGI's Hooks doc, core/hooks.c --
+    "hook-as-root": _Opt("hook_as_root", _str, True),
+    "hook-as-user": _Opt("hook_as_user", _str, True),
+    "hook-pre-app": _Opt("hook_pre_app", _str, True),
+    "hook-post-app": _Opt("hook_post_app", _str, True),
+    "hook-master-start": _Opt("hook_master_start", _str, True),
+    "hook-as-user-atexit": _Opt("hook_as_user_atexit", _str, True),
+    "exec-as-root": _Opt("hook_as_root", _exec_hook, True),
+    "exec-as-user": _Opt("hook_as_user", _exec_hook, True),
+    "exec-pre-app": _Opt("hook_pre_app", _exec_hook, True),
+    "exec-post-app": _Opt("hook_post_app", _exec_hook, True),
+    "exec-master-start": _Opt("hook_master_start", _exec_hook, True),
+    "exec-as-user-atexit": _Opt("hook_as_user_atexit", _exec_hook, True),
+    # -- log files and process names: uWSGI's Logging doc --
+    "logto2": _Opt("logto2", _nonempty),
+    "daemonize": _Opt("daemonize", _nonempty, aliases=("daemonize2",)),
+    "log-maxsize": _Opt("log_maxsize", _int()),
+    "log-backupname": _Opt("log_backupname", _nonempty),
+    "log-reopen": _Opt("log_reopen", _bool),
+    "logfile-chown": _Opt("logfile_chown", _str),
+    "logfile-chmod": _Opt("logfile_chmod", _octal),
+    "touch-logrotate": _Opt("touch_logrotate", _nonempty, True),
+    "touch-logreopen": _Opt("touch_logreopen", _nonempty, True),
+    "procname-prefix": _Opt("procname_prefix", _str),
+    "procname-prefix-spaced": _Opt("procname_prefix", _spaced),
+    "procname-append": _Opt("procname_append", _str),
+    "procname-master": _Opt("procname_master", _nonempty),
+    "procname": _Opt("procname", _nonempty),
+    "lazy-apps": _Opt("lazy_apps", _bool, aliases=("lazy",)),
+    "need-app": _Opt("need_app", _bool),
+    "stats": _Opt("stats", _address, aliases=("stats-server",)),
+    "stats-http": _Opt("stats_http", _bool),
+    "vacuum": _Opt("vacuum", _bool),
+    "chmod-socket": _Opt("chmod_socket", _chmod, aliases=("chmod",)),
+    "chown-socket": _Opt("chown_socket", _nonempty),
+    "umask": _Opt("umask", _octal),
+    "shared-socket": _Opt("shared_sockets", _address, True),
+    "abstract-socket": _Opt("abstract_socket", _bool),
+    "uid": _Opt("uid", _nonempty),
+    "gid": _Opt("gid", _nonempty),
+    "logto": _Opt("logto", _nonempty),
+    "disable-logging": _Opt("disable_logging", _bool),
+    "strict": _Opt("strict", _bool),
+    "print": _Opt("print", _str, True, ("iprint",)),
+    # emperor's own (not uWSGI options)
+    "strict-compat": _Opt("strict_compat", _bool),
+    "snapshot": _Opt("snapshot", _bool),
+    "snapshot-ttl": _Opt("snapshot_ttl", _int(1)),
+    "graceful-removal": _Opt("graceful_removal", _bool),
+}
+_CANONICAL = {alias: name for name, opt in _OPTIONS.items() for alias in (name, *opt.aliases)}
