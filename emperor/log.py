@@ -37,10 +37,21 @@ def redirect(path: str) -> None:
 
 
 _second = [0, ""]
+_date_format: str | None = None
+
+
+def set_date_format(fmt: str | None) -> None:
+    """`log-date = FORMAT` (or log-prefix): every line starts with strftime(FORMAT) instead
+    of emperor's stamp, as uWSGI's log_strftime (core/logging.c uwsgi_log)."""
+    global _date_format
+    _date_format = fmt or None
+    _second[0] = 0
 
 
 def _stamp() -> str:
     t = time.time()
+    if _date_format is not None:
+        return time.strftime(_date_format, time.localtime(t))
     s = int(t)
     if _second[0] != s:
         _second[0] = s

@@ -1,14 +1,15 @@
 """A vassal's settings: the typed `Config`, and the table of every option emperor honours.
 
-emperor/config.py reads a file into entries; this module says what each option
-becomes (its attribute, its converter, whether it repeats, uWSGI's aliases).
+emperor/config/ reads a file into entries; this module says what each option
+becomes (its attribute, its converter, whether it repeats, uWSGI's aliases). What
+emperor does with the other options (no-ops, unsupported ones) is emperor/config/options.py.
 """
 from __future__ import annotations
 
 from collections import namedtuple
 
-from emperor.values import (_address, _bool, _chmod, _choice, _exec_hook, _int, _logger, _megabytes, _nonempty,
-                            _octal, _spaced, _str)
+from emperor.values import (_address, _bool, _buffer_size, _chmod, _choice, _exec_hook, _int, _log_date, _logger,
+                            _megabytes, _nonempty, _octal, _processes, _spaced, _str, _threads)
 
 
 class Config:
@@ -33,7 +34,7 @@ class Config:
         self.pythonpath: list[str] = []
         self.virtualenv: str | None = None
         self.env: list[str] = []
-        self.processes: int = 1
+        self.processes: int = 1           # 0: uWSGI's no-workers mode (sockets bound, nobody accepts)
         self.threads: int = 1
         self.pidfile: str | None = None
         self.safe_pidfile: str | None = None
@@ -61,6 +62,7 @@ class Config:
         self.logto: str | None = None
         self.disable_logging: bool = False
         self.strict: bool = False
+        self.strict_compat: bool = False  # options uWSGI knows but emperor does not: errors, not warnings
         self.snapshot: bool = False
         self.snapshot_ttl: int = 3600
         self.graceful_removal: bool | None = None   # None: as the emperor's --graceful-removal says
@@ -129,6 +131,7 @@ class Config:
         self.log_micros: bool = False
         self.req_logger: str | None = None
         self.logger: str | None = None
+        self.print: list[str] = []        # `print` lines, logged by the master as it starts
         self.warnings: list[str] = []
         self.origins: dict[str, tuple[str, int]] = {}
 
@@ -174,7 +177,7 @@ _Opt = namedtuple("_Opt", "field conv many aliases", defaults=(False, ()))
 # Every option emperor honours: canonical uWSGI name -> field, converter, list?, aliases.
 # Defaults live on Config. Order here is the order of Config.ini_lines().
 _OPTIONS: dict[str, _Opt] = {
-    "http-socket": _Opt("http_sockets", _address, True, ("http",)),
+    "http-socket": _Opt("http_sockets", _address, True, ("http", "http11-socket")),
     "socket": _Opt("uwsgi_sockets", _address, True, ("uwsgi-socket",)),
     "module": _Opt("module", _nonempty, aliases=("wsgi",)),
     "wsgi-file": _Opt("wsgi_file", _nonempty, aliases=("file",)),
@@ -183,16 +186,16 @@ _OPTIONS: dict[str, _Opt] = {
     "pythonpath": _Opt("pythonpath", _str, True, ("python-path", "pp")),
     "virtualenv": _Opt("virtualenv", _nonempty, aliases=("home", "venv", "pyhome")),
     "env": _Opt("env", _str, True),
-    "processes": _Opt("processes", _int(1), aliases=("workers",)),
-    "threads": _Opt("threads", _int(1)),
+    "processes": _Opt("processes", _processes, aliases=("workers",)),
+    "threads": _Opt("threads", _threads),
     "pidfile": _Opt("pidfile", _nonempty),
     "safe-pidfile": _Opt("safe_pidfile", _nonempty),
     "touch-reload": _Opt("touch_reload", _nonempty, True),
     "die-on-term": _Opt("die_on_term", _bool),
     "worker-reload-mercy": _Opt("worker_reload_mercy", _int()),
     "reload-mercy": _Opt("reload_mercy", _int()),
-    "listen": _Opt("listen", _int(1)),
-    "buffer-size": _Opt("buffer_size", _int(512, 65535)),
+    "listen": _Opt("listen", _int()),
+    "buffer-size": _Opt("buffer_size", _buffer_size),
     "socket-timeout": _Opt("socket_timeout", _int()),
     "harakiri": _Opt("harakiri", _int()),
     "max-requests": _Opt("max_requests", _int()),
@@ -263,10 +266,10 @@ _OPTIONS: dict[str, _Opt] = {
     "log-big": _Opt("log_big", _int()),
     "log-zero": _Opt("log_zero", _bool),
     "log-x-forwarded-for": _Opt("log_x_forwarded_for", _bool),
-    "log-date": _Opt("log_date", _str, aliases=("logdate",)),
+    "log-date": _Opt("log_date", _log_date, aliases=("logdate", "log-prefix")),
     "logformat-strftime": _Opt("logformat_strftime", _bool, aliases=("log-format-strftime",)),
     "log-micros": _Opt("log_micros", _bool),
-    "req-logger": _Opt("req_logger", _logger),
+    "req-logger": _Opt("req_logger", _logger, aliases=("logger-req",)),
     "logger": _Opt("logger", _logger),
     "lazy-apps": _Opt("lazy_apps", _bool, aliases=("lazy",)),
     "need-app": _Opt("need_app", _bool),
@@ -283,6 +286,9 @@ _OPTIONS: dict[str, _Opt] = {
     "logto": _Opt("logto", _nonempty),
     "disable-logging": _Opt("disable_logging", _bool),
     "strict": _Opt("strict", _bool),
+    "print": _Opt("print", _str, True, ("iprint",)),
+    # emperor's own (not uWSGI options)
+    "strict-compat": _Opt("strict_compat", _bool),
     "snapshot": _Opt("snapshot", _bool),
     "snapshot-ttl": _Opt("snapshot_ttl", _int(1)),
     "graceful-removal": _Opt("graceful_removal", _bool),

@@ -1,35 +1,111 @@
-"""Option values as uWSGI reads them: text in, a typed value out, ValueError(message) if bad.
+"""Option values as uWSGI 2.0's parsers read them: text in, a typed value out, ValueError(message)
+if emperor refuses it.
 
-uWSGI reads integers with `atoi` (the leading digits: `4 ; max workers` is 4) and
-booleans as "anything but false/off/no/0"; real files rely on both.
+uWSGI never strips an inline comment: `processes = 4 ; max` hands "4 ; max" to the option's
+parser, which decides (atoi stops at the first non-digit, a socket address takes its port
+after the last ':'...). Each converter reproduces its parser's reading; where uWSGI's is
+absurd or hostile, emperor's is documented (docs/configuration.md). A converter that has
+something to say about a value returns it wrapped in `Noted`: ("warning", text) for what the
+log must show, ("note", text) for what `emperor check` shows (mostly: where uWSGI 2.0 reads
+the same text otherwise).
 """
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
 
-_INT_RE = re.compile(r"\s*([+-]?[0-9]+)")
+_INT_RE = re.compile(r"[ \t\n\v\f\r]*([+-]?[0-9]+)")
 _FALSE = {"false", "off", "no", "0"}
+_WORDS = {"true", "false", "yes", "no", "on", "off"}     # what people write where a number goes
+_COMMENT = re.compile(r"[ \t]+[;#].*\Z", re.S)          # an inline comment after a value
 
 
-def _int(lo: int = 0, hi: int | None = None) -> Callable[[str], int]:
-    """Like uWSGI's atoi, leading digits are the number ('4 ; max workers' -> 4)."""
-    def conv(text: str) -> int:
-        m = _INT_RE.match(text)
-        if not m:
-            raise ValueError(f'expected an integer, got "{text}"')
+class Noted:
+    """A converted value and what to say about it: [("warning" | "note", text)]."""
+
+    __slots__ = ("value", "notes")
+
+    def __init__(self, value: object, notes: list[tuple[str, str]]) -> None:
+        self.value, self.notes = value, notes
+
+
+def _atoi(text: str, lo: int = 0, hi: int | None = None) -> tuple[int, list[tuple[str, str]]]:
+    """uWSGI's atoi (uwsgi.c uwsgi_opt_set_int): the leading number ('4 ; max workers' -> 4);
+    a boolean word is 0. Text with no number at all ('four', '', an unexpanded '$(X)') is
+    refused, which uWSGI silently reads as 0."""
+    notes = []
+    m = _INT_RE.match(text)
+    if m:
         n = int(m.group(1))
-        if n < lo or (hi is not None and n > hi):
-            bounds = f"at least {lo}" if hi is None else f"between {lo} and {hi}"
-            raise ValueError(f"must be {bounds}, got {n}")
-        return n
+    elif text.strip().lower() in _WORDS:
+        n = 0
+        notes.append(("note", f'"{text.strip()}" is not a number: read as 0, as uWSGI\'s atoi does'))
+    else:
+        raise ValueError(f'expected an integer, got "{text}"')
+    if n < lo or (hi is not None and n > hi):
+        bounds = f"at least {lo}" if hi is None else f"between {lo} and {hi}"
+        raise ValueError(f"must be {bounds}, got {n}")
+    return n, notes
+
+
+def _noted(value: object, notes: list[tuple[str, str]]) -> object:
+    return Noted(value, notes) if notes else value
+
+
+def _int(lo: int = 0, hi: int | None = None) -> Callable[[str], object]:
+    """Like uWSGI's atoi, leading digits are the number ('4 ; max workers' -> 4)."""
+    def conv(text: str) -> object:
+        return _noted(*_atoi(text, lo, hi))
     return conv
 
 
-def _bool(text: str) -> bool:
-    """The first word decides, so 'vacuum = true ; clean up' works too."""
+def _processes(text: str) -> object:
+    """0 is uWSGI's no-workers mode (uwsgi.c: the sockets are bound, nobody accepts)."""
+    n, notes = _atoi(text)
+    if n == 0:
+        notes.append(("warning", "0 is uWSGI's no-workers mode: the sockets are bound but no worker "
+                                 "accepts, so no request is answered"))
+    return _noted(n, notes)
+
+
+def _threads(text: str) -> object:
+    """0 (or `threads = true`, atoi 0) is one thread: uWSGI uses `threads` only when > 1 (init.c)."""
+    n, notes = _atoi(text)
+    if n == 0:
+        return Noted(1, notes + [("note", "0 threads means one thread per worker, as in uWSGI")])
+    return _noted(n, notes)
+
+
+def _buffer_size(text: str) -> object:
+    """uWSGI stores it in 16 bits and clamps to 65535 (uwsgi_opt_set_16bit); emperor also
+    refuses less than 512, with which no real request head fits."""
+    m = _INT_RE.match(text)
+    if m and int(m.group(1)) > 65535:
+        return Noted(65535, [("warning", f"{int(m.group(1))} is more than 65535: clamped to 65535, as uWSGI does")])
+    return _noted(*_atoi(text, 512, 65535))
+
+
+def _bool(text: str) -> object:
+    """The first word decides, so 'vacuum = false ; clean up' is false. uWSGI compares the whole
+    text (uwsgi_opt_true): there that line is true, since only exactly false/off/no/0 are false."""
+    value = _truth(text)
+    if value != (text.lower() not in _FALSE):
+        return Noted(value, [("note", f'uWSGI 2.0 reads "{text}" as {"false" if value else "true"} '
+                                      "(it compares the whole text, inline comment included)")])
+    return value
+
+
+def _truth(text: str) -> bool:
+    """A flag's value, the first word deciding (what _bool converts, without notes)."""
     word = re.split(r"[\s;#]", text, maxsplit=1)[0]
     return word.lower() not in _FALSE
+
+
+def _log_date(text: str) -> str | None:
+    """log-date / log-prefix: a strftime format; alone, or true, emperor's own dated stamp
+    (uWSGI core/uwsgi.c uwsgi_opt_log_date). false means the same: emperor's lines are always dated."""
+    value = text.strip()
+    return None if value.lower() in ("", "true", "1", "on", "yes", "false", "0", "off", "no") else value
 
 
 def _str(text: str) -> str:
@@ -42,10 +118,27 @@ def _nonempty(text: str) -> str:
     return text
 
 
-def _address(text: str) -> str:
-    """'host:port', ':port', '[v6]:port', or a UNIX path (has '/' or no ':')."""
-    if not text:
+def _address(text: str) -> object:
+    """'host:port', ':port', '[v6]:port', or a UNIX path (has '/' or no ':'), as uWSGI reads it.
+
+    An inline comment after it is dropped: uWSGI keeps it in the name but reads the port
+    with atoi after the last ':', so '127.0.0.1:8000 ; plain HTTP' binds 127.0.0.1:8000
+    there too. Where uWSGI's reading of the comment is absurd (a ':' inside it moves the
+    port, a UNIX path gets the comment in its file name), the difference is noted.
+    """
+    if not text.strip():
         raise ValueError("expected an address, got nothing")
+    notes = []
+    bare = _COMMENT.sub("", text).strip()
+    if bare != text.strip():
+        if "/" in bare or ":" not in bare:
+            notes.append(("note", f'uWSGI 2.0 would name the socket "{text}", comment included'))
+        elif ":" in text[len(bare):]:
+            notes.append(("note", "uWSGI 2.0 takes the port after the last ':', here inside the comment"))
+    return _noted(_host_port(bare), notes)
+
+
+def _host_port(text: str) -> str:
     if "/" in text or ":" not in text:
         return text
     m = re.fullmatch(r"\[([^\]]+)\]:(.*)", text)
@@ -74,13 +167,22 @@ def _choice(*names: str) -> Callable[[str], str]:
     return conv
 
 
-def _chmod(text: str) -> str:
-    """A bare 'chmod-socket' means 666, as in uWSGI."""
-    if not text:
-        return "666"
-    if not re.fullmatch(r"[0-7]{3,4}", text):
+def _chmod(text: str) -> object:
+    """Three octal digits, or `1` for 666 (uwsgi.c uwsgi_opt_chmod_socket).
+
+    Emperor also takes a bare `chmod-socket` as 666 (the command-line flag's meaning;
+    uWSGI refuses an empty value from a file), a fourth leading digit, and an inline
+    comment after the mode (uWSGI refuses both).
+    """
+    bare = _COMMENT.sub("", text).strip()
+    if bare in ("", "1"):
+        return _noted("666", [("note", "uWSGI 2.0 refuses an empty chmod-socket in a file; emperor reads 666")]
+                      if bare == "" else [])
+    if not re.fullmatch(r"[0-7]{3,4}", bare):
         raise ValueError(f'expected an octal mode such as 660, got "{text}"')
-    return text
+    if bare != text or len(bare) == 4:
+        return Noted(bare, [("note", f'uWSGI 2.0 refuses "{text}" (it wants exactly three octal digits)')])
+    return bare
 
 
 def _octal(text: str) -> str:

@@ -61,7 +61,8 @@ def start_stack(base: Path, *extra: str) -> Proc:
     port = free_port()
     (d / "good.ini").write_text(f"[uwsgi]\nhttp-socket = 127.0.0.1:{port}\nchdir = {app}\n"
                                 f"module = wsgiapp:application\nprocesses = 2\nthreads = 1\n")
-    (d / "bad.ini").write_text(f"[uwsgi]\nhttp-socket = 127.0.0.1:{free_port()}\nprocesses = four\n")
+    (d / "bad.ini").write_text(f"[uwsgi]\nhttp-socket = 127.0.0.1:{free_port()}\nprocesses = four\n"
+                               f"module = wsgiapp:application\n")   # one problem: every one is reported
     (d / "crash.ini").write_text(f"[uwsgi]\nhttp-socket = 127.0.0.1:{free_port()}\nchdir = {app}\n"
                                  f"module = crashapp:application\n")
     p = Proc([sys.executable, "-m", "emperor", "run", *extra], base, log=base / "emperor.log")

@@ -84,3 +84,15 @@ def test_req_logger_file_takes_the_request_lines(procs, tmp_path):
     wait_for(lambda: reqs.exists() and "GET / => 200" in reqs.read_text(), timeout=10)
     assert "GET / => 200" not in m.log
     assert 'logger "syslog": only file:PATH and stdio are supported by emperor; ignored' in m.log
+
+
+def test_log_date_format_starts_every_line_of_the_master_and_workers(procs, tmp_path):
+    """uWSGI core/logging.c uwsgi_log: with log_strftime set (`log-date = FMT`, or its alias
+    log-prefix, uwsgi.c uwsgi_opt_log_date) every line starts with strftime(FMT)."""
+    m = start(procs, tmp_path, "log-prefix = <%%Y>\nlog-format = %(method) %(ftime)|%(ltime)\n")
+    assert get(m.port, "/") == 200
+    year = wait_for(lambda: next((l for l in m.log.splitlines() if l.startswith("GET ")), None), timeout=10)
+    ftime, ltime = year[4:].split("|")
+    assert ftime == ltime   # %(ftime) is ltime unless logformat-strftime (logging.c uwsgi_lf_ftime)
+    own = [l for l in m.log.splitlines() if "[app.ini" in l]
+    assert own and all(l.startswith("<2") and l[1:5].isdigit() for l in own), own

@@ -1,4 +1,4 @@
-"""Command line: `emperor run|master|status|restart|health` and uWSGI's --reload/--stop PIDFILE.
+"""Command line: `emperor run|master|status|restart|health|check` and uWSGI's --reload/--stop PIDFILE.
 
 Every failure a user can cause ends in one line on stderr and a non-zero exit,
 never a traceback.
@@ -70,6 +70,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="a deleted vassal file stops its master gracefully (in-flight requests finish "
                         "within --grace) instead of at once (SIGINT, uWSGI's way); a file's own "
                         "`graceful-removal = true/false` decides for it")
+    r.add_argument("--strict-compat", action="store_true",
+                   help="refuse a vassal using an option uWSGI knows but emperor does not support "
+                        "(by default: a warning)")
     m = sub.add_parser("master", help="run one master in the foreground (no emperor)",
                        description="Run one vassal's master in the foreground. SIGHUP reloads it gracefully; "
                                    "SIGINT (Ctrl-C) stops it; SIGTERM reloads it unless `die-on-term = true`.")
@@ -94,6 +97,15 @@ def _parser() -> argparse.ArgumentParser:
     rs.add_argument("name", metavar="NAME", help="the vassal: its file name (`.ini` may be left out)")
     rs.add_argument("-d", "--directory", metavar="DIR", help=DIRECTORY_HELP)
     rs.add_argument("--control", metavar="PATH", help=CONTROL_HELP)
+    ck = sub.add_parser("check", help="read vassal files as their masters would and say what each line does",
+                        description="Read each vassal file as its master would (placeholders, includes, "
+                                    "config logic, this environment), without binding or importing, and "
+                                    "say what each line does; exit 0 when every file would start.")
+    ck.add_argument("files", nargs="+", metavar="FILE", help="a vassal file (FILE.ini, or FILE.ini:section)")
+    ck.add_argument("--json", action="store_true", help="print one JSON document")
+    ck.add_argument("--problems", action="store_true", help="print only warnings and errors, and the summary")
+    ck.add_argument("--strict-compat", action="store_true", help="read them as `emperor run --strict-compat` does")
+    ck.add_argument("--vassals-dir", metavar="DIR", help="what %%v says (default: each file's directory)")
     h = sub.add_parser("health", help="exit 0 if the emperor answers and is healthy (for probes)",
                        description="One line and exit 0 when the emperor answers and is healthy; exit 1 "
                                    "when it does not answer, is shutting down, is not ready yet, or a "
@@ -191,6 +203,10 @@ def main(argv: list[str] | None = None) -> int:
         from emperor.cli.health import run_health
 
         return run_health(args)
+    if args.command == "check":
+        from emperor.config.check import run_check
+
+        return run_check(args)
     if args.command == "restart":
         from emperor.cli.restart import run_restart
 

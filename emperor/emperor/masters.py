@@ -47,7 +47,7 @@ class Masters:
     def __init__(self, directory: str, *, launch: Launch, clock: Callable[[], float], tyrant: bool,
                  grace: float, preflights_here: bool, watch: Callable[[int, Vassal], None],
                  unwatch: Callable[[int], None], stopping: Callable[[], bool],
-                 graceful_removal: bool = False) -> None:
+                 graceful_removal: bool = False, strict_compat: bool = False) -> None:
         self.directory = directory
         self.launch = launch
         self.clock = clock
@@ -57,6 +57,7 @@ class Masters:
         self.watch, self.unwatch = watch, unwatch  # the emperor's epoll, for each master's channel
         self.stopping = stopping
         self.graceful_removal = graceful_removal
+        self.strict_compat = strict_compat   # --strict-compat: unsupported uWSGI options refused
         self.vassals: dict[str, Vassal] = {}
         self.preflights: dict[int, tuple[Vassal, int, str]] = {}   # pid -> (vassal, its master, seq)
 
@@ -123,8 +124,11 @@ class Masters:
             return owner
         v.trust = trust.rule(self.tyrant, owner[0])
         try:
-            config = load_config(v.path, vassals_dir=self.directory, trust=v.trust)
+            config = load_config(v.path, vassals_dir=self.directory, trust=v.trust,
+                                 strict_compat=self.strict_compat)
         except ConfigError as e:
+            for problem in e.problems[1:]:   # the first is the vassal's error, logged with its state
+                log(problem if problem.startswith(v.name) else f"{v.name}: {problem}")
             return str(e)
         except Exception as e:  # a bug of ours in reading a hostile file costs that vassal alone
             return f"{v.name}: cannot read: {type(e).__name__}: {e}"
@@ -174,6 +178,8 @@ class Masters:
         env[handoff.CHANNEL] = str(child.fileno())
         env[handoff.VASSALS_DIR] = self.directory
         env[handoff.TRUST] = v.trust.export()
+        if self.strict_compat:
+            env[handoff.STRICT_COMPAT] = "1"
         if v.stats_address and v.stats_address == paths.stats_socket(v.path):
             env[handoff.STATS_SOCKET] = v.stats_address  # used by a master whose file has no `stats`
         if self.preflights_here:

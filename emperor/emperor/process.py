@@ -55,7 +55,8 @@ class Emperor:
                  shutdown_delay: float = 0.0, clock: Callable[[], float] = time.monotonic,
                  launch: Launch | None = None,
                  watcher: DirectoryWatcher | None = None, control_path: str | None = None,
-                 metrics_address: str | None = None, graceful_removal: bool = False) -> None:
+                 metrics_address: str | None = None, graceful_removal: bool = False,
+                 strict_compat: bool = False) -> None:
         self.directory = os.path.abspath(directory)
         self.tyrant = tyrant
         self.shutdown_delay = shutdown_delay
@@ -76,7 +77,7 @@ class Emperor:
         self.masters = Masters(self.directory, launch=launch or fork_master, clock=clock, tyrant=tyrant,
                                grace=grace, preflights_here=self.preload, watch=self._watch,
                                unwatch=self._unwatch, stopping=lambda: bool(self.stopping),
-                               graceful_removal=graceful_removal)
+                               graceful_removal=graceful_removal, strict_compat=strict_compat)
         self.vassals = self.masters.vassals
 
     def _watch(self, fd: int, v: Vassal) -> None:
@@ -285,7 +286,8 @@ def run_emperor(args: argparse.Namespace) -> int:
                       shutdown_delay=getattr(args, "shutdown_delay", 0.0) or 0.0,
                       control_path=getattr(args, "control", None) or paths.control_socket(directory),
                       metrics_address=getattr(args, "metrics", None),
-                      graceful_removal=getattr(args, "graceful_removal", False))
+                      graceful_removal=getattr(args, "graceful_removal", False),
+                      strict_compat=getattr(args, "strict_compat", False))
     pid_path = os.path.abspath(args.pidfile) if getattr(args, "pidfile", None) else None
     try:
         emperor.setup()

@@ -19,8 +19,12 @@ from emperor.worker.app import AppError, load
 
 def preflight(path: str) -> int:
     try:
-        config = load_config(path, vassals_dir=os.environ.get(handoff.VASSALS_DIR),
-                             trust=TrustRule.adopt(os.environ.get(handoff.TRUST, "")))
+        # a preflight is always for a reload: what `if-reload` tests (UWSGI_RELOADS) is set in the next image
+        environ = dict(os.environ)
+        environ.setdefault(handoff.RELOADS, "1")
+        config = load_config(path, vassals_dir=os.environ.get(handoff.VASSALS_DIR), environ=environ,
+                             trust=TrustRule.adopt(os.environ.get(handoff.TRUST, "")),
+                             strict_compat=os.environ.get(handoff.STRICT_COMPAT) == "1")
         held = handoff.read_held(os.environ.get(handoff.HELD, ""))
         for kind, address in sockets.wanted(config):
             if (kind, address) in held:
@@ -31,7 +35,10 @@ def preflight(path: str) -> int:
             sockets.bind(kind, address, 1).sock.close()
         drop_privileges(config.uid, config.gid)  # the app is imported as the master will import it
         load(config)
-    except (ConfigError, sockets.SocketError) as e:
+    except ConfigError as e:
+        print("\n".join(e.problems), file=sys.stderr)
+        return 1
+    except sockets.SocketError as e:
         print(str(e), file=sys.stderr)
         return 1
     except AppError as e:

@@ -129,7 +129,7 @@ class Master:
     def start(self) -> None:
         """Bind (or adopt) the sockets, load the app, fork the generation. Raises on failure."""
         config = self.config
-        for w in config.warnings:
+        for w in config.warnings + config.print:   # and the file's `print` lines, as uWSGI prints them
             log(w)
         self.logfile.open(dropped=False)
         want = sockets.wanted(config, self.env.get(handoff.STATS_SOCKET))
@@ -438,7 +438,9 @@ def run_master(path: str, environ: dict[str, str] | None = None) -> int:
     master: Master | None = None
     try:
         config = load_config(config_path, vassals_dir=env.get(handoff.VASSALS_DIR),
-                             trust=TrustRule.adopt(env.get(handoff.TRUST, "")))
+                             trust=TrustRule.adopt(env.get(handoff.TRUST, "")),
+                             strict_compat=env.get(handoff.STRICT_COMPAT) == "1")
+        logmod.set_date_format(config.log_date)   # the workers inherit it
         master = Master(config, config_path, env=env, inherited=inherited, link=link, signals=signals)
         master.start()
     except (ConfigError, sockets.SocketError, AppError, hooks.HookError, OSError) as e:
@@ -449,7 +451,8 @@ def run_master(path: str, environ: dict[str, str] | None = None) -> int:
             log(f"{name}: {text}")
         else:
             text = str(e)
-            log(text if text.startswith(name) else f"{name}: {text}")
+            for line in e.problems if isinstance(e, ConfigError) else (text,):
+                log(line if line.startswith(name) else f"{name}: {line}")
         link.tell(channel.ERROR, text)
         if master is not None:
             master._kill_all()

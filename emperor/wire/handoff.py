@@ -19,7 +19,8 @@ VASSALS_DIR = "EMPEROR_VASSALS_DIR"    # for the %v magic variable
 STATS_SOCKET = "EMPEROR_STATS_SOCKET"  # a private stats socket, for a vassal without `stats`
 PREFLIGHTS = "EMPEROR_PREFLIGHTS"      # "emperor": ask the emperor to fork our reload preflights
 TRUST = "EMPEROR_TRUST"                # who may write the files a vassal reads (files.TrustRule.export)
-FROM_EMPEROR = (CHANNEL, VASSALS_DIR, STATS_SOCKET, PREFLIGHTS, TRUST)
+STRICT_COMPAT = "EMPEROR_STRICT_COMPAT"  # "1": `emperor run --strict-compat` (unsupported uWSGI options refused)
+FROM_EMPEROR = (CHANNEL, VASSALS_DIR, STATS_SOCKET, PREFLIGHTS, TRUST, STRICT_COMPAT)
 
 # From one master image to the next; consumed by the next one.
 SOCKETS = "EMPEROR_SOCKETS"            # fd=kind=address;... of the listening sockets

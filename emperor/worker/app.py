@@ -42,7 +42,9 @@ def prepare_environment(config: Config) -> None:
             raise AppError(f"{config.name}: chdir {config.chdir}: {e.strerror}") from None
     if config.virtualenv:
         _activate_virtualenv(config)
-    for path in reversed(config.pythonpath):
+    # uWSGI (python_plugin.c): each glob match in order, or the value itself when none,
+    # inserted at the front of sys.path one after the other: the last one ends up first
+    for path in config.pythonpath:
         for p in sorted(glob.glob(path)) or [path]:
             if p not in sys.path:
                 sys.path.insert(0, p)
@@ -109,9 +111,23 @@ def load(config: Config) -> Callable:
                            f"{type(e).__name__}: {e}", _app_traceback()) from None
         attr = config.callable
         where = f"wsgi-file {path}"
-    app = getattr(module, attr, None)
+    # `module = pkg.mod:create_app()`: the factory is called, with no argument, and what it
+    # returns is the application (uWSGI's module loader does so, pyloader.c uwsgi_uwsgi_loader;
+    # its wsgi-file loader does not).
+    factory = config.module is not None and attr.endswith("()")
+    app = getattr(module, attr[:-2] if factory else attr, None)
     if app is None:
-        raise AppError(f"{config.name}: {where} has no callable {attr!r}")
+        raise AppError(f"{config.name}: {where} has no callable {attr[:-2] if factory else attr!r}")
+    if factory:
+        try:
+            app = app()
+        except BaseException as e:
+            if isinstance(e, KeyboardInterrupt):
+                raise
+            raise AppError(f"{config.name}: {where}: {attr} failed: {type(e).__name__}: {e}",
+                           _app_traceback()) from None
+        if not callable(app):
+            raise AppError(f"{config.name}: {where}: {attr} returned {type(app).__name__}, not an application")
     if not callable(app):
         raise AppError(f"{config.name}: {where}: {attr!r} is not callable")
     return app

@@ -81,7 +81,7 @@ class Core:
             # client knows: take them in and answer them before leaving, so a
             # stop never resets a request that was sent before it.
             for l in w.listeners:
-                self.on_accept(l, w.config.socket_timeout, limit=w.config.listen)
+                self.on_accept(l, w.config.socket_timeout, limit=max(w.config.listen, 1))
         if want_accept != self.accepting:
             for l in w.listeners:
                 if want_accept:

@@ -4,7 +4,7 @@ Which requests: all of them unless `disable-logging`; then only those `log-4xx`,
 `log-5xx`, `log-slow` (ms), `log-big` (bytes) and `log-zero` ask for. A `log-format`
 line is written as it is formatted, with no prefix, as uWSGI does (so a JSON
 format gives JSON lines); `logformat-strftime` passes it through strftime first
-(`log-date` too, for `%(ftime)`). Every value from the request is escaped
+(with `log-date`'s format for `%(ftime)`). Every value from the request is escaped
 (log.printable): a client cannot inject a line. `req-logger = file:PATH` sends
 these lines to their own file.
 """
@@ -154,9 +154,9 @@ class RequestLog:
         if name.startswith("var."):
             var = name[4:]
             return lambda r: logmod.printable(str(r.environ.get(var, "")))
-        if name == "ftime":
-            fmt = self.config.log_date or "%Y-%m-%d %H:%M:%S"
-            return lambda r: time.strftime(fmt, time.localtime(r.started))
+        if name == "ftime":   # uWSGI: log-date's format only with logformat-strftime, else ltime
+            fmt = self.config.log_date if self.config.logformat_strftime and self.config.log_date else None
+            return (lambda r: time.strftime(fmt, time.localtime(r.started))) if fmt else lambda r: _ltime(r.started)
         fn = CHUNKS.get(name)
         if fn is not None:
             return lambda r: str(fn(r))
