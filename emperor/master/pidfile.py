@@ -66,8 +66,9 @@ def _runs_emperor(args: list[str], command: str) -> bool:
 
 def is_master(pid: int) -> bool:
     name = process_name(pid)
-    if name == "emperor worker":
-        return False   # a worker shows its master's command line if it could not rewrite its own
+    if name in ("emperor worker", "emperor keeper"):
+        return False   # a worker shows its master's command line if it could not rewrite its own; a
+                       # keeper (emperor/master/keeper.py) may have `master` in the command it runs
     args = cmdline(pid)
     if _runs_emperor(args, "master"):
         return True
