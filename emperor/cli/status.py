@@ -332,6 +332,10 @@ def worker_lines(name: str, v: dict, width: int, now: float | None = None) -> li
             line.append(" ")
         line.append(row["request"], style="yellow")
         lines.append(_trim(line, width))
+    for d in st.get("daemons") or []:   # attached daemons (emperor/master/daemons.py)
+        text = f"daemon {d['pid'] or '-':>7} {d['state']:<10} restarts {d['restarts']}"
+        text += f" (backoff {d['backoff']:g}s)" if d["backoff"] else ""
+        lines.append(_trim(Text(f"{text}  {d['command']}", style="red" if d["backoff"] else ""), width))
     return lines
 
 
