@@ -26,6 +26,7 @@ from emperor import sockets
 from emperor.config import Config, ConfigError, load_config
 from emperor.files import TrustRule
 from emperor.master import pidfile
+from emperor.master.daemons import Daemons
 from emperor.master.generations import Generation, Workers
 from emperor.master.link import EmperorLink
 from emperor.master.loop import Loop, Part, earliest
@@ -145,6 +146,7 @@ class Master:
         # Workers are forks: keep their collectors off the pages they share with us.
         gc.collect()
         gc.freeze()
+        self.parts.append(Daemons(config, self.inherited, self.loop, on_control=self.graceful_stop))
         self.workers.start()
         if self.reloads == 0:
             log(f"serving {', '.join(f'{l.kind}://{l.address}' for l in self.listeners)} "
@@ -272,7 +274,7 @@ class Master:
     def _stats_document(self, last_requests: dict[int, int]) -> dict:
         w = self.workers
         serving = w.current.number if w.current else self.reloads
-        return document(self.config, self.listeners, w.current, last_requests, {
+        doc = document(self.config, self.listeners, w.current, last_requests, {
             "name": self.name, "state": self.state_name, "generation": serving,
             "image": self.reloads,              # the generation this master image loaded (the file's)
             "restored": int(serving != self.reloads), "rollbacks": self.rollbacks,
@@ -280,6 +282,9 @@ class Master:
             "paused": int(self.paused), "started_at": int(self.started_at),
             "last_reload_error": self.last_reload_error,
         })
+        for p in self.parts:
+            p.report(doc)
+        return doc
 
     # ---------- the signal table's actions ----------
     def on_graceful_reload(self, why: str) -> None:
@@ -303,7 +308,8 @@ class Master:
             return
         self.state.to(MasterState.RELOADING, why + ": brutal")
         self.link.tell(channel.RELOADING)
-        self._kill_all()
+        self.workers.signal_all(signal.SIGKILL)   # the parts' children (daemons, cron) carry on
+        self.reloader.cancel()
         self.workers.wait_all(2.0)
         self.workers.current, self.workers.draining, self.workers.snapshot = None, [], None
         self._reexec()
@@ -386,7 +392,8 @@ class Master:
         h.started_at, h.paused, h.cwd = self.started_at, self.paused, self.cwd
         keep = self.listeners + ([self.stats.listener] if self.stats.listener else [])
         env = dict(self.env)
-        fds = self.workers.hand_over(h) + handoff.export(h, env, [(l.kind, l.address, l.fd) for l in keep])
+        fds = self.workers.hand_over(h) + [fd for p in self.parts for fd in p.hand_over(h)]
+        fds += handoff.export(h, env, [(l.kind, l.address, l.fd) for l in keep])
         error = reexec(self.config_path, self.cwd, env, fds)
         self._reload_failed(error)
 
