@@ -26,6 +26,7 @@ from emperor import sockets
 from emperor.config import Config, ConfigError, load_config
 from emperor.files import TrustRule
 from emperor.master import pidfile
+from emperor.master.cron import Cron
 from emperor.master.daemons import Daemons
 from emperor.master.generations import Generation, Workers
 from emperor.master.link import EmperorLink
@@ -147,6 +148,7 @@ class Master:
         gc.collect()
         gc.freeze()
         self.parts.append(Daemons(config, self.inherited, self.loop, on_control=self.graceful_stop))
+        self.parts.append(Cron(config, self.inherited, self.loop))
         self.workers.start()
         if self.reloads == 0:
             log(f"serving {', '.join(f'{l.kind}://{l.address}' for l in self.listeners)} "
