@@ -176,7 +176,7 @@ class Cron(Part):
             minute = int(wall // 60) * 60
             tm = self.localtime(minute)
             for t in self.tasks:
-                if t.spec is not None and t.last_minute != minute and matches(t.spec, tm):
+                if t.spec is not None and minute > t.last_minute and matches(t.spec, tm):
                     self._fire(t, minute)
             upcoming = [n for t in self.tasks if t.spec is not None
                         for n in [next_match(t.spec, wall, self.localtime)] if n is not None]
