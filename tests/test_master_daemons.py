@@ -143,7 +143,7 @@ def test_a_daemon_starts_with_the_master_and_gets_its_stop_signal_when_the_vassa
     m.signal(signal.SIGINT)
     assert m.wait(10) == 0
     assert f"SIGTERM {pid}" in notes(scripts / "a")
-    assert f"(pid {pid}) stopping with the vassal: SIGTERM" in m.log and "exited 0: stopped" in m.log
+    assert f"(pid {pid}) stopping with the vassal: SIGTERM" in m.log and f"(pid {pid}) exited 0: stopped" in m.log
     wait_for(lambda: not any(alive(p) for p in tree), 5)
 
 
@@ -338,7 +338,7 @@ def test_smart_attach_daemon2_writes_the_pidfile_for_a_foreground_command_and_re
     m = master(f"smart-attach-daemon2 = {pidfile} exec sleep 1002\n", app=HELLO_APP)
     pid = wait_for(lambda: pidfile.exists() and int(pidfile.read_text()))
     reaper.append(pid)
-    assert "1002" in Path(f"/proc/{pid}/cmdline").read_text()
+    wait_for(lambda: "1002" in Path(f"/proc/{pid}/cmdline").read_text())   # written just before its execve
     m.signal(signal.SIGINT)
     assert m.wait(10) == 0
     assert not alive(pid) and not pidfile.exists()

@@ -201,22 +201,22 @@ def _already(uid: str | None, gid: str | None) -> bool:
 def _watch(master: int, child: int, job: bool) -> int:
     """Until nothing is left: the status to end with (os.waitstatus_to_exitcode's sense).
 
-    A job ends with its first process, what it leaves behind killed: unless a signal came
-    for the group first (a stop, a reload): then the first process may be only the shell
-    that `/bin/sh -c` left around the command (dash does not exec the last command), killed
-    by that signal while the command itself winds down; so what is left may finish, and
-    the status is the last one's.
+    A job ends with its first process, what it leaves behind killed: unless that process
+    was killed by a signal sent to the group (a stop, a reload): then it may be only the
+    shell `/bin/sh -c` left around the command (dash does not exec the last command) while
+    the command itself winds down, so what is left may finish. A job ends with the status
+    of its first process; a pidfile daemon with its last one's.
     """
     me = os.getpid()
     code = 0
-    signalled = first_gone = False
+    seen: set[int] = set()      # the signals sent to the group
     while True:
         sig = signal.sigwaitinfo(_WAIT).si_signo
         if sig == KILL_ORDER or os.getppid() != master:
             _kill_held(me)
             return -signal.SIGKILL
         if sig != signal.SIGCHLD:
-            signalled = True
+            seen.add(sig)
             for pid in children(me):   # a signal for the group: the ones that left the group get it too
                 try:
                     group = os.getpgid(pid)
@@ -232,11 +232,10 @@ def _watch(master: int, child: int, job: bool) -> int:
                 return code       # nothing left
             if pid == 0:
                 break
-            if pid == child or first_gone or not job:
+            if pid == child or not job:
                 code = os.waitstatus_to_exitcode(status)
             if pid == child:
-                first_gone = True
-                if job and not signalled:
+                if job and -code not in seen:
                     _kill_held(me)    # what the command left behind goes with it
                     return code
 
