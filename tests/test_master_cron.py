@@ -18,7 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import HELLO_APP, wait_for
+import subprocess
+import sys
+
+from conftest import HELLO_APP, descendants, free_port, wait_for
 from emperor.attached import matches, next_match, parse_cron
 from emperor.config import ConfigError, load_config
 from emperor.master.cron import MAX_CRONS, MAX_RUNNING, Cron
@@ -349,3 +352,30 @@ def test_harakiri_and_a_sigkilled_master_leave_no_process_of_a_job(master, tmp_p
         for p in doomed:
             if alive(int(p)):
                 os.kill(int(p), signal.SIGKILL)
+
+
+def test_under_the_emperor_a_sigkilled_master_or_emperor_takes_its_running_jobs_along(procs, tmp_path):
+    """A running job is held by its keeper, whose parent-death signal kills it: when the master
+    is SIGKILLed (the emperor starts the vassal again, whose job runs anew) and when the
+    emperor is (its masters go, theirs)."""
+    d = tmp_path / "vassals"
+    d.mkdir()
+    (tmp_path / "wsgiapp.py").write_text(HELLO_APP)
+    pids = tmp_path / "pids"
+    (d / "app.ini").write_text(f"[uwsgi]\nhttp-socket = 127.0.0.1:{free_port()}\nchdir = {tmp_path}\n"
+                               f"module = wsgiapp:application\n"
+                               f"cron = -1 -1 -1 -1 -1 sleep 1003 & echo $! >> {pids}; wait\n")
+    e = procs([sys.executable, "-m", "emperor", "run", str(d)], tmp_path, log=tmp_path / "emperor.log")
+    jobs = lambda: [int(p) for p in pids.read_text().split()] if pids.exists() else []
+    first = wait_for(lambda: jobs()[:1], 15)[0]
+    try:
+        master_pid = wait_for(lambda: next((p for p in descendants(e.pid) if first in descendants(p)), None))
+        os.kill(master_pid, signal.SIGKILL)
+        wait_for(lambda: not alive(first), 5)
+        second = wait_for(lambda: jobs()[1:2], 15)[0]
+        e.signal(signal.SIGKILL)
+        wait_for(lambda: not alive(second), 5)
+    finally:
+        for p in jobs():
+            if alive(p):
+                os.kill(p, signal.SIGKILL)

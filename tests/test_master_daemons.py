@@ -190,6 +190,21 @@ def test_a_control_daemon_that_dies_stops_the_vassal(master):
     assert "running -> stopping (control daemon" in m.log
 
 
+def test_a_daemon_runs_with_the_vassal_env_in_its_chdir_as_its_uid(master):
+    """attach-daemon2's chdir= and uid=/gid= (daemons.c daemon_spawn: chdir, setgid, setuid
+    before the exec; uid needs a root master); the vassal's env lines reach the command as
+    they reach uWSGI's (it putenv()s them in the master); stdin is /dev/null unless stdin=1;
+    the output goes to the vassal's log. (`$(...)` is the file's environment syntax:
+    backticks substitute a command.)"""
+    root = os.getuid() == 0
+    who = ",uid=nobody,gid=nogroup" if root else ""
+    m = master("env = GREETING=hello\nattach-daemon2 = cmd=echo said $GREETING `pwd` `id -u` "
+               f"`readlink /proc/self/fd/0`; exec sleep 1000,chdir=/tmp{who}\n", app=HELLO_APP)
+    m.wait_log("\nsaid hello")
+    line = next(l for l in m.log.splitlines() if l.startswith("said "))
+    assert line.split() == ["said", "hello", "/tmp", str(65534 if root else os.getuid()), "/dev/null"]
+
+
 # ---------- reloads ----------
 def test_a_reload_keeps_an_unchanged_daemon_and_replaces_a_changed_one(master, scripts):
     """uWSGI stops dumb daemons on every reload and starts them again (core/master_utils.c
