@@ -220,7 +220,7 @@ class Daemons(Part):
                 cwd=spec.chdir or self.cwd, uid=spec.uid, gid=spec.gid, stdin=spec.stdin,
                 write_pidfile=spec.pidfile if spec.daemonize else None)
         except OSError as e:
-            d.state = RUNNING
+            d.state, d.since = RUNNING, self.clock()   # a failed start: its backoff grows
             self.log(f'daemon "{d.label}": cannot fork: {e.strerror}')
             self._ended(d, None)
             return
