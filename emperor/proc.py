@@ -157,6 +157,22 @@ def cmdline(pid: int) -> list[str]:
         return []
 
 
+def children(pid: int) -> list[int]:
+    """The live children of `pid` (every thread's), from /proc; [] when it is gone."""
+    out: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                out += [int(x) for x in f.read().split()]
+        except (OSError, ValueError):
+            continue
+    return out
+
+
 def process_name(pid: int) -> str:
     try:
         with open(f"/proc/{pid}/comm") as f:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import namedtuple
 
+from emperor.attached import checker, parse_cron, parse_daemon
 from emperor.values import (_address, _bool, _buffer_size, _chmod, _choice, _exec_hook, _int, _log_date, _logger,
                             _megabytes, _nonempty, _octal, _processes, _spaced, _str, _threads)
 
@@ -39,6 +40,16 @@ class Config:
         self.pidfile: str | None = None
         self.safe_pidfile: str | None = None
         self.touch_reload: list[str] = []
+        # attached daemons and cron (emperor/attached.py; run by emperor/master/daemons.py, cron.py)
+        self.attach_daemon: list[str] = []
+        self.attach_control_daemon: list[str] = []
+        self.smart_attach_daemon: list[str] = []
+        self.smart_attach_daemon2: list[str] = []
+        self.attach_daemon2: list[str] = []
+        self.cron: list[str] = []
+        self.unique_cron: list[str] = []
+        self.cron2: list[str] = []
+        self.cron_harakiri: int = 0
         self.die_on_term: bool = False
         self.worker_reload_mercy: int = 60
         self.reload_mercy: int | None = None
@@ -191,6 +202,16 @@ _OPTIONS: dict[str, _Opt] = {
     "pidfile": _Opt("pidfile", _nonempty),
     "safe-pidfile": _Opt("safe_pidfile", _nonempty),
     "touch-reload": _Opt("touch_reload", _nonempty, True),
+    # attached daemons and cron: checked by emperor/attached.py, kept as text (the master parses them)
+    "attach-daemon": _Opt("attach_daemon", checker(parse_daemon, "attach-daemon"), True),
+    "attach-control-daemon": _Opt("attach_control_daemon", checker(parse_daemon, "attach-control-daemon"), True),
+    "smart-attach-daemon": _Opt("smart_attach_daemon", checker(parse_daemon, "smart-attach-daemon"), True),
+    "smart-attach-daemon2": _Opt("smart_attach_daemon2", checker(parse_daemon, "smart-attach-daemon2"), True),
+    "attach-daemon2": _Opt("attach_daemon2", checker(parse_daemon, "attach-daemon2"), True),
+    "cron": _Opt("cron", checker(parse_cron, "cron"), True),
+    "unique-cron": _Opt("unique_cron", checker(parse_cron, "unique-cron"), True),
+    "cron2": _Opt("cron2", checker(parse_cron, "cron2"), True),
+    "cron-harakiri": _Opt("cron_harakiri", _int()),
     "die-on-term": _Opt("die_on_term", _bool),
     "worker-reload-mercy": _Opt("worker_reload_mercy", _int()),
     "reload-mercy": _Opt("reload_mercy", _int()),

@@ -88,6 +88,16 @@ def test_log_maxsize_rotates_for_the_master_and_its_workers(procs, tmp_path):
     wait_for(lambda: logfile.read_text().count(" GET / => 200") >= before + 4, timeout=10)  # workers write here too
 
 
+def test_a_log_file_without_log_maxsize_is_never_rotated(procs, tmp_path):
+    """Regression: the size check ran whenever any part's timer came (here idle's), and with
+    no log-maxsize (0) every file was 'over' it: a rotation a second."""
+    logfile = tmp_path / "app.log"
+    start(procs, tmp_path, f"logto = {logfile}\nidle = 1\n")
+    wait_for(lambda: "(idle)" in logfile.read_text(), timeout=20)
+    assert sorted(p.name for p in tmp_path.glob("app.log*")) == ["app.log"]
+    assert "rotated" not in logfile.read_text()
+
+
 def test_touch_logreopen_opens_the_path_again(procs, tmp_path):
     logfile = tmp_path / "app.log"
     trigger = tmp_path / "reopen"

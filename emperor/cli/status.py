@@ -27,6 +27,7 @@ from rich.text import Text
 from emperor import log as logmod
 from emperor import paths
 from emperor.cli.locate import NoEmperor, Target, ask, locate, no_such_vassal, split_vassal_path, vassal_name
+from emperor.cli.units import _age, _count, _ms, _rate, _size
 from emperor.wire.control import HEALTH
 
 REFRESH = 1.0
@@ -38,58 +39,6 @@ STATE_STYLE = {
 }
 PROBLEM = {"backoff", "config error", "reload failed", "failing"}
 MIN_EVENT = 30    # narrower than this, the last event goes under its row
-
-
-# ---------- formatting ----------
-def _size(n: int | None) -> str:
-    if not n:
-        return "-"
-    for unit, scale in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
-        if n >= scale:
-            v = n / scale
-            return f"{v:.1f}{unit}" if v < 10 else f"{v:.0f}{unit}"
-    return f"{n}B"
-
-
-def _ms(us: int | None) -> str:
-    if not us:
-        return "-"
-    if us < 10_000:
-        return f"{us / 1000:.2f}ms"
-    if us < 1_000_000:
-        return f"{us / 1000:.0f}ms"
-    return f"{us / 1e6:.1f}s"
-
-
-def _count(n: int | None) -> str:
-    if n is None:
-        return "-"
-    if n < 10_000:
-        return str(n)
-    if n < 1_000_000:
-        return f"{n / 1000:.1f}k" if n < 100_000 else f"{n // 1000}k"
-    return f"{n / 1e6:.1f}M" if n < 100_000_000 else f"{n // 1_000_000}M"
-
-
-def _rate(r: float | None) -> str:
-    if r is None:
-        return "-"
-    if r < 100:
-        return f"{r:.1f}"
-    return _count(int(r))
-
-
-def _age(seconds: float | None) -> str:
-    if seconds is None or seconds < 0:
-        return "-"
-    s = int(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    if s < 86400:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    return f"{s // 86400}d{s % 86400 // 3600}h"
 
 
 def event_text(name: str, v: dict) -> str:
@@ -340,6 +289,10 @@ def worker_lines(name: str, v: dict, width: int, now: float | None = None) -> li
             line.append(" ")
         line.append(row["request"], style="yellow")
         lines.append(_trim(line, width))
+    for d in st.get("daemons") or []:   # attached daemons (emperor/master/daemons.py)
+        text = f"daemon {d['pid'] or '-':>7} {d['state']:<10} restarts {d['restarts']}"
+        text += f" (backoff {d['backoff']:g}s)" if d["backoff"] else ""
+        lines.append(_trim(Text(f"{text}  {d['command']}", style="red" if d["backoff"] else ""), width))
     return lines
 
 

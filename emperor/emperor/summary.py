@@ -59,6 +59,15 @@ def _worker(w: dict) -> dict:
     }
 
 
+def _daemon(d: dict) -> dict:
+    """An attached daemon as the master reports it (emperor/master/daemons.py report)."""
+    def num(key: str) -> float:
+        value = d.get(key, 0)
+        return value if isinstance(value, (int, float)) else 0
+    return {"command": str(d.get("command", ""))[:200], "pid": int(num("pid")), "state": str(d.get("state", "?"))[:20],
+            "restarts": int(num("restarts")), "backoff": num("backoff")}
+
+
 def summarize(raw: dict, rates: Rates, name: str, now: float) -> dict:
     """One master's uWSGI-shaped stats -> what status and metrics show (times in µs, sizes in bytes)."""
     workers = [_worker(w) for w in raw.get("workers", []) if isinstance(w, dict)]
@@ -75,4 +84,5 @@ def summarize(raw: dict, rates: Rates, name: str, now: float) -> dict:
         "avg_rt": running // requests if requests else 0,
         "rss": master_rss + sum(w["rss"] for w in live), "master_rss": master_rss,
         "rps": rates.rate(name, {w["pid"]: w["requests"] for w in live}, now),
+        "daemons": [_daemon(d) for d in raw.get("daemons") or [] if isinstance(d, dict)][:64],
     }

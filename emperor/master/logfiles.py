@@ -100,8 +100,8 @@ class LogFile(Part):
         return self.due if self.config.log_maxsize and self.path else None
 
     def run_timers(self, now: float) -> None:
-        if now < self.due:
-            return
+        if not (self.config.log_maxsize and self.path) or now < self.due:
+            return   # the master runs every part's timers when any part's deadline comes
         self.due = now + TICK
         try:
             size = os.fstat(2).st_size

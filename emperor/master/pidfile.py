@@ -85,6 +85,8 @@ def kind(pid: int) -> str:
     name = process_name(pid)
     if name == "emperor worker":
         return WORKER   # a worker shows its master's command line if it could not rewrite its own
+    if name == "emperor keeper":
+        return ""       # a keeper (emperor/master/keeper.py) may have `master` in the command it runs
     if name in MASTER_NAMES:
         return MASTER   # whatever its command line says (procname-master may have renamed it)
     args = cmdline(pid)

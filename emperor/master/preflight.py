@@ -12,6 +12,7 @@ import sys
 from emperor import sockets
 from emperor.config import ConfigError, load_config
 from emperor.files import TrustRule
+from emperor.master import cron, daemons
 from emperor.proc import drop_privileges
 from emperor.wire import handoff
 from emperor.worker.app import AppError, load
@@ -25,6 +26,7 @@ def preflight(path: str) -> int:
         config = load_config(path, vassals_dir=os.environ.get(handoff.VASSALS_DIR), environ=environ,
                              trust=TrustRule.adopt(os.environ.get(handoff.TRUST, "")),
                              strict_compat=os.environ.get(handoff.STRICT_COMPAT) == "1")
+        daemons.specs(config), cron.specs(config)   # their number is bounded: a reload must not fail later
         held = handoff.read_held(os.environ.get(handoff.HELD, ""))
         for kind, address in sockets.wanted(config):
             if (kind, address) in held:

@@ -27,6 +27,7 @@ from emperor.config import Config, ConfigError, load_config
 from emperor.files import TrustRule
 from emperor.master import pidfile
 from emperor.master.cheaper import adaptive_parts
+from emperor.master.daemons import attached_parts
 from emperor.master.generations import Generation, Workers
 from emperor.master.link import EmperorLink
 from emperor.master.loop import Loop, Part, earliest
@@ -105,6 +106,7 @@ class Master:
         self.last_reload_error = ""
         self.unavailable = Unavailable([], self.loop)   # the real one once the sockets are open
         self.parts: list[Part] = [self.reloader, self.stats]   # emperor/master/loop.py
+        self.stats.reporters = self.parts   # each part adds its facts to the stats document
         self.pidfile_written = False
         self.stop_now = False                # stopping by SIGINT (not gracefully): nothing waits
         self.stop_deadline = 0.0
@@ -158,6 +160,7 @@ class Master:
         # Workers are forks: keep their collectors off the pages they share with us.
         gc.collect()
         gc.freeze()
+        self.parts += attached_parts(config, self.inherited, self.loop, on_control=self.graceful_stop)
         self.workers.start()
         if self.reloads == 0:
             log(f"serving {', '.join(f'{l.kind}://{l.address}' for l in self.listeners)} "
@@ -314,7 +317,8 @@ class Master:
             return
         self.state.to(MasterState.RELOADING, why + ": brutal")
         self.link.tell(channel.RELOADING)
-        self._kill_all()
+        self.workers.signal_all(signal.SIGKILL)   # the parts' children (daemons, cron) carry on
+        self.reloader.cancel()
         self.workers.wait_all(2.0)
         self.workers.current, self.workers.draining, self.workers.snapshot = None, [], None
         self._reexec()
@@ -399,7 +403,8 @@ class Master:
         h.started_at, h.paused, h.cwd = self.started_at, self.paused, self.cwd
         keep = self.listeners + ([self.stats.listener] if self.stats.listener else [])
         env = dict(self.env)
-        fds = self.workers.hand_over(h) + handoff.export(h, env, [(l.kind, l.address, l.fd) for l in keep])
+        fds = self.workers.hand_over(h) + [fd for p in self.parts for fd in p.hand_over(h)]
+        fds += handoff.export(h, env, [(l.kind, l.address, l.fd) for l in keep])
         error = reexec(self.config_path, self.cwd, env, fds)
         self._reload_failed(error)
 

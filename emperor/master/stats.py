@@ -127,6 +127,7 @@ class StatsServer(Part):
         self.listeners = listeners          # the serving sockets, for their queues
         self.facts = facts                  # the master's own: name, state, image, paused...
         self.last_requests: dict[int, int] = {}   # per worker pid, at the previous read
+        self.reporters: list[Part] = []     # the master's parts: each adds its facts (Part.report)
 
     def build(self, last_requests: dict[int, int]) -> dict:
         w = self.workers
@@ -134,7 +135,10 @@ class StatsServer(Part):
         serving = w.current.number if w.current else ours["image"]
         ours.update(generation=serving, restored=int(serving != ours["image"]),
                     snapshot=w.snapshot.number if w.snapshot else -1)
-        return document(self.config, self.listeners(), w.current, last_requests, ours)
+        doc = document(self.config, self.listeners(), w.current, last_requests, ours)
+        for p in self.reporters:
+            p.report(doc)
+        return doc
 
     def listen(self, listener: Listener, loop: Loop) -> None:
         self.listener = listener

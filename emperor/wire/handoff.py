@@ -4,7 +4,9 @@ A graceful reload re-executes the master (same PID, new code). What must
 survive is passed as inherited descriptors named in environment variables:
 the listening sockets (never closed, so the kernel keeps queueing), the
 worker -> master notify pipe, the scoreboards of the generations still
-running, and the channel to the emperor. `export` writes them for the next
+running, and the channel to the emperor; the PIDs of the attached daemons and
+running cron jobs (still the master's children: same PID) ride along, so that
+they keep running rather than start again. `export` writes them for the next
 image and `adopt` reads them back (and removes them), so each variable is
 written in one place and read in one place.
 """
@@ -30,15 +32,17 @@ SNAPSHOT = "EMPEROR_SNAPSHOT"          # the paused previous generation, if one 
 STATE = "EMPEROR_MASTER_STATE"         # started-at, paused flag, the generation retired, original cwd
 RELOADS = "UWSGI_RELOADS"              # as in uWSGI: applications read it
 HELD = "EMPEROR_HELD_SOCKETS"          # to a preflight: the addresses we already hold (kind=address;...)
+DAEMONS = "EMPEROR_DAEMONS"            # attached daemons, kept running across the reload (Daemon.export)
+CRONS = "EMPEROR_CRONS"                # cron jobs still running, and each task's last minute (cron.py export)
 SYSTEMD = ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")
-INTERNAL = (SOCKETS, NOTIFY, GENERATIONS, SNAPSHOT, STATE, HELD, RELOADS)
+INTERNAL = (SOCKETS, NOTIFY, GENERATIONS, SNAPSHOT, STATE, HELD, RELOADS, DAEMONS, CRONS)
 
 
 class HandOff:
     """What one master image passes to the next (and the first image finds empty)."""
 
     __slots__ = ("reloads", "sockets", "notify", "generations", "snapshot", "started_at", "paused",
-                 "retired", "cwd", "channel")
+                 "retired", "cwd", "channel", "daemons", "crons")
 
     def __init__(self) -> None:
         self.reloads = 0
@@ -51,6 +55,8 @@ class HandOff:
         self.retired = -1            # the number of the generation this reload replaces (-1: none)
         self.cwd = ""
         self.channel: int | None = None
+        self.daemons: list[str] = []     # emperor/master/daemons.py: one entry per daemon
+        self.crons: list[str] = []       # emperor/master/cron.py: one entry per task or running job
 
 
 def export(h: HandOff, env: dict[str, str], sockets: list[tuple[str, str, int]]) -> list[int]:
@@ -68,6 +74,8 @@ def export(h: HandOff, env: dict[str, str], sockets: list[tuple[str, str, int]])
     if h.snapshot:
         env[SNAPSHOT] = h.snapshot
     env[STATE] = f"{h.started_at},{int(h.paused)},{h.retired},{h.cwd}"
+    env[DAEMONS] = ";".join(h.daemons)
+    env[CRONS] = ";".join(h.crons)
     if h.channel is not None:
         env[CHANNEL] = str(h.channel)
         fds.append(h.channel)
@@ -90,6 +98,8 @@ def adopt(env: dict[str, str]) -> HandOff:
         h.notify = (r, w)
     h.generations = [g for g in env.pop(GENERATIONS, "").split(";") if g]
     h.snapshot = env.pop(SNAPSHOT, "")
+    h.daemons = [d for d in env.pop(DAEMONS, "").split(";") if d]
+    h.crons = [c for c in env.pop(CRONS, "").split(";") if c]
     state = env.pop(STATE, "")
     if state:
         started, paused, retired, cwd = state.split(",", 3)
