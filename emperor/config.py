@@ -119,6 +119,12 @@ class Config:
         self.strict: bool = False
         self.snapshot: bool = False
         self.snapshot_ttl: int = 3600
+        # master FIFO, py-autoreload, print, log-master (emperor/master/fifo.py, autoreload.py)
+        self.master_fifo: list[str] = []
+        self.py_autoreload: int = 0
+        self.py_autoreload_ignore: list[str] = []
+        self.prints: list[str] = []
+        self.log_master: bool = False
         self.graceful_removal: bool | None = None   # None: as the emperor's --graceful-removal says
         # adaptive workers (emperor/master/cheaper.py) and recycling (generations.py, worker)
         self.cheaper: int = 0
@@ -257,6 +263,13 @@ _OPTIONS: dict[str, _Opt] = {
     "strict": _Opt("strict", _bool),
     "snapshot": _Opt("snapshot", _bool),
     "snapshot-ttl": _Opt("snapshot_ttl", _int(1)),
+    # -- master FIFO, py-autoreload, print, log-master: MasterFIFO.rst, plugins/python, core/uwsgi.c --
+    "master-fifo": _Opt("master_fifo", _nonempty, True),
+    "py-autoreload": _Opt("py_autoreload", _int(), aliases=("py-auto-reload", "python-auto-reload",
+                                                           "python-autoreload")),
+    "py-auto-reload-ignore": _Opt("py_autoreload_ignore", _nonempty, True),
+    "print": _Opt("prints", _str, True),
+    "log-master": _Opt("log_master", _bool),
     "graceful-removal": _Opt("graceful_removal", _bool),
 }
 _CANONICAL = {alias: name for name, opt in _OPTIONS.items() for alias in (name, *opt.aliases)}

@@ -122,7 +122,7 @@ class Master:
     def start(self) -> None:
         """Bind (or adopt) the sockets, load the app, fork the generation. Raises on failure."""
         config = self.config
-        for w in config.warnings:
+        for w in config.warnings + config.prints:   # print = TEXT: logged as uWSGI prints it, at start-up
             log(w)
         if config.logto:
             logmod.redirect(config.logto)
