@@ -11,6 +11,10 @@ from __future__ import annotations
 import select
 from collections.abc import Callable
 
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing into every master image
+if TYPE_CHECKING:
+    from emperor.wire.handoff import HandOff
+
 
 class Loop:
     """One epoll: each descriptor with the handler to call when it is readable."""
@@ -68,6 +72,11 @@ class Part:
 
     def fds(self) -> list[int]:
         """Descriptors of this part that a forked worker closes."""
+        return []
+
+    def hand_over(self, h: HandOff) -> list[int]:
+        """A reload re-executes the master now: put in `h` what the next image takes over (its
+        children are still the master's across execve); the descriptors it must inherit."""
         return []
 
 

@@ -140,9 +140,8 @@ class Master:
                 self.stats.listen(l, self.loop)
         drop_privileges(config.uid, config.gid)
         if config.touch_reload:
-            from emperor.master.touch import TouchWatcher
-
-            self.parts.append(TouchWatcher(config.touch_reload, self.loop, self._touched))
+            from emperor.master.touch import TouchWatcher  # inotify only where it is used
+            self.parts.append(TouchWatcher(config.touch_reload, self.loop, self.on_graceful_reload))
         os.environ[handoff.RELOADS] = str(self.reloads)  # the app reads it, as under uWSGI
         if not config.lazy_apps:
             self.app = load_app(config)
@@ -282,10 +281,6 @@ class Master:
             elif word == channel.PREFLIGHT:
                 self.reloader.reported(text)
 
-    def _touched(self) -> None:
-        log("touch-reload file changed")
-        self.on_graceful_reload("touch-reload")
-
     def _stats_document(self, last_requests: dict[int, int]) -> dict:
         w = self.workers
         serving = w.current.number if w.current else self.reloads
@@ -403,7 +398,8 @@ class Master:
         h.started_at, h.paused, h.cwd = self.started_at, self.paused, self.cwd
         keep = self.listeners + ([self.stats.listener] if self.stats.listener else [])
         env = dict(self.env)
-        fds = self.workers.hand_over(h) + handoff.export(h, env, [(l.kind, l.address, l.fd) for l in keep])
+        fds = self.workers.hand_over(h) + [fd for p in self.parts for fd in p.hand_over(h)]
+        fds += handoff.export(h, env, [(l.kind, l.address, l.fd) for l in keep])
         error = reexec(self.config_path, self.cwd, env, fds)
         self._reload_failed(error)
 

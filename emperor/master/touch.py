@@ -13,6 +13,7 @@ from collections.abc import Callable
 from inotify_simple import INotify, flags
 
 from emperor.files import fingerprint
+from emperor.log import log
 from emperor.master.loop import Loop, Part
 
 MASK = (flags.ATTRIB | flags.CLOSE_WRITE | flags.MOVED_TO | flags.MOVED_FROM
@@ -26,9 +27,9 @@ def _mark(path: str) -> tuple[int, ...] | None:
 
 
 class TouchWatcher(Part):
-    """A part of the master (emperor/master/loop.py): `touched()` when a file changed."""
+    """A part of the master (emperor/master/loop.py): `touched(why)` when a file changed."""
 
-    def __init__(self, paths: list[str], loop: Loop, touched: Callable[[], None]) -> None:
+    def __init__(self, paths: list[str], loop: Loop, touched: Callable[[str], None]) -> None:
         self.paths = [os.path.abspath(p) for p in paths]
         self.inotify = INotify(nonblocking=True)
         for d in {os.path.dirname(p) for p in self.paths}:
@@ -42,7 +43,8 @@ class TouchWatcher(Part):
 
     def _read(self) -> None:
         if self.changed():
-            self.touched()
+            log("touch-reload file changed")
+            self.touched("touch-reload")
 
     def fds(self) -> list[int]:
         return [self.fileno()]
