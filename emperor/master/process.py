@@ -27,6 +27,7 @@ from emperor.config import Config, ConfigError, load_config
 from emperor.files import TrustRule
 from emperor.master import pidfile
 from emperor.master.cheaper import adaptive_parts
+from emperor.master.fifo import MasterFifo
 from emperor.master.generations import Generation, Workers
 from emperor.master.link import EmperorLink
 from emperor.master.loop import Loop, Part, earliest
@@ -142,6 +143,7 @@ class Master:
         if config.touch_reload:
             from emperor.master.touch import TouchWatcher  # inotify only where it is used
             self.parts.append(TouchWatcher(config.touch_reload, self.loop, self.on_graceful_reload))
+        self.parts += MasterFifo.create(self)
         os.environ[handoff.RELOADS] = str(self.reloads)  # the app reads it, as under uWSGI
         if not config.lazy_apps:
             self.app = load_app(config)
@@ -308,7 +310,7 @@ class Master:
         self.reloader.start(handoff.held(held))
 
     def on_brutal_reload(self, why: str) -> None:
-        if self.config.die_on_term:
+        if self.config.die_on_term and why == "SIGTERM":   # not the master FIFO's R
             self.graceful_stop(why + ", die-on-term")
             return
         if self.stopping:

@@ -29,15 +29,16 @@ SNAPSHOT = "EMPEROR_SNAPSHOT"          # the paused previous generation, if one 
 STATE = "EMPEROR_MASTER_STATE"         # started-at, paused flag, the generation retired, original cwd
 RELOADS = "UWSGI_RELOADS"              # as in uWSGI: applications read it
 HELD = "EMPEROR_HELD_SOCKETS"          # to a preflight: the addresses we already hold (kind=address;...)
+FIFO = "EMPEROR_MASTER_FIFO"           # the master FIFO's two ends and the paths it made (fifo.py export)
 SYSTEMD = ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")
-INTERNAL = (SOCKETS, NOTIFY, GENERATIONS, SNAPSHOT, STATE, HELD, RELOADS)
+INTERNAL = (SOCKETS, NOTIFY, GENERATIONS, SNAPSHOT, STATE, HELD, RELOADS, FIFO)
 
 
 class HandOff:
     """What one master image passes to the next (and the first image finds empty)."""
 
     __slots__ = ("reloads", "sockets", "notify", "generations", "snapshot", "started_at", "paused",
-                 "retired", "cwd", "channel")
+                 "retired", "cwd", "channel", "fifo")
 
     def __init__(self) -> None:
         self.reloads = 0
@@ -50,6 +51,7 @@ class HandOff:
         self.retired = -1            # the number of the generation this reload replaces (-1: none)
         self.cwd = ""
         self.channel: int | None = None
+        self.fifo = ""                # emperor/master/fifo.py: "read,write,active path" and the paths made
 
 
 def export(h: HandOff, env: dict[str, str], sockets: list[tuple[str, str, int]]) -> list[int]:
@@ -67,6 +69,8 @@ def export(h: HandOff, env: dict[str, str], sockets: list[tuple[str, str, int]])
     if h.snapshot:
         env[SNAPSHOT] = h.snapshot
     env[STATE] = f"{h.started_at},{int(h.paused)},{h.retired},{h.cwd}"
+    if h.fifo:
+        env[FIFO] = h.fifo
     if h.channel is not None:
         env[CHANNEL] = str(h.channel)
         fds.append(h.channel)
@@ -89,6 +93,7 @@ def adopt(env: dict[str, str]) -> HandOff:
         h.notify = (r, w)
     h.generations = [g for g in env.pop(GENERATIONS, "").split(";") if g]
     h.snapshot = env.pop(SNAPSHOT, "")
+    h.fifo = env.pop(FIFO, "")
     state = env.pop(STATE, "")
     if state:
         started, paused, retired, cwd = state.split(",", 3)
