@@ -26,6 +26,7 @@ from emperor import sockets
 from emperor.config import Config, ConfigError, load_config
 from emperor.files import TrustRule
 from emperor.master import pidfile
+from emperor.master.autoreload import AutoReloader
 from emperor.master.cheaper import adaptive_parts
 from emperor.master.fifo import MasterFifo
 from emperor.master.generations import Generation, Workers
@@ -147,6 +148,7 @@ class Master:
         os.environ[handoff.RELOADS] = str(self.reloads)  # the app reads it, as under uWSGI
         if not config.lazy_apps:
             self.app = load_app(config)
+        self.parts += AutoReloader.create(self)
         # Workers are forks: keep their collectors off the pages they share with us.
         gc.collect()
         gc.freeze()

@@ -12,18 +12,12 @@ from collections.abc import Callable
 
 from inotify_simple import INotify, flags
 
-from emperor.files import fingerprint
+from emperor.files import content_mark
 from emperor.log import log
 from emperor.master.loop import Loop, Part
 
 MASK = (flags.ATTRIB | flags.CLOSE_WRITE | flags.MOVED_TO | flags.MOVED_FROM
         | flags.CREATE | flags.DELETE | flags.MODIFY)
-
-
-def _mark(path: str) -> tuple[int, ...] | None:
-    """The fingerprint without ctime: a chmod or chown of the file is not a touch (as in uWSGI)."""
-    fp = fingerprint(path, regular_only=False)
-    return None if fp is None else fp[:3] + fp[4:]
 
 
 class TouchWatcher(Part):
@@ -37,7 +31,7 @@ class TouchWatcher(Part):
                 self.inotify.add_watch(d, MASK)
             except OSError:
                 pass
-        self.prints = {p: _mark(p) for p in self.paths}
+        self.prints = {p: content_mark(p) for p in self.paths}
         self.touched = touched
         loop.watch(self.fileno(), self._read)
 
@@ -57,7 +51,7 @@ class TouchWatcher(Part):
             self.inotify.read(timeout=0)
         except (BlockingIOError, OSError):
             pass
-        now = {p: _mark(p) for p in self.paths}
+        now = {p: content_mark(p) for p in self.paths}
         changed = now != self.prints
         self.prints = now
         return changed
