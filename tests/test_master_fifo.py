@@ -9,9 +9,11 @@ from __future__ import annotations
 import errno
 import http.client
 import os
+import shutil
 import signal
 import stat
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -19,6 +21,7 @@ import pytest
 
 from conftest import HELLO_APP, free_port, wait_for
 
+SYSTEM_PYTHON = "/usr/bin/python3.11"   # one that another user than root can run (/root is private)
 SLOW_APP = """
 import os, time
 def application(environ, start_response):
@@ -346,3 +349,29 @@ def test_under_an_emperor_E_asks_for_a_rescan_and_the_fifo_goes_with_the_vassal(
     e.wait_log("SIGWINCH: rescanning")
     (vassals / "app.ini").unlink()
     wait_for(lambda: not os.path.lexists(fifo))
+
+
+def test_the_fifo_is_made_after_the_privilege_drop(procs):
+    """core/master.c creates the FIFO in master_loop, after core/uwsgi.c's uwsgi_as_root: it is
+    the user's the master runs as (`uid`/`gid`), not root's."""
+    if os.geteuid() != 0 or not os.access(SYSTEM_PYTHON, os.X_OK):
+        pytest.skip("needs root and a Python that nobody can run")
+    d = Path(tempfile.mkdtemp(prefix="emperor-fifo-"))
+    try:
+        d.chmod(0o755)
+        run = d / "run"
+        run.mkdir()
+        os.chown(run, 65534, 65534)
+        (d / "wsgiapp.py").write_text(HELLO_APP)
+        port = free_port()
+        ini = d / "app.ini"
+        ini.write_text(f"[uwsgi]\nhttp-socket = 127.0.0.1:{port}\nchdir = {d}\nmodule = wsgiapp\n"
+                       f"uid = 65534\ngid = 65534\nmaster-fifo = {run / 'app.fifo'}\n")
+        m = procs([SYSTEM_PYTHON, "-m", "emperor", "master", str(ini)], d)
+        m.wait_log("running (workers ready)", timeout=20)
+        st = os.lstat(run / "app.fifo")
+        assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (65534, 65534, 0o600)
+        send(run / "app.fifo", "Q")
+        assert m.wait(10) == 0 and not os.path.lexists(run / "app.fifo")
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
