@@ -265,8 +265,7 @@ _OPTIONS: dict[str, _Opt] = {
     "snapshot-ttl": _Opt("snapshot_ttl", _int(1)),
     # -- master FIFO, py-autoreload, print, log-master: MasterFIFO.rst, plugins/python, core/uwsgi.c --
     "master-fifo": _Opt("master_fifo", _nonempty, True),
-    "py-autoreload": _Opt("py_autoreload", _int(), aliases=("py-auto-reload", "python-auto-reload",
-                                                           "python-autoreload")),
+    "py-autoreload": _Opt("py_autoreload", _int(), aliases=("py-auto-reload", "python-auto-reload", "python-autoreload")),
     "py-auto-reload-ignore": _Opt("py_autoreload_ignore", _nonempty, True),
     "print": _Opt("prints", _str, True),
     "log-master": _Opt("log_master", _bool),
