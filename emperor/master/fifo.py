@@ -22,7 +22,9 @@ Across a graceful reload (execve, same PID) the descriptors are handed over
 (emperor/wire/handoff.py), not reopened: a pipe keeps what was written only while
 one of its ends is open, so a command written during the re-exec is read by the
 next image rather than lost, and its writer never gets EPIPE; the next image also
-learns which paths this one made, and removes one the new file no longer names.
+learns which paths this one made, and removes one the new file no longer names. The FIFO
+a digit selected stays selected across a reload while the file still names it (uWSGI's
+re-exec starts again at slot 0: it knows nothing of the previous image).
 The FIFOs the master used are removed when it stops (uWSGI: at exit, with `vacuum`; a
 FIFO left behind blocks every `echo` into it forever), and only if the name is still
 the FIFO it made. SIGINT still hurries a graceful stop.
