@@ -232,7 +232,8 @@ def test_C_retires_every_worker_until_a_connection_comes(master, tmp_path):
 
 def test_a_digit_selects_another_fifo_once_the_current_one_is_read(master, tmp_path):
     """MasterFIFO.rst 'FIFO slots': '1' binds the second master-fifo; commands written with the
-    digit are still read from the first (core/fifo.c switches when the writer is done)."""
+    digit are still read from the first (core/fifo.c switches when the writer is done); a reload
+    keeps the choice while the file names that FIFO."""
     m = fifo_master(master, tmp_path, n=2)
     assert not os.path.lexists(m.fifos[1])
     send(m.fifos[0], "1s")
@@ -243,6 +244,8 @@ def test_a_digit_selects_another_fifo_once_the_current_one_is_read(master, tmp_p
     assert e.value.errno == errno.ENXIO
     send(m.fifos[1], "7")
     m.wait_log("master FIFO 7: there is no master-fifo 7")
+    send(m.fifos[1], "r")   # the choice outlives a reload
+    m.wait_log("reloading -> running (generation 1 ready)", timeout=20)
     send(m.fifos[1], "Q")
     assert m.wait(10) == 0
     assert not os.path.lexists(m.fifos[0]) and not os.path.lexists(m.fifos[1])
