@@ -212,7 +212,7 @@ def parse_cron(option: str, text: str) -> CronSpec:
         raise ValueError("expected a command, got nothing")
     spec = CronSpec(option, value, command=command, unique=unique, harakiri=harakiri, **times)
     if next_match(spec, 0, time.gmtime) is None:
-        raise ValueError("this date never comes (no day matches in 8 years)")
+        raise NeverRuns("this date never comes (no day matches in 8 years)")
     return spec
 
 
@@ -223,13 +223,26 @@ def _cron_field(key: str, value: str, lo: int, hi: int, most: int) -> int:
     n = int(text)
     if -most <= n < 0 or lo <= n <= hi:
         return n
+    if n > hi:
+        raise NeverRuns(f"{key} {n} is never reached ({lo} to {hi})")
     raise ValueError(f'{key}: expected {lo} to {hi}, or -N for every N (N at most {most}), got {n}')
 
 
-def checker(parse: Callable[[str, str], object], option: str) -> Callable[[str], str]:
-    """A converter for emperor/config.py: checks the text, keeps it as it is."""
-    def conv(text: str) -> str:
-        parse(option, text)
+class NeverRuns(ValueError):
+    """A cron line uWSGI loads and never runs (its sscanf takes any number: core/cron.c)."""
+
+
+def checker(parse: Callable[[str, str], object], option: str) -> Callable[[str], object]:
+    """A converter for the config reader: checks the text, keeps it as it is. A cron task
+    that can never run is left out with a warning, as uWSGI would load it and never run it."""
+    def conv(text: str) -> object:
+        try:
+            parse(option, text)
+        except NeverRuns as e:
+            from emperor.values import Noted
+
+            return Noted(None, [("warning", f"{e}: this task would never run (uWSGI loads it and never "
+                                            "runs it); ignored")])
         return text.strip()
     return conv
 

@@ -23,6 +23,13 @@ def fingerprint(path: str, *, regular_only: bool = True) -> Fingerprint | None:
     return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size)
 
 
+def content_mark(path: str) -> tuple[int, ...] | None:
+    """The fingerprint without ctime: what changes when the content does, not a chmod or chown
+    (touch-reload, py-autoreload; uWSGI compares the mtime alone). None when missing."""
+    fp = fingerprint(path, regular_only=False)
+    return None if fp is None else fp[:3] + fp[4:]
+
+
 MAX_CONFIG_BYTES = 1 << 20   # one vassal file or include: real ones are a few KiB
 
 

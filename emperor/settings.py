@@ -76,6 +76,10 @@ class Config:
         self.strict_compat: bool = False  # options uWSGI knows but emperor does not: errors, not warnings
         self.snapshot: bool = False
         self.snapshot_ttl: int = 3600
+        # master FIFO, py-autoreload (emperor/master/fifo.py, autoreload.py)
+        self.master_fifo: list[str] = []
+        self.py_autoreload: int = 0
+        self.py_autoreload_ignore: list[str] = []
         self.graceful_removal: bool | None = None   # None: as the emperor's --graceful-removal says
         # adaptive workers (emperor/master/cheaper.py) and recycling (generations.py, worker)
         self.cheaper: int = 0
@@ -312,6 +316,10 @@ _OPTIONS: dict[str, _Opt] = {
     "strict-compat": _Opt("strict_compat", _bool),
     "snapshot": _Opt("snapshot", _bool),
     "snapshot-ttl": _Opt("snapshot_ttl", _int(1)),
+    # -- master FIFO, py-autoreload: MasterFIFO.rst, plugins/python --
+    "master-fifo": _Opt("master_fifo", _nonempty, True),
+    "py-autoreload": _Opt("py_autoreload", _int(), aliases=("py-auto-reload", "python-auto-reload", "python-autoreload")),
+    "py-auto-reload-ignore": _Opt("py_autoreload_ignore", _nonempty, True),
     "graceful-removal": _Opt("graceful_removal", _bool),
 }
 _CANONICAL = {alias: name for name, opt in _OPTIONS.items() for alias in (name, *opt.aliases)}

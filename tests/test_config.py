@@ -155,7 +155,6 @@ def test_legacy_file_warns_for_each_unsupported_option():
     assert c.warnings == [
         'legacy_uwsgi.ini:6: option "static-map" is not supported by emperor; ignored',
         'legacy_uwsgi.ini:7: option "offload-threads" is not supported by emperor; ignored',
-        'legacy_uwsgi.ini:9: option "py-autoreload" is not supported by emperor; ignored',
         'legacy_uwsgi.ini:11: option "plugin = router_cache" is not supported by emperor; ignored',
     ]
 
@@ -584,10 +583,10 @@ def test_no_effect_options_do_not_warn(tmp_path):
     assert c.warnings == []
 
 
-def test_py_autoreload_warns_and_die_on_idle_is_honoured(tmp_path):
+def test_py_autoreload_and_die_on_idle_are_honoured(tmp_path):
     c = load_text(tmp_path, "die-on-idle = true\npy-autoreload = 2\n")
-    assert c.die_on_idle is True
-    assert len(c.warnings) == 1 and "py-autoreload" in c.warnings[0]
+    assert c.die_on_idle is True and c.py_autoreload == 2
+    assert c.warnings == []
 
 
 def test_non_python_plugin_warns(tmp_path):

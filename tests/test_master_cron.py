@@ -65,21 +65,34 @@ def test_the_three_options_read_as_uwsgi_reads_them():
 
 @pytest.mark.parametrize("option,text,message", [
     ("cron", "-1 -1 -1 -1 echo", "expected MINUTE HOUR DAY MONTH WEEKDAY COMMAND"),
-    ("cron", "60 -1 -1 -1 -1 x", "minute: expected 0 to 59"),
     ("cron", "-1 -1 0 -1 -1 x", "day: expected 1 to 31"),
-    ("cron", "0 0 31 2 -1 x", "never comes"),
+    ("cron", "-1 -1 -1 -1 -61 x", "week: expected 0 to 7"),
     ("cron2", "minute=5", "no command"),
     ("cron2", "minute=1,legion=x cmd", '"legion" is not supported'),
     ("cron2", "minute=1,hours=2 cmd", 'unknown key "hours"'),
 ])
 def test_a_bad_cron_line_is_a_config_error_with_its_line(tmp_path, option, text, message):
-    """uWSGI exits at start on a malformed line (core/cron.c "invalid cron syntax"); a line it
-    would accept and never run (a date that never comes) is an error here too."""
+    """uWSGI exits at start on a malformed line (core/cron.c "invalid cron syntax")."""
     ini = tmp_path / "app.ini"
     ini.write_text(f"[uwsgi]\nhttp-socket = :8000\nmodule = x\n{option} = {text}\n")
     with pytest.raises(ConfigError) as e:
         load_config(str(ini))
     assert str(e.value).startswith(f"app.ini:4: {option}: ") and message in str(e.value)
+
+
+@pytest.mark.parametrize("text,message", [
+    ("120 -1 -1 -1 -1 x", "minute 120 is never reached (0 to 59)"),   # from a real file (tests/corpus)
+    ("0 0 31 2 -1 x", "this date never comes"),
+])
+def test_a_cron_that_never_runs_is_left_out_with_a_warning(tmp_path, text, message):
+    """uWSGI reads the five numbers with sscanf and no range check (core/cron.c uwsgi_opt_add_cron),
+    so such a file loads and the task never runs: here too, and the file says so."""
+    ini = tmp_path / "app.ini"
+    ini.write_text(f"[uwsgi]\nhttp-socket = :8000\nmodule = x\ncron = {text}\ncron = 5 -1 -1 -1 -1 y\n")
+    config = load_config(str(ini))
+    assert config.cron == ["5 -1 -1 -1 -1 y"]
+    assert [w for w in config.warnings if message in w and w.startswith("app.ini:4: cron: ")
+            and "never run" in w and w.endswith("ignored")]
 
 
 def test_the_number_of_tasks_is_bounded(tmp_path):

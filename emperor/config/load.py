@@ -180,7 +180,8 @@ class _Judge:
         if name == "socket":
             self.sockets.append((e.key == "socket", str(value)))
         elif opt.many:
-            self.lists.setdefault(opt.field, []).append(value)
+            if value is not None:   # None: an item left out with a warning (a cron that never runs)
+                self.lists.setdefault(opt.field, []).append(value)
         else:
             setattr(self.cfg, opt.field, value)
         self.cfg.origins[name] = (e.file, e.line or 0)

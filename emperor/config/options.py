@@ -59,6 +59,8 @@ NOOPS: dict[str, tuple[str, bool | None]] = {
     "no-orphans": ("workers die with their master (PR_SET_PDEATHSIG)", True),
     "skip-atexit": ("workers leave with os._exit(): atexit handlers never run in workers", None),
     "skip-atexit-teardown": ("workers leave with os._exit(): atexit handlers never run in workers", None),
+    "log-master": ("each emperor process writes whole lines with one write(2) to the shared log, so "
+                   "lines never interleave; uWSGI's one logging process is not needed for that", None),
     "plugins-dir": ("emperor loads no plugins: Python and HTTP are built in", None),
     "wsgi-env-behaviour": ("each request gets its own environ dict", None),
 }

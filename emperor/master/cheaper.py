@@ -308,7 +308,12 @@ class Idle(Part):
         if self.config.die_on_idle:
             self.die()
             return
-        self.workers.cheap_all(gen, "idle")
+        self.go_cheap("idle")
+
+    def go_cheap(self, why: str) -> None:
+        """Every worker retires; the first connection brings them back (also the master FIFO's C)."""
+        if self.workers.current is not None:
+            self.workers.cheap_all(self.workers.current, why)
         self._wait_for_a_connection()
 
     def _wait_for_a_connection(self) -> None:

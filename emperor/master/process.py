@@ -25,16 +25,18 @@ from emperor import log as logmod
 from emperor import sockets
 from emperor.config import Config, ConfigError, load_config
 from emperor.files import TrustRule
-from emperor.master import pidfile
+from emperor.master import hooks, pidfile
+from emperor.master.autoreload import AutoReloader
 from emperor.master.cheaper import adaptive_parts
 from emperor.master.daemons import attached_parts
+from emperor.master.fifo import MasterFifo
 from emperor.master.generations import Generation, Workers
 from emperor.master.link import EmperorLink
+from emperor.master.logfiles import LogFile, set_master_title, titles
 from emperor.master.loop import Loop, Part, earliest
 from emperor.master.reload import Reloader, reexec
-from emperor.master import hooks
-from emperor.master.logfiles import LogFile, set_master_title, titles
 from emperor.master.stats import StatsServer, statistics_text, workers_text
+from emperor.master.touch import touch_reload
 from emperor.master.unavailable import Unavailable
 from emperor.proc import set_process_name, signal_quietly
 from emperor.signals import SignalQueue, drain, reaped
@@ -148,15 +150,14 @@ class Master:
                 self.stats.listen(l, self.loop)
         hooks.drop_privileges(config, log)
         self.logfile.open(dropped=True)
-        if config.touch_reload:
-            from emperor.master.touch import TouchWatcher
-
-            self.parts.append(TouchWatcher(config.touch_reload, self.loop, lambda: self.on_graceful_reload("touch-reload")))
+        self.parts += touch_reload(config.touch_reload, self.loop, self.on_graceful_reload)
+        self.parts += MasterFifo.create(self)
         os.environ[handoff.RELOADS] = str(self.reloads)  # the app reads it, as under uWSGI
         hooks.run(config, "pre-app", log)
         if not config.lazy_apps:
             self.app = load_app(config)
         hooks.run(config, "post-app", log)
+        self.parts += AutoReloader.create(self)
         # Workers are forks: keep their collectors off the pages they share with us.
         gc.collect()
         gc.freeze()
@@ -310,7 +311,7 @@ class Master:
         self.reloader.start(handoff.held(held))
 
     def on_brutal_reload(self, why: str) -> None:
-        if self.config.die_on_term:
+        if self.config.die_on_term and why == "SIGTERM":   # not the master FIFO's R
             self.graceful_stop(why + ", die-on-term")
             return
         if self.stopping:

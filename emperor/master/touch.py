@@ -10,38 +10,42 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-from inotify_simple import INotify, flags
-
-from emperor.files import fingerprint
+from emperor.files import content_mark
+from emperor.log import log
 from emperor.master.loop import Loop, Part
 
-MASK = (flags.ATTRIB | flags.CLOSE_WRITE | flags.MOVED_TO | flags.MOVED_FROM
-        | flags.CREATE | flags.DELETE | flags.MODIFY)
 
-
-def _mark(path: str) -> tuple[int, ...] | None:
-    """The fingerprint without ctime: a chmod or chown of the file is not a touch (as in uWSGI)."""
-    fp = fingerprint(path, regular_only=False)
-    return None if fp is None else fp[:3] + fp[4:]
+def touch_reload(paths: list[str], loop: Loop, reload: Callable[[str], None]) -> list[Part]:
+    """The master's touch-reload part, when the file asks for one."""
+    if not paths:
+        return []
+    return [TouchWatcher(paths, loop, lambda: reload("touch-reload"), say="touch-reload file changed")]
 
 
 class TouchWatcher(Part):
-    """A part of the master (emperor/master/loop.py): `touched()` when a file changed."""
+    """A part of the master (emperor/master/loop.py): `touched()` when a file changed, after
+    logging `say` if given."""
 
-    def __init__(self, paths: list[str], loop: Loop, touched: Callable[[], None]) -> None:
+    def __init__(self, paths: list[str], loop: Loop, touched: Callable[[], None], say: str = "") -> None:
         self.paths = [os.path.abspath(p) for p in paths]
+        from inotify_simple import INotify, flags   # only in the masters that watch a file
+
         self.inotify = INotify(nonblocking=True)
+        mask = (flags.ATTRIB | flags.CLOSE_WRITE | flags.MOVED_TO | flags.MOVED_FROM
+                | flags.CREATE | flags.DELETE | flags.MODIFY)
         for d in {os.path.dirname(p) for p in self.paths}:
             try:
-                self.inotify.add_watch(d, MASK)
+                self.inotify.add_watch(d, mask)
             except OSError:
                 pass
-        self.prints = {p: _mark(p) for p in self.paths}
-        self.touched = touched
+        self.prints = {p: content_mark(p) for p in self.paths}
+        self.touched, self.say = touched, say
         loop.watch(self.fileno(), self._read)
 
     def _read(self) -> None:
         if self.changed():
+            if self.say:
+                log(self.say)
             self.touched()
 
     def fds(self) -> list[int]:
@@ -55,7 +59,7 @@ class TouchWatcher(Part):
             self.inotify.read(timeout=0)
         except (BlockingIOError, OSError):
             pass
-        now = {p: _mark(p) for p in self.paths}
+        now = {p: content_mark(p) for p in self.paths}
         changed = now != self.prints
         self.prints = now
         return changed

@@ -34,15 +34,16 @@ RELOADS = "UWSGI_RELOADS"              # as in uWSGI: applications read it
 HELD = "EMPEROR_HELD_SOCKETS"          # to a preflight: the addresses we already hold (kind=address;...)
 DAEMONS = "EMPEROR_DAEMONS"            # attached daemons, kept running across the reload (Daemon.export)
 CRONS = "EMPEROR_CRONS"                # cron jobs still running, and each task's last minute (cron.py export)
+FIFO = "EMPEROR_MASTER_FIFO"           # the master FIFO's two ends and the paths it made (fifo.py export)
 SYSTEMD = ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")
-INTERNAL = (SOCKETS, NOTIFY, GENERATIONS, SNAPSHOT, STATE, HELD, RELOADS, DAEMONS, CRONS)
+INTERNAL = (SOCKETS, NOTIFY, GENERATIONS, SNAPSHOT, STATE, HELD, RELOADS, DAEMONS, CRONS, FIFO)
 
 
 class HandOff:
     """What one master image passes to the next (and the first image finds empty)."""
 
     __slots__ = ("reloads", "sockets", "notify", "generations", "snapshot", "started_at", "paused",
-                 "retired", "cwd", "channel", "daemons", "crons")
+                 "retired", "cwd", "channel", "daemons", "crons", "fifo")
 
     def __init__(self) -> None:
         self.reloads = 0
@@ -57,6 +58,7 @@ class HandOff:
         self.channel: int | None = None
         self.daemons: list[str] = []     # emperor/master/daemons.py: one entry per daemon
         self.crons: list[str] = []       # emperor/master/cron.py: one entry per task or running job
+        self.fifo = ""                # emperor/master/fifo.py: "read,write,active path" and the paths made
 
 
 def export(h: HandOff, env: dict[str, str], sockets: list[tuple[str, str, int]]) -> list[int]:
@@ -76,6 +78,8 @@ def export(h: HandOff, env: dict[str, str], sockets: list[tuple[str, str, int]])
     env[STATE] = f"{h.started_at},{int(h.paused)},{h.retired},{h.cwd}"
     env[DAEMONS] = ";".join(h.daemons)
     env[CRONS] = ";".join(h.crons)
+    if h.fifo:
+        env[FIFO] = h.fifo
     if h.channel is not None:
         env[CHANNEL] = str(h.channel)
         fds.append(h.channel)
@@ -100,6 +104,7 @@ def adopt(env: dict[str, str]) -> HandOff:
     h.snapshot = env.pop(SNAPSHOT, "")
     h.daemons = [d for d in env.pop(DAEMONS, "").split(";") if d]
     h.crons = [c for c in env.pop(CRONS, "").split(";") if c]
+    h.fifo = env.pop(FIFO, "")
     state = env.pop(STATE, "")
     if state:
         started, paused, retired, cwd = state.split(",", 3)

@@ -139,6 +139,10 @@ class Worker:
                 resource.setrlimit(resource.RLIMIT_AS, (self.config.limit_as, self.config.limit_as))
             if self.app is _not_loaded:
                 self.app = self.load_app()
+                if self.config.py_autoreload:   # lazy-apps: the master has none of the app's modules
+                    from emperor.modwatch import in_worker
+
+                    in_worker(self.config, self.slot, lambda: not self.stopping)
             self.app = features.wrap(self.config, self.app)
             main = Core(self, 0, main_r)
             main.wake_w = main_w
