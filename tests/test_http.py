@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from apps.rawhttp import Client, get, one, running_master, worker_pids
+from support import Client, get, one, running_master, worker_pids
 from conftest import free_port
 
 

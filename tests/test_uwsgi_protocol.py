@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from apps.rawhttp import Client, get, one, running_master, worker_pids
+from support import Client, get, one, running_master, worker_pids
 from conftest import free_port
 from emperor.worker.protocols.uwsgi import encode_vars
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from apps.rawhttp import Client, get, one, running_master, wait_for, worker_pids
+from support import Client, get, one, running_master, wait_for, worker_pids
 from conftest import free_port
 
 
