@@ -1,16 +1,187 @@
-"""A raw-socket HTTP client for tests: exact bytes out, strict parsing of what comes back."""
+"""Plain helpers for the tests: processes, waiting, HTTP over raw sockets, logs.
+
+Fixtures live in tests/conftest.py (which re-exports the names it always had);
+everything here is a plain function or class, importable as `support`.
+"""
 from __future__ import annotations
 
 import os
 import signal
 import socket
+import subprocess
 import sys
+import textwrap
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
 TESTS = Path(__file__).resolve().parent
+ROOT = TESTS.parent
 APPS = TESTS / "apps"
+
+HELLO_APP = """
+import os
+def application(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain"), ("X-Gen", os.environ.get("UWSGI_RELOADS", "0")), ("X-Pid", str(os.getpid()))])
+    return [b"Hello, World!"]
+"""
+
+
+# ---------- waiting ----------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 10.0, host: str = "127.0.0.1") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.02)  # polling interval
+    raise TimeoutError(f"nothing listens on {host}:{port}")
+
+
+def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02):
+    """The first truthy value of predicate(), polled; TimeoutError after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)  # polling interval
+    raise TimeoutError(f"condition not met within {timeout}s")
+
+
+# ---------- processes, from /proc ----------
+def children(pid: int) -> list[int]:
+    """The live direct children of pid (all its threads'), sorted; [] if it is gone."""
+    kids: set[int] = set()
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return []
+    for t in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{t}/children") as f:
+                kids |= {int(x) for x in f.read().split()}
+        except OSError:
+            pass
+    return sorted(kids)
+
+
+def descendants(pid: int) -> list[int]:
+    """All live descendants of pid, from /proc (children files)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            tasks = os.listdir(f"/proc/{p}/task")
+        except OSError:
+            continue
+        for t in tasks:
+            try:
+                with open(f"/proc/{p}/task/{t}/children") as f:
+                    kids = [int(x) for x in f.read().split()]
+            except OSError:
+                kids = []
+            out += kids
+            todo += kids
+    return out
+
+
+def alive(pid: int) -> bool:
+    """pid exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def kill_tree(pid: int) -> None:
+    """Freeze the root first so it cannot respawn what is killed next, then kill all."""
+    try:
+        os.kill(pid, signal.SIGSTOP)
+    except ProcessLookupError:
+        pass
+    for p in [pid] + descendants(pid):
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+class Proc:
+    """A process under test: its output goes to a file the test can read."""
+
+    def __init__(self, argv: list[str], cwd: Path, env: dict | None = None, log: Path | None = None):
+        self.log_path = log or cwd / "proc.log"
+        self._log = open(self.log_path, "ab")
+        e = dict(os.environ)
+        extra = (env or {}).get("PYTHONPATH")
+        e.update(env or {})
+        if env is not None and "PYTHONPATH" in env and extra is None:
+            e.pop("PYTHONPATH")  # {"PYTHONPATH": None}: only what the interpreter itself finds
+        else:
+            e["PYTHONPATH"] = os.pathsep.join(filter(None, [extra, str(ROOT), os.environ.get("PYTHONPATH")]))
+        self.popen = subprocess.Popen(argv, cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT, env=e)
+        self.pid = self.popen.pid
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_log(self, text: str, timeout: float = 10.0, count: int = 1) -> str:
+        wait_for(lambda: self.log.count(text) >= count, timeout)
+        return self.log
+
+    def signal(self, sig: int) -> None:
+        os.kill(self.pid, sig)
+
+    def wait(self, timeout: float = 10.0) -> int:
+        return self.popen.wait(timeout)
+
+    def kill(self) -> None:
+        kill_tree(self.pid)
+        try:
+            self.popen.wait(5)
+        except subprocess.TimeoutExpired:
+            pass
+        self._log.close()
+
+
+def write_vassal(directory: Path, name: str, body: str) -> Path:
+    path = directory / name
+    path.write_text(textwrap.dedent(body).lstrip())
+    return path
+
+
+@contextmanager
+def running_master(directory: Path, body: str, http_port: int, name: str = "app.ini",
+                   app: str = "probe.py"):
+    """A master serving tests/apps/<app> with `body` extra ini lines; killed by PID afterwards
+    (for module-scoped fixtures, which cannot use the function-scoped `procs`)."""
+    ini = directory / name
+    ini.write_text(f"[uwsgi]\nhttp-socket = 127.0.0.1:{http_port}\nwsgi-file = {APPS / app}\n"
+                   f"env = MARK_DIR={directory}\n" + body)
+    p = Proc([sys.executable, "-m", "emperor", "master", str(ini)], directory,
+             log=directory / "master.log")
+    try:
+        p.wait_log("running (workers ready)", timeout=15)
+        p.port = http_port
+        p.dir = directory
+        yield p
+    finally:
+        p.kill()  # frozen first: killed workers are not respawned behind our back
+
+
+# ---------- HTTP over raw sockets ----------
+class Closed(EOFError, ConnectionError):
+    """The server closed the connection before a whole response."""
 
 
 class Response:
@@ -26,6 +197,10 @@ class Response:
     def header(self, name: str) -> str | None:
         values = [v for k, v in self.headers if k.lower() == name.lower()]
         return ", ".join(values) if values else None
+
+    @property
+    def text(self) -> str:
+        return self.body.decode()
 
     def __repr__(self) -> str:
         return f"<Response {self.status} {self.headers} {self.body[:80]!r}>"
@@ -51,19 +226,19 @@ class Client:
     def _need(self, n: int) -> None:
         while len(self.buf) < n:
             if not self._more():
-                raise EOFError(f"connection closed with {len(self.buf)} of {n} bytes")
+                raise Closed(f"connection closed with {len(self.buf)} of {n} bytes")
 
     def _line(self) -> bytes:
         while b"\r\n" not in self.buf:
             if not self._more():
-                raise EOFError("connection closed mid-line")
+                raise Closed("connection closed mid-line")
         line, self.buf = self.buf.split(b"\r\n", 1)
         return line
 
     def response(self, head: bool = False) -> Response:
         while b"\r\n\r\n" not in self.buf:
             if not self._more():
-                raise EOFError(f"connection closed before a response head: {self.buf!r}")
+                raise Closed(f"connection closed before a response head: {self.buf!r}")
         raw, self.buf = self.buf.split(b"\r\n\r\n", 1)
         lines = raw.split(b"\r\n")
         version, status, reason = lines[0].decode("latin-1").split(" ", 2)
@@ -133,7 +308,8 @@ class Client:
         self.close()
 
 
-def get(path: str, host: str = "t", version: str = "HTTP/1.1", extra: str = "") -> bytes:
+def get_request(path: str, host: str = "t", version: str = "HTTP/1.1", extra: str = "") -> bytes:
+    """The bytes of a GET request, for a Client to send."""
     return f"GET {path} {version}\r\nHost: {host}\r\n{extra}\r\n".encode()
 
 
@@ -143,58 +319,3 @@ def one(port: int, data: bytes, head: bool = False, timeout: float = 3.0) -> tup
         c.send(data)
         r = c.response(head=head)
         return r, c.closed(timeout)
-
-
-def worker_pids(master_pid: int) -> set[int]:
-    """The master's direct children (its workers), from /proc."""
-    kids: set[int] = set()
-    try:
-        tasks = Path(f"/proc/{master_pid}/task").iterdir()
-        for t in tasks:
-            kids |= {int(x) for x in (t / "children").read_text().split()}
-    except OSError:
-        pass
-    return kids
-
-
-@contextmanager
-def running_master(directory: Path, body: str, http_port: int, name: str = "app.ini",
-                   app: str = "probe.py"):
-    """A master serving tests/apps/<app> with `body` extra ini lines; killed by PID afterwards."""
-    sys.path.insert(0, str(TESTS))
-    from conftest import Proc, descendants  # noqa: E402
-
-    ini = directory / name
-    ini.write_text(f"[uwsgi]\nhttp-socket = 127.0.0.1:{http_port}\nwsgi-file = {APPS / app}\n"
-                   f"env = MARK_DIR={directory}\n" + body)
-    p = Proc([sys.executable, "-m", "emperor", "master", str(ini)], directory,
-             log=directory / "master.log")
-    try:
-        p.wait_log("running (workers ready)", timeout=15)
-        p.port = http_port
-        p.dir = directory
-        yield p
-    finally:
-        # Freeze the master first: killed workers would otherwise be respawned between
-        # listing and killing, and a fresh worker that has not yet asked for
-        # PR_SET_PDEATHSIG outlives its master.
-        try:
-            os.kill(p.pid, signal.SIGSTOP)
-        except ProcessLookupError:
-            pass
-        for pid in descendants(p.pid):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        p.kill()
-
-
-def wait_for(predicate, timeout: float = 5.0, interval: float = 0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    return predicate()

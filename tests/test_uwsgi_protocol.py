@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from support import Client, get, one, running_master, worker_pids
+from support import Client, children, get_request, one, running_master
 from conftest import free_port
 from emperor.worker.protocols.uwsgi import encode_vars
 
@@ -27,13 +27,13 @@ def srv(tmp_path_factory):
     body = f"socket = 127.0.0.1:{uport}\nprocesses = 2\nsocket-timeout = 1\nbuffer-size = 4096\n"
     with running_master(d, body, free_port()) as p:
         p.uport = uport
-        p.workers = worker_pids(p.pid)
+        p.workers = children(p.pid)
         yield p
 
 
 def assert_workers_intact(srv) -> None:
-    assert worker_pids(srv.pid) == srv.workers, "a worker died or was replaced"
-    r, _ = one(srv.port, get("/pid", extra="Connection: close\r\n"))
+    assert children(srv.pid) == srv.workers, "a worker died or was replaced"
+    r, _ = one(srv.port, get_request("/pid", extra="Connection: close\r\n"))
     assert r.status == 200 and int(r.body) in srv.workers
 
 
