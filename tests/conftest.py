@@ -11,8 +11,11 @@ import textwrap
 
 import pytest
 
-from support import (HELLO_APP, ROOT, Proc, descendants, free_port, kill_tree,  # noqa: F401  (re-exported)
-                     wait_for, wait_port, write_vassal)
+from support import (HELLO_APP, ROOT, Proc, descendants, free_port, kill_tree, wait_for, wait_port,
+                     write_vassal)
+
+__all__ = ["HELLO_APP", "ROOT", "Proc", "descendants", "free_port", "kill_tree", "wait_for", "wait_port",
+           "write_vassal"]
 
 
 @pytest.fixture

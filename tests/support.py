@@ -319,3 +319,63 @@ def one(port: int, data: bytes, head: bool = False, timeout: float = 3.0) -> tup
         c.send(data)
         r = c.response(head=head)
         return r, c.closed(timeout)
+
+
+def http_request(port: int, method: str, path: str = "/", body=b"", headers: dict | None = None,
+                 timeout: float = 10.0, chunked: bool = False, expect: int | None = None,
+                 host: str = "127.0.0.1") -> Response:
+    """One request on a fresh connection, its response read whole (Closed if the server hangs
+    up first). `body` is bytes, or with `chunked` an iterable of bytes sent chunk by chunk.
+    With `expect`, the status must be that."""
+    body = b"" if body is None else body
+    head = [f"{method} {path} HTTP/1.1", f"Host: {host}:{port}"]
+    head += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    if chunked:
+        head.append("Transfer-Encoding: chunked")
+        data = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in body if p) + b"0\r\n\r\n"
+    else:
+        if body or method in ("POST", "PUT", "PATCH"):
+            head.append(f"Content-Length: {len(body)}")
+        data = body
+    with Client(port, timeout, host) as c:
+        c.send(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + data)
+        r = c.response(head=method == "HEAD")
+    if expect is not None:
+        assert r.status == expect, r
+    return r
+
+
+def http_get(port: int, path: str = "/", headers: dict | None = None, timeout: float = 10.0,
+             expect: int | None = None) -> Response:
+    """GET `path` on a fresh connection: the Response (status, headers, body, .text)."""
+    return http_request(port, "GET", path, headers=headers, timeout=timeout, expect=expect)
+
+
+def answers(port: int) -> bool:
+    """Something on port answers a GET with 200."""
+    try:
+        return http_get(port, timeout=2).status == 200
+    except (OSError, ValueError):
+        return False
+
+
+def refuses(port: int) -> bool:
+    """Nothing listens on port: a connection is refused."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+    except ConnectionRefusedError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+def body_when(port: int, predicate=lambda body: True, timeout: float = 10.0, path: str = "/") -> str:
+    """The first body of a 200 answer that satisfies predicate, polled (connection errors retried)."""
+    def attempt():
+        try:
+            r = http_get(port, path, timeout=2)
+        except (OSError, ValueError):
+            return None
+        return r.text if r.status == 200 and predicate(r.text) else None
+    return wait_for(attempt, timeout)

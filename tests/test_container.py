@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import threading
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, free_port, wait_for
+from support import ROOT, answers, body_when, free_port, http_get, wait_for
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -125,35 +124,6 @@ def vassal_ini(extra: str = "") -> str:
             "env = VASSAL=%n\nprocesses = 2\n" + extra)
 
 
-def http_get(port: int, path: str = "/", timeout: float = 10.0) -> tuple[int, str]:
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        s.sendall(f"GET {path} HTTP/1.0\r\nHost: x\r\n\r\n".encode())
-        data = b""
-        while chunk := s.recv(65536):
-            data += chunk
-    if not data:
-        raise ConnectionError("closed without a response")
-    head, _, body = data.partition(b"\r\n\r\n")
-    return int(head.split()[1]), body.decode()
-
-
-def body_when(port: int, predicate=lambda b: True, timeout: float = 10.0) -> str:
-    def attempt():
-        try:
-            status, body = http_get(port, timeout=2)
-        except (OSError, ValueError, IndexError):
-            return None
-        return body if status == 200 and predicate(body) else None
-    return wait_for(attempt, timeout, interval=0.05)
-
-
-def answers(port: int) -> bool:
-    try:
-        return http_get(port, timeout=1)[0] == 200
-    except (OSError, ValueError, IndexError):
-        return False
-
-
 def proc_states(c: Container) -> dict[int, str]:
     """pid -> state letter of every process in the container, read from /proc (no ps in slim images)."""
     r = c.exec("sh", "-c", "for f in /proc/[0-9]*/stat; do cat \"$f\" 2>/dev/null; echo; done")
@@ -227,7 +197,8 @@ def test_stop_drains_an_in_flight_request_and_exits_0(container, shared_dir):
 
     def slow() -> None:
         try:
-            result["response"] = http_get(c.port, "/slow", timeout=20)
+            r = http_get(c.port, "/slow", timeout=20)
+            result["response"] = (r.status, r.text)
         except OSError as e:
             result["error"] = e
 
@@ -268,7 +239,7 @@ def test_shutdown_delay_keeps_serving_and_reports_unhealthy(container):
     r = c.exec("emperor", "health")
     assert r.returncode == 1 and "draining" in r.stderr, r.stdout + r.stderr
     assert podman("healthcheck", "run", c.name, check=False).returncode != 0
-    assert http_get(c.port)[0] == 200   # still accepting new connections during the delay
+    assert http_get(c.port).status == 200   # still accepting new connections during the delay
     r = podman("wait", c.name, timeout=30)
     assert r.stdout.strip() == "0"
     assert c.exit_code() == 0

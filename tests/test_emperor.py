@@ -9,7 +9,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, descendants, free_port, wait_for
+from support import ROOT, alive, body_when, children, descendants, free_port, http_get, refuses, wait_for
 from emperor.emperor import process as emp
 from emperor.states import VassalState as S
 from emperor.wire import channel
@@ -43,45 +42,6 @@ def application(environ, start_response):
 def ini(port: int, appdir: Path, extra: str = "") -> str:
     return (f"[uwsgi]\nhttp-socket = 127.0.0.1:{port}\nchdir = {appdir}\nmodule = wsgiapp:application\n"
             f"env = VASSAL=%n\n" + textwrap.dedent(extra))
-
-
-def get(port: int, path: str = "/", timeout: float = 3.0) -> str:
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        s.sendall(f"GET {path} HTTP/1.0\r\nHost: x\r\n\r\n".encode())
-        data = b""
-        while chunk := s.recv(65536):
-            data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 200") or head.startswith(b"HTTP/1.0 200"), head
-    return body.decode()
-
-
-def body_when(port: int, predicate=lambda body: True, timeout: float = 5.0) -> str:
-    def attempt():
-        try:
-            body = get(port)
-        except (OSError, AssertionError):
-            return None
-        return body if predicate(body) else None
-    return wait_for(attempt, timeout)
-
-
-def refuses(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-    except ConnectionRefusedError:
-        return True
-    except OSError:
-        return False
-    return False
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def cpu_ticks(pid: int) -> int:
@@ -140,12 +100,12 @@ def test_touch_reloads_into_a_new_generation(emperor, appdir):
     e = emperor()
     port = free_port()
     path = serving(e, "app.ini", port, appdir)
-    pid = int(get(port).split("pid=")[1])
+    pid = int(http_get(port, expect=200).text.split("pid=")[1])
     os.utime(path)
     e.wait_log("app.ini: running -> reloading (file changed)", timeout=1)
     assert "gen=1" in body_when(port, lambda b: "gen=1" in b)
     e.wait_log("app.ini: reloading -> running (generation 1 ready)")
-    assert int(get(port).split("pid=")[1]) != pid
+    assert int(http_get(port, expect=200).text.split("pid=")[1]) != pid
 
 
 def cmdline(pid: int) -> list[str]:
@@ -166,7 +126,7 @@ def test_forked_master_is_found_through_its_pidfile(emperor, appdir, tmp_path):
     master = int(pidfile.read_text())
     assert master != e.pid
     wait_for(lambda: open(f"/proc/{master}/comm").read().strip() == "emperor running", 5)
-    worker = int(get(port).split("pid=")[1])
+    worker = int(http_get(port, expect=200).text.split("pid=")[1])
     assert open(f"/proc/{worker}/comm").read().strip() == "emperor worker"
     # what ps shows: not the emperor's command line, which both would otherwise inherit
     path = str(e.dir / "app.ini")
@@ -183,11 +143,6 @@ def test_forked_master_is_found_through_its_pidfile(emperor, appdir, tmp_path):
     assert r.returncode == 0, r.stderr
     assert "gen=1" in body_when(port, lambda b: "gen=1" in b)
     assert int(pidfile.read_text()) == master
-
-
-def children(pid: int) -> list[int]:
-    with open(f"/proc/{pid}/task/{pid}/children") as f:
-        return [int(p) for p in f.read().split()]
 
 
 def fd_targets(pid: int) -> set[str]:
@@ -231,7 +186,7 @@ def test_reload_preflight_is_a_fork_of_the_emperor_and_names_the_app_error(emper
                      "RuntimeError: broken deploy")
     assert "raise RuntimeError('broken deploy')" in log   # the app's own traceback, nothing of ours
     e.wait_log("app.ini: reloading -> reload failed")
-    assert "gen=0" in get(port)
+    assert "gen=0" in http_get(port, expect=200).text
     app.write_text(good)
     os.utime(path)
     assert "gen=1" in body_when(port, lambda b: "gen=1" in b)
@@ -311,7 +266,7 @@ def test_two_vassals_on_one_port_the_second_backs_off_until_the_first_leaves(emp
     log = e.wait_log("second.ini: starting -> backoff")
     assert f"cannot bind http socket 127.0.0.1:{port}: address already in use" in log
     for _ in range(5):
-        assert get(port).startswith("first ")   # the first one never notices
+        assert http_get(port, expect=200).text.startswith("first ")   # the first one never notices
     time.sleep(1.5)
     assert 2 <= e.log.count("second.ini: starting -> backoff") <= 3   # backing off: 1 s, then 2 s
     first.unlink()
@@ -387,7 +342,7 @@ def test_invalid_edit_keeps_the_running_generation(emperor, appdir):
     with open(path, "a") as f:
         f.write("threads = many\n")
     e.wait_log("app.ini: running -> config error (invalid file; the running generation keeps serving)")
-    assert get(port).startswith("app gen=0")
+    assert http_get(port, expect=200).text.startswith("app gen=0")
     path.write_text(ini(port, appdir, "threads = 2\n"))
     assert "gen=1" in body_when(port, lambda b: "gen=1" in b)
 
@@ -403,14 +358,14 @@ def test_crash_looping_vassal_backs_off_while_another_serves(emperor, appdir):
     assert "RuntimeError: broken at import" in log.split("bad.ini: starting -> backoff")[1].splitlines()[0]
     assert "; retry in 1s)" in log
     e.wait_log("; retry in 2s)", timeout=5)
-    assert get(good).startswith("good gen=0")
+    assert http_get(good, expect=200).text.startswith("good gen=0")
     # SIGURG clears every backoff: the next attempt comes at once, not in 2 s
     t0 = time.monotonic()
     e.signal(signal.SIGURG)
     e.wait_log("bad.ini: backoff -> starting (SIGURG: backoff cleared", timeout=1)
     assert time.monotonic() - t0 < 1.0
     e.wait_log("; retry in 1s)", count=2, timeout=5)   # cleared: back to 1 s
-    assert get(good).startswith("good gen=0")
+    assert http_get(good, expect=200).text.startswith("good gen=0")
 
 
 def test_a_master_that_gets_ready_but_dies_before_serving_keeps_backing_off(emperor, appdir):
@@ -454,7 +409,7 @@ def test_sigterm_stops_every_vassal_gracefully_and_exits_0(emperor, appdir):
     for name, port in zip(("a.ini", "b.ini"), ports):
         serving(e, name, port, appdir)
     result = {}
-    t = threading.Thread(target=lambda: result.update(body=get(ports[0], "/slow")))
+    t = threading.Thread(target=lambda: result.update(body=http_get(ports[0], "/slow", expect=200).text))
     t.start()
     time.sleep(0.3)                     # the request is in flight
     e.signal(signal.SIGTERM)
@@ -475,7 +430,7 @@ def test_sigterm_kills_stragglers_after_the_grace(emperor, appdir):
 
     def slow_request() -> None:
         try:
-            get(port, "/slow", 10)
+            http_get(port, "/slow", timeout=10, expect=200)
         except (OSError, AssertionError) as exc:  # killed with its worker: no response
             cut.append(exc)
 
@@ -515,7 +470,7 @@ def test_sigwinch_rescans_now_for_what_inotify_cannot_see(emperor, appdir, tmp_p
     with open(outside, "a") as f:
         f.write("env = MARK=linked\n")
     time.sleep(0.5)
-    assert "gen=0" in get(port)               # unseen so far: nothing woke the emperor
+    assert "gen=0" in http_get(port, expect=200).text               # unseen so far: nothing woke the emperor
     e.signal(signal.SIGWINCH)
     assert "gen=1 mark=linked" in body_when(port, lambda b: "gen=1" in b, timeout=3)
     assert f"SIGWINCH: rescanning {e.dir}" in e.log
@@ -665,7 +620,7 @@ def test_a_file_anyone_can_write_is_refused_until_it_is_fixed(emperor, appdir):
     # a running vassal whose file becomes writable by anyone keeps its generation, not the file's word
     path.chmod(0o646)
     e.wait_log("open.ini: running -> config error (invalid file; the running generation keeps serving)")
-    assert get(port).startswith("open gen=0")
+    assert http_get(port, expect=200).text.startswith("open gen=0")
 
 
 def test_a_root_emperor_refuses_a_file_another_user_owns(emperor, appdir, tyrant_user):

@@ -1,7 +1,6 @@
 """The serving master: start-up, bad configuration, worker supervision (issue 2)."""
 from __future__ import annotations
 
-import http.client
 import os
 import signal
 import socket
@@ -11,33 +10,19 @@ import time
 
 import pytest
 
-from conftest import HELLO_APP, free_port, wait_for
-
-
-def get(port: int, path: str = "/", headers: dict | None = None, timeout: float = 5.0):
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    c.request("GET", path, headers=headers or {})
-    r = c.getresponse()
-    body = r.read()
-    c.close()
-    return r, body
-
-
-def worker_pids(pid: int) -> list[int]:
-    with open(f"/proc/{pid}/task/{pid}/children") as f:
-        return [int(x) for x in f.read().split()]
+from support import HELLO_APP, children, free_port, http_get, wait_for
 
 
 def test_serves_hello_with_two_workers(master):
     m = master("processes = 2\n", HELLO_APP)
-    r, body = get(m.port)
-    assert r.status == 200 and body == b"Hello, World!"
-    assert len(worker_pids(m.pid)) == 2
+    r = http_get(m.port)
+    assert r.status == 200 and r.body == b"Hello, World!"
+    assert len(children(m.pid)) == 2
 
 
 def test_sigint_stops_everything_exit_0(master):
     m = master("processes = 2\n", HELLO_APP)
-    workers = worker_pids(m.pid)
+    workers = children(m.pid)
     m.signal(signal.SIGINT)
     assert m.wait(10) == 0
     for w in workers:
@@ -54,23 +39,23 @@ def test_sigquit_stops_too(master):
 
 def test_killed_worker_is_respawned(master):
     m = master("processes = 2\n", HELLO_APP)
-    victim = worker_pids(m.pid)[0]
+    victim = children(m.pid)[0]
     os.kill(victim, signal.SIGKILL)
-    wait_for(lambda: victim not in worker_pids(m.pid) and len(worker_pids(m.pid)) == 2, 5)
+    wait_for(lambda: victim not in children(m.pid) and len(children(m.pid)) == 2, 5)
     m.wait_log("killed by SIGKILL; respawning")
-    assert get(m.port)[0].status == 200
+    assert http_get(m.port).status == 200
 
 
 def test_request_log_line(master):
     m = master("", HELLO_APP)
-    get(m.port, "/some/path?x=1")
+    http_get(m.port, "/some/path?x=1")
     log = m.wait_log("GET /some/path?x=1 => 200")
     assert "bytes in" in log
 
 
 def test_disable_logging(master):
     m = master("disable-logging = true\n", HELLO_APP)
-    get(m.port, "/quiet")
+    http_get(m.port, "/quiet")
     time.sleep(0.3)
     assert "/quiet" not in m.log
 
@@ -85,21 +70,21 @@ def application(environ, start_response):
     return [b"ok"]
 """
     m = master("harakiri = 1\nprocesses = 1\n", app)
-    before = worker_pids(m.pid)
-    with pytest.raises((http.client.RemoteDisconnected, ConnectionError, socket.timeout)):
-        get(m.port, "/stuck", timeout=8)
+    before = children(m.pid)
+    with pytest.raises((ConnectionError, socket.timeout)):
+        http_get(m.port, "/stuck", timeout=8)
     log = m.wait_log("HARAKIRI")
     assert "GET /stuck" in log
-    wait_for(lambda: worker_pids(m.pid) and worker_pids(m.pid) != before, 5)
-    assert get(m.port)[0].status == 200
+    wait_for(lambda: children(m.pid) and children(m.pid) != before, 5)
+    assert http_get(m.port).status == 200
 
 
 def test_max_requests_retires_worker(master):
     m = master("max-requests = 3\nprocesses = 1\n", HELLO_APP)
     pids = set()
     for _ in range(7):
-        r, _ = get(m.port)
-        pids.add(r.getheader("X-Pid"))
+        r = http_get(m.port)
+        pids.add(r.header("X-Pid"))
         time.sleep(0.05)
     assert len(pids) >= 2
     assert "max-requests (3) reached" in m.log
@@ -117,12 +102,12 @@ def application(environ, start_response):
     return [b"ok"]
 """
     m = master("max-requests = 1\nprocesses = 2\n", app)
-    first = set(worker_pids(m.pid))
+    first = set(children(m.pid))
     results: list = []
 
     def ask(path: str) -> None:
-        r, body = get(m.port, path)
-        results.append((path, r.status, int(r.getheader("X-Pid"))))
+        r = http_get(m.port, path)
+        results.append((path, r.status, int(r.header("X-Pid"))))
 
     slow = [threading.Thread(target=ask, args=("/slow",)) for _ in range(2)]
     for t in slow:
@@ -203,7 +188,7 @@ def _in_epoll_wait(tid: int) -> bool:
 def busy_workers(master_pid: int) -> int:
     """Workers inside the application right now, from their kernel wait channel."""
     n = 0
-    for pid in worker_pids(master_pid):
+    for pid in children(master_pid):
         try:
             with open(f"/proc/{pid}/wchan") as f:
                 n += f.read().startswith("hrtimer")
@@ -224,7 +209,7 @@ def application(environ, start_response):
     import threading
     results = []
     def one():
-        results.append(get(m.port)[0].status)
+        results.append(http_get(m.port).status)
     ts = [threading.Thread(target=one) for _ in range(4)]
     t0 = time.monotonic()
     for t in ts:
@@ -338,7 +323,7 @@ def test_env_pythonpath_and_wsgi_file(procs, tmp_path):
                    f"callable = app\npythonpath = {lib}\nenv = GREETING=hi there\n")
     p = procs([sys.executable, "-m", "emperor", "master", str(ini)], tmp_path)
     p.wait_log("running (workers ready)")
-    assert get(port)[1] == b"from-pythonpath hi there"
+    assert http_get(port).body == b"from-pythonpath hi there"
 
 
 def test_virtualenv_packages_are_importable(procs, tmp_path):
@@ -357,7 +342,7 @@ def test_virtualenv_packages_are_importable(procs, tmp_path):
                    f"virtualenv = {venv}\n")
     p = procs([sys.executable, "-m", "emperor", "master", str(ini)], tmp_path)
     p.wait_log("running (workers ready)")
-    assert get(port)[1] == b"venv-package"
+    assert http_get(port).body == b"venv-package"
 
 
 def test_lazy_apps_import_in_each_worker(master):
@@ -369,7 +354,7 @@ def application(environ, start_response):
     return [str(LOADED_IN == os.getpid()).encode()]
 """
     m = master("lazy-apps = true\n", app)
-    assert get(m.port)[1] == b"True"
+    assert http_get(m.port).body == b"True"
 
 
 def test_a_ready_read_after_the_stop_began_changes_nothing(tmp_path):

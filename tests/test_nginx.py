@@ -9,7 +9,6 @@ The application echoes, as JSON, what it saw in the WSGI environ.
 from __future__ import annotations
 
 import hashlib
-import http.client
 import json
 import os
 import shutil
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import descendants, free_port, wait_port
+from support import Client, descendants, free_port, http_request, wait_port
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -187,21 +186,10 @@ def stack(stacks):
     return stacks(ECHO_APP)
 
 
-def request(port: int, method: str, target: str, body=None, headers: dict | None = None,
-            chunked: bool = False) -> tuple[int, bytes, http.client.HTTPResponse]:
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
-    try:
-        c.request(method, target, body=body, headers=headers or {}, encode_chunked=chunked)
-        r = c.getresponse()
-        return r.status, r.read(), r
-    finally:
-        c.close()
-
-
 def echo(port: int, method: str, target: str, **kw) -> dict:
-    status, data, _ = request(port, method, target, **kw)
-    assert status == 200, data[:500]
-    return json.loads(data)
+    r = http_request(port, method, target, timeout=20, **kw)
+    assert r.status == 200, r.body[:500]
+    return json.loads(r.body)
 
 
 def test_get_method_path_query(stack):
@@ -298,36 +286,35 @@ def test_flask_chunked_upload_behind_nginx(stacks):
     pytest.importorskip("flask")
     port = stacks(FLASK_APP)
     whole = b"x" * 50000 + b"end"
-    status, data, _ = request(port, "POST", "/upload", body=iter([whole[:20000], whole[20000:]]),
-                              chunked=True, headers={"Content-Type": "application/octet-stream"})
-    assert status == 200, data
-    assert json.loads(data) == {"len": len(whole), "sha256": hashlib.sha256(whole).hexdigest()}
+    r = http_request(port, "POST", "/upload", body=[whole[:20000], whole[20000:]], chunked=True,
+                     headers={"Content-Type": "application/octet-stream"}, timeout=20)
+    assert r.status == 200, r.body
+    assert json.loads(r.body) == {"len": len(whole), "sha256": hashlib.sha256(whole).hexdigest()}
 
 
 def test_large_response(stack):
     n = 2 << 20
-    status, data, r = request(stack, "GET", f"/big?{n}")
-    assert status == 200
-    assert len(data) == n == int(r.getheader("Content-Length"))
-    assert data == bytes(range(256)) * (n // 256)
+    r = http_request(stack, "GET", f"/big?{n}", timeout=20)
+    assert r.status == 200
+    assert len(r.body) == n == int(r.header("Content-Length"))
+    assert r.body == bytes(range(256)) * (n // 256)
 
 
 def test_many_requests_keepalive_client(stack):
     """One client connection to nginx, many upstream connections: every answer is whole."""
-    c = http.client.HTTPConnection("127.0.0.1", stack, timeout=20)
-    try:
+    with Client(stack, timeout=20) as c:
         deadline = time.monotonic() + 20
         for i in range(200):
             assert time.monotonic() < deadline
-            c.request("POST", f"/n/{i}?i={i}", body=str(i).encode())
-            r = c.getresponse()
-            seen = json.loads(r.read())
+            body = str(i).encode()
+            c.send(f"POST /n/{i}?i={i} HTTP/1.1\r\nHost: 127.0.0.1:{stack}\r\n"
+                   f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            r = c.response()
+            seen = json.loads(r.body)
             assert r.status == 200
             assert bytes.fromhex(seen["path_hex"]) == f"/n/{i}".encode()
             assert seen["query"] == f"i={i}"
             assert seen["body_head"] == str(i)
-    finally:
-        c.close()
 
 
 def test_proxy_pass_over_kept_alive_upstream_connections(stacks):

@@ -8,9 +8,8 @@ import sys
 
 import pytest
 
-from conftest import ROOT, wait_for
+from support import ROOT, http_get, wait_for
 from test_reload import app_source
-from test_master import get
 
 
 def emperor(*args: str, timeout: float = 20) -> subprocess.CompletedProcess:
@@ -98,7 +97,7 @@ def test_pause_and_resume_are_idempotent(served):
     wait_for(lambda: open(f"/proc/{m.pid}/comm").read().strip() == "emperor running", 5)
     r = emperor("--resume", str(pid))
     assert "already running" in r.stdout
-    assert get(m.port)[0].status == 200
+    assert http_get(m.port).status == 200
 
 
 def test_a_worker_pid_is_never_taken_for_a_master(served, tmp_path):

@@ -1,7 +1,6 @@
 """Graceful and brutal reloads: same PID, same kernel sockets, no failed request (issue 3)."""
 from __future__ import annotations
 
-import http.client
 import os
 import resource
 import shutil
@@ -15,9 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, free_port, wait_for
+from support import ROOT, children, free_port, http_get, wait_for
 from loadgen import Load
-from test_master import get, worker_pids
 
 VERSIONED_APP = """
 import os, time
@@ -56,28 +54,28 @@ def reload_and_wait(m, sig=signal.SIGHUP, gen: int = 1, timeout: float = 15) -> 
 def test_sighup_keeps_pid_and_socket_and_loads_new_code(master, tmp_path):
     m = master("processes = 2\n", app_source("v1"))
     inode = listen_inode(m.port)
-    assert get(m.port)[1] == b"v1"
+    assert http_get(m.port).body == b"v1"
     (tmp_path / "wsgiapp.py").write_text(app_source("v2"))
     reload_and_wait(m)
-    r, body = get(m.port)
-    assert body == b"v2" and r.getheader("X-Gen") == "1"
+    r = http_get(m.port)
+    assert r.body == b"v2" and r.header("X-Gen") == "1"
     assert listen_inode(m.port) == inode
     assert os.path.exists(f"/proc/{m.pid}") and "running" in m.log
-    wait_for(lambda: len(worker_pids(m.pid)) == 2, 10)
+    wait_for(lambda: len(children(m.pid)) == 2, 10)
 
 
 def test_sighup_picks_up_edited_ini(master):
     m = master("processes = 1\n", app_source("v1"))
     m.ini.write_text(m.ini.read_text().replace("processes = 1", "processes = 3"))
     reload_and_wait(m)
-    wait_for(lambda: len(worker_pids(m.pid)) == 3, 10)
+    wait_for(lambda: len(children(m.pid)) == 3, 10)
 
 
 def test_uwsgi_reloads_counts_generations(master):
     m = master("", app_source("v"))
     for gen in (1, 2, 3):
         reload_and_wait(m, gen=gen)
-        assert get(m.port)[0].getheader("X-Gen") == str(gen)
+        assert http_get(m.port).header("X-Gen") == str(gen)
 
 
 def test_in_flight_request_completes_with_old_code(master, tmp_path):
@@ -85,7 +83,7 @@ def test_in_flight_request_completes_with_old_code(master, tmp_path):
     result = {}
 
     def slow():
-        result["resp"] = get(m.port, "/slow?1.5", timeout=10)
+        result["resp"] = http_get(m.port, "/slow?1.5", timeout=10)
 
     t = threading.Thread(target=slow)
     t.start()
@@ -93,26 +91,26 @@ def test_in_flight_request_completes_with_old_code(master, tmp_path):
     (tmp_path / "wsgiapp.py").write_text(app_source("new"))
     m.signal(signal.SIGHUP)
     t.join(10)
-    r, body = result["resp"]
-    assert r.status == 200 and body == b"old"
+    r = result["resp"]
+    assert r.status == 200 and r.body == b"old"
     m.wait_log("generation 1 ready")
-    assert get(m.port)[1] == b"new"
+    assert http_get(m.port).body == b"new"
 
 
 def test_preflight_failure_keeps_current_generation(master, tmp_path):
     m = master("processes = 2\n", app_source("good"))
-    workers = sorted(worker_pids(m.pid))
+    workers = sorted(children(m.pid))
     (tmp_path / "wsgiapp.py").write_text("raise ImportError('broken deploy')\n")
     m.signal(signal.SIGHUP)
     log = m.wait_log("reload failed")
     assert "ImportError: broken deploy" in log
     assert "Traceback" in log  # the application's own traceback is shown
-    assert get(m.port)[1] == b"good"
-    assert sorted(worker_pids(m.pid)) == workers
+    assert http_get(m.port).body == b"good"
+    assert sorted(children(m.pid)) == workers
     # fixing the code and reloading again works
     (tmp_path / "wsgiapp.py").write_text(app_source("fixed"))
     reload_and_wait(m)
-    assert get(m.port)[1] == b"fixed"
+    assert http_get(m.port).body == b"fixed"
 
 
 def test_preflight_rejects_invalid_config(master):
@@ -121,7 +119,7 @@ def test_preflight_rejects_invalid_config(master):
     m.signal(signal.SIGHUP)
     log = m.wait_log("reload failed")
     assert 'processes: expected an integer, got "many"' in log
-    assert get(m.port)[1] == b"good"
+    assert http_get(m.port).body == b"good"
 
 
 def test_sigterm_is_a_brutal_reload(master):
@@ -131,7 +129,7 @@ def test_sigterm_is_a_brutal_reload(master):
 
     def slow():
         try:
-            get(m.port, "/slow?5", timeout=10)
+            http_get(m.port, "/slow?5", timeout=10)
         except Exception as e:
             errors.append(e)
 
@@ -142,7 +140,7 @@ def test_sigterm_is_a_brutal_reload(master):
     t.join(10)
     assert errors, "the in-flight request should have been cut"
     m.wait_log("generation 1 loaded")
-    wait_for(lambda: get(m.port)[0].getheader("X-Gen") == "1", 10)
+    wait_for(lambda: http_get(m.port).header("X-Gen") == "1", 10)
     assert listen_inode(m.port) == inode
 
 
@@ -151,20 +149,20 @@ def test_die_on_term_stops_gracefully(master):
     result = {}
 
     def slow():
-        result["resp"] = get(m.port, "/slow?1", timeout=10)
+        result["resp"] = http_get(m.port, "/slow?1", timeout=10)
 
     t = threading.Thread(target=slow)
     t.start()
     time.sleep(0.3)
     m.signal(signal.SIGTERM)
     t.join(10)
-    assert result["resp"][0].status == 200
+    assert result["resp"].status == 200
     assert m.wait(10) == 0
 
 
 def test_sigusr1_logs_statistics(master):
     m = master("processes = 2\n", app_source("v"))
-    get(m.port)
+    http_get(m.port)
     m.signal(signal.SIGUSR1)
     log = m.wait_log("statistics (SIGUSR1)")
     assert "processes = 2" in log
@@ -173,13 +171,13 @@ def test_sigusr1_logs_statistics(master):
 
 def test_sigusr2_logs_worker_status_and_keeps_serving(master):
     m = master("processes = 1\nthreads = 2\n", app_source("v"))
-    t = threading.Thread(target=lambda: get(m.port, "/slow?1.5", timeout=10))
+    t = threading.Thread(target=lambda: http_get(m.port, "/slow?1.5", timeout=10))
     t.start()
     time.sleep(0.4)
     m.signal(signal.SIGUSR2)
     log = m.wait_log("worker status (SIGUSR2)")
     wait_for(lambda: "GET /slow running" in m.log, 5)
-    assert get(m.port)[0].status == 200
+    assert http_get(m.port).status == 200
     t.join(10)
     assert os.path.exists(f"/proc/{m.pid}")
 
@@ -221,7 +219,7 @@ def application(environ, start_response):
     names.write_text("")
     slow = []
     for i in range(4):  # the kernel wakes a busy worker's idle threads first: the main one comes last
-        slow.append(threading.Thread(target=get, args=(m.port, f"/slow?{names}"), kwargs={"timeout": 15}))
+        slow.append(threading.Thread(target=http_get, args=(m.port, f"/slow?{names}"), kwargs={"timeout": 15}))
         slow[-1].start()
         wait_for(lambda: len(names.read_text().split()) == i + 1, 5)
         if names.read_text().split()[-1] == "MainThread":
@@ -248,7 +246,7 @@ def test_sigurg_without_snapshot_changes_nothing(master):
     m = master("", app_source("v"))
     m.signal(signal.SIGURG)
     m.wait_log("no snapshot to restore")
-    assert get(m.port)[1] == b"v"
+    assert http_get(m.port).body == b"v"
 
 
 def test_sigurg_restores_snapshot_instantly(master, tmp_path):
@@ -256,12 +254,12 @@ def test_sigurg_restores_snapshot_instantly(master, tmp_path):
     (tmp_path / "wsgiapp.py").write_text(app_source("v2"))
     reload_and_wait(m)
     m.wait_log("kept as snapshot")
-    assert get(m.port)[1] == b"v2"
+    assert http_get(m.port).body == b"v2"
     m.signal(signal.SIGURG)
     m.wait_log("restored generation 0")
-    wait_for(lambda: get(m.port)[1] == b"v1", 5)
+    wait_for(lambda: http_get(m.port).body == b"v1", 5)
     for _ in range(10):
-        assert get(m.port)[1] == b"v1"
+        assert http_get(m.port).body == b"v1"
 
 
 def test_touch_reload(master, tmp_path):
@@ -275,7 +273,7 @@ def test_touch_reload(master, tmp_path):
 
 def test_application_can_ask_for_reload(master):
     m = master("", app_source("v"))
-    assert get(m.port, "/reload")[0].status == 200
+    assert http_get(m.port, "/reload").status == 200
     m.wait_log("reload requested by the application")
     m.wait_log("generation 1 ready")
 
@@ -296,12 +294,12 @@ def test_reload_upgrades_emperor_itself(procs, tmp_path):
     p = procs([sys.executable, "-m", "emperor", "master", str(ini)], tmp_path, env=env)
     p.wait_log("running (workers ready)")
     inode = listen_inode(port)
-    before = get(port)[1]
+    before = http_get(port).body
     init = pkg / "emperor" / "__init__.py"
     init.write_text(init.read_text().replace('__version__ = "', '__version__ = "99.'))
     p.signal(signal.SIGHUP)
     p.wait_log("generation 1 ready")
-    assert get(port)[1] == b"99." + before
+    assert http_get(port).body == b"99." + before
     assert listen_inode(port) == inode
 
 
@@ -325,7 +323,7 @@ def test_brutal_reloads_under_load_keep_serving(master):
             m.signal(signal.SIGTERM)
             m.wait_log(f"generation {gen} ready", timeout=15)
     assert load.result.ok > 100
-    assert get(m.port)[0].getheader("X-Gen") == "20"
+    assert http_get(m.port).header("X-Gen") == "20"
 
 
 def test_burst_of_sighups_leaves_one_generation(master):
@@ -333,11 +331,11 @@ def test_burst_of_sighups_leaves_one_generation(master):
     for _ in range(10):
         m.signal(signal.SIGHUP)
     time.sleep(0.5)
-    wait_for(lambda: "reloading -> running" in m.log and len(worker_pids(m.pid)) == 2
+    wait_for(lambda: "reloading -> running" in m.log and len(children(m.pid)) == 2
              and "generation 0 has left" in m.log, 20)
     time.sleep(1.0)
-    wait_for(lambda: len(worker_pids(m.pid)) == 2, 10)
-    assert get(m.port)[0].status == 200
+    wait_for(lambda: len(children(m.pid)) == 2, 10)
+    assert http_get(m.port).status == 200
 
 
 def test_sighup_during_reload_then_sigint_leaves_no_orphan(master):
@@ -408,10 +406,10 @@ def test_master_run_from_an_uninstalled_checkout_reloads_past_its_apps_chdir(tmp
     m = procs([str(bare / "bin" / "python"), "-m", "emperor", "master", str(ini)], ROOT,
               env={"PYTHONPATH": None}, log=tmp_path / "master.log")
     m.wait_log("running (workers ready)", timeout=15)
-    assert get(port)[1] == b"v1"
+    assert http_get(port).body == b"v1"
     (app / "wsgiapp.py").write_text(app_source("v2"))
     reload_and_wait(m)
-    assert get(port)[1] == b"v2"
+    assert http_get(port).body == b"v2"
     assert "reload failed" not in m.log
 
 
@@ -429,10 +427,10 @@ def test_reload_after_the_deploy_removed_the_directory_the_app_runs_in(tmp_path,
                    "module = wsgiapp:application\n")
     m = procs([sys.executable, "-m", "emperor", "master", str(ini)], tmp_path)
     m.wait_log("running (workers ready)", timeout=15)
-    assert get(port)[1] == b"v1"
+    assert http_get(port).body == b"v1"
     os.unlink(tmp_path / "current")
     (tmp_path / "current").symlink_to(releases / "v2")
     shutil.rmtree(releases / "v1")
     m.signal(signal.SIGHUP)
     m.wait_log("generation 1 ready", timeout=15)
-    assert get(port)[1] == b"v2"
+    assert http_get(port).body == b"v2"

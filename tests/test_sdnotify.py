@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, free_port, wait_for
+from support import ROOT, answers, free_port, http_get, wait_for
 from emperor.cli import health
 from emperor.emperor import systemd as sdnotify
 from emperor.wire.control import query
@@ -45,25 +45,6 @@ def application(environ, start_response):
 def ini(port: int, appdir: Path, extra: str = "") -> str:
     return (f"[uwsgi]\nhttp-socket = 127.0.0.1:{port}\nchdir = {appdir}\nmodule = wsgiapp:application\n"
             f"env = VASSAL=%n\n{extra}")
-
-
-def get(port: int, path: str = "/", timeout: float = 5.0) -> tuple[int, str]:
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        s.sendall(f"GET {path} HTTP/1.0\r\nHost: x\r\n\r\n".encode())
-        data = b""
-        while chunk := s.recv(65536):
-            data += chunk
-    if not data:
-        raise ConnectionError("closed without a response")
-    head, _, body = data.partition(b"\r\n\r\n")
-    return int(head.split()[1]), body.decode()
-
-
-def answers(port: int) -> bool:
-    try:
-        return get(port, timeout=1)[0] == 200
-    except (OSError, ValueError, IndexError):
-        return False
 
 
 class FakeSystemd:
@@ -153,8 +134,7 @@ def test_ready_once_vassals_serve_reloading_ready_around_sighup_stopping_at_sigt
     ready = systemd.wait("READY", timeout=15)
     assert answers(port), "READY=1 came before the vassal served"
     assert ready["STATUS"] == "1 vassal: 1 running"
-    status, body = get(port)
-    assert body.endswith("notify=-"), "NOTIFY_SOCKET leaked into the vassal's environment"
+    assert http_get(port, expect=200).text.endswith("notify=-"), "NOTIFY_SOCKET leaked into the vassal's environment"
     assert query(control_socket(str(e.dir)))["ready"] is True
 
     before = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
@@ -162,7 +142,7 @@ def test_ready_once_vassals_serve_reloading_ready_around_sighup_stopping_at_sigt
     reloading = systemd.wait("RELOADING")
     assert before <= int(reloading["MONOTONIC_USEC"]) <= time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
     systemd.wait("READY", count=2, timeout=15)
-    assert " gen=1 " in get(port)[1]
+    assert " gen=1 " in http_get(port).text
     keys = systemd.keys()
     assert keys.index("RELOADING") < len(keys) - 1 - keys[::-1].index("READY")
 
@@ -357,7 +337,7 @@ def test_shutdown_delay_keeps_accepting_and_reports_draining(run_emperor, appdir
     assert health_cli(e.dir, "--live").returncode == 0
     served = 0
     while time.monotonic() - t0 < 1.2:            # new connections still served during the delay
-        assert get(port)[0] == 200
+        assert http_get(port).status == 200
         served += 1
         time.sleep(0.05)
     assert served > 5

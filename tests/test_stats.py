@@ -11,8 +11,7 @@ import uuid
 
 import pytest
 
-from conftest import HELLO_APP, free_port, wait_for
-from test_master import get
+from support import HELLO_APP, free_port, http_get, wait_for
 
 REQUIRED_TOP = ["version", "listen_queue", "listen_queue_errors", "load", "pid", "uid", "gid", "cwd",
                 "sockets", "workers"]
@@ -33,7 +32,7 @@ def test_stats_document_has_uwsgi_shape(master):
     sport = free_port()
     m = master(f"stats = 127.0.0.1:{sport}\nprocesses = 2\n", HELLO_APP)
     for _ in range(5):
-        get(m.port)
+        http_get(m.port)
     doc = read_stats(sport)
     for key in REQUIRED_TOP:
         assert key in doc
@@ -51,11 +50,8 @@ def test_stats_document_has_uwsgi_shape(master):
 def test_stats_http(master):
     sport = free_port()
     m = master(f"stats = 127.0.0.1:{sport}\nstats-http = true\n", HELLO_APP)
-    import http.client
-    c = http.client.HTTPConnection("127.0.0.1", sport, timeout=5)
-    c.request("GET", "/")
-    r = c.getresponse()
-    assert r.status == 200 and json.loads(r.read())["pid"] == m.pid
+    r = http_get(sport)
+    assert r.status == 200 and json.loads(r.body)["pid"] == m.pid
 
 
 @pytest.mark.skipif(not shutil.which("tmux"), reason="tmux is not installed")
@@ -66,7 +62,7 @@ def test_real_uwsgitop_reads_master_stats(master):
     sport = free_port()
     m = master(f"stats = 127.0.0.1:{sport}\nprocesses = 2\n", HELLO_APP)
     for _ in range(3):
-        get(m.port)
+        http_get(m.port)
     session = f"ut-{uuid.uuid4().hex[:8]}"
     subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "120", "-y", "30",
                     f"TERM=xterm {uwsgitop} 127.0.0.1:{sport}; sleep 30"], check=True)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, Proc, free_port, wait_for
+from support import ROOT, Proc, alive, children, free_port, http_get, wait_for
 from emperor import paths
 from emperor.wire import control
 from emperor.cli.status import event_text, vassal_lines
@@ -38,16 +38,6 @@ def application(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [b"ok"]
 """
-
-
-def get(port: int, path: str = "/") -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-        s.sendall(f"GET {path} HTTP/1.0\r\nHost: x\r\n\r\n".encode())
-        data = b""
-        while chunk := s.recv(65536):
-            data += chunk
-    assert data.startswith(b"HTTP/1.1 200") or data.startswith(b"HTTP/1.0 200"), data[:100]
-    return data
 
 
 def start_stack(base: Path, *extra: str) -> Proc:
@@ -91,23 +81,10 @@ def status_doc(stack) -> dict:
     return control.query(stack.control)
 
 
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def children(pid: int) -> set[int]:
-    with open(f"/proc/{pid}/task/{pid}/children") as f:
-        return {int(x) for x in f.read().split()}
-
-
 # ---------- the document ----------
 def test_json_matches_the_live_processes(stack):
     for _ in range(3):
-        get(stack.port)
+        http_get(stack.port, expect=200)
     r = emperor_cli("status", "--json", cwd=stack.base)
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
@@ -117,7 +94,7 @@ def test_json_matches_the_live_processes(stack):
     assert good["state"] == "running" and alive(good["pid"]) and good["pid"] in children(stack.pid)
     st = good["stats"]
     assert st["pid"] == good["pid"] and st["total"] == 2 and len(st["workers"]) == 2  # processes = 2
-    assert {w["pid"] for w in st["workers"]} == children(good["pid"])
+    assert {w["pid"] for w in st["workers"]} == set(children(good["pid"]))
     assert all(alive(w["pid"]) and w["status"] == "idle" and w["rss"] > 0 for w in st["workers"])
     assert st["requests"] >= 3 and st["rss"] > sum(w["rss"] for w in st["workers"]) and st["avg_rt"] > 0
     assert bad["state"] == "config error" and bad["pid"] is None and bad["stats"] is None
@@ -136,7 +113,7 @@ def test_requests_per_second_from_successive_requests(stack):
     status_doc(stack)
     time.sleep(0.3)
     for _ in range(20):
-        get(stack.port)
+        http_get(stack.port, expect=200)
     time.sleep(0.8)
     rps = status_doc(stack)["vassals"]["good.ini"]["stats"]["rps"]
     assert 20 / 1.3 <= rps <= 20 / 1.0, rps  # 20 requests since the sample 1.1 s (+ query time) before
@@ -177,7 +154,7 @@ def test_once_prints_one_frame(stack):
 
 
 def test_status_name_shows_its_workers_and_the_request_in_flight(stack):
-    t = threading.Thread(target=get, args=(stack.port, "/slow?1.5"))
+    t = threading.Thread(target=http_get, args=(stack.port, "/slow?1.5"), kwargs={"expect": 200})
     t.start()
     try:
         time.sleep(0.4)
