@@ -27,6 +27,32 @@ def application(environ, start_response):
 """
 
 
+VERSIONED_APP = """
+import os, time
+VERSION = {version!r}
+def application(environ, start_response):
+    if environ["PATH_INFO"] == "/slow":
+        time.sleep(float(environ["QUERY_STRING"] or 1))
+    if environ["PATH_INFO"] == "/reload":
+        import emperor
+        emperor.reload()
+    start_response("200 OK", [("X-Gen", os.environ.get("UWSGI_RELOADS", "0")), ("X-Pid", str(os.getpid()))])
+    return [VERSION.encode()]
+"""
+
+
+def versioned_app(version: str) -> str:
+    """An application answering `version`, /slow?SECONDS slowly, and /reload by asking for one."""
+    return VERSIONED_APP.format(version=version)
+
+# uWSGI's stats document: what uwsgitop needs at the top and in each worker
+STATS_TOP_KEYS = ["version", "listen_queue", "listen_queue_errors", "load", "pid", "uid", "gid", "cwd",
+                  "sockets", "workers"]
+STATS_WORKER_KEYS = ["id", "pid", "accepting", "requests", "delta_requests", "exceptions", "harakiri_count",
+                     "signals", "status", "rss", "vsz", "running_time", "last_spawn", "respawn_count", "tx",
+                     "avg_rt", "apps", "cores"]
+
+
 # ---------- waiting ----------
 def free_port() -> int:
     with socket.socket() as s:

@@ -15,11 +15,10 @@ import time
 
 import pytest
 
-from support import ROOT, free_port, http_get, http_request, wait_for
+from support import ROOT, STATS_TOP_KEYS, STATS_WORKER_KEYS, free_port, http_get, http_request, wait_for
 from emperor.emperor import prometheus as metrics
 from emperor.emperor import summary
 from emperor.wire import control
-from test_stats import REQUIRED_TOP, REQUIRED_WORKER
 from test_status import start_stack
 
 pytestmark = pytest.mark.timeout(40)
@@ -151,8 +150,8 @@ def test_own_stats_socket_keeps_uwsgi_shape_and_feeds_the_emperor(stack, tmp_pat
             while chunk := s.recv(65536):
                 data += chunk
         raw = json.loads(data)
-        assert all(k in raw for k in REQUIRED_TOP)
-        assert all(k in w for w in raw["workers"] for k in REQUIRED_WORKER)
+        assert all(k in raw for k in STATS_TOP_KEYS)
+        assert all(k in w for w in raw["workers"] for k in STATS_WORKER_KEYS)
         v = control.query(stack.control)["vassals"]["own.ini"]
         assert v["stats_address"] == f"127.0.0.1:{sport}"
         assert v["stats"]["pid"] == raw["pid"] == v["pid"] and v["stats"]["requests"] == 1

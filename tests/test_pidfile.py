@@ -8,8 +8,7 @@ import sys
 
 import pytest
 
-from support import ROOT, http_get, wait_for
-from test_reload import app_source
+from support import ROOT, http_get, versioned_app, wait_for
 
 
 def emperor(*args: str, timeout: float = 20) -> subprocess.CompletedProcess:
@@ -21,7 +20,7 @@ def emperor(*args: str, timeout: float = 20) -> subprocess.CompletedProcess:
 @pytest.fixture
 def served(master, tmp_path):
     pid = tmp_path / "app.pid"
-    m = master(f"pidfile = {pid}\n", app_source("v"))
+    m = master(f"pidfile = {pid}\n", versioned_app("v"))
     wait_for(lambda: pid.exists(), 5)
     return m, pid
 

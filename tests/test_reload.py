@@ -14,26 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from support import ROOT, children, free_port, http_get, wait_for
+from support import ROOT, children, free_port, http_get, versioned_app, wait_for
 from loadgen import Load
-
-VERSIONED_APP = """
-import os, time
-VERSION = {version!r}
-def application(environ, start_response):
-    if environ["PATH_INFO"] == "/slow":
-        time.sleep(float(environ["QUERY_STRING"] or 1))
-    if environ["PATH_INFO"] == "/reload":
-        import emperor
-        emperor.reload()
-    start_response("200 OK", [("X-Gen", os.environ.get("UWSGI_RELOADS", "0")), ("X-Pid", str(os.getpid()))])
-    return [VERSION.encode()]
-"""
-
-
-def app_source(version: str) -> str:
-    return VERSIONED_APP.format(version=version)
-
 
 def listen_inode(port: int) -> int:
     """The inode of the kernel socket listening on 127.0.0.1:port."""
@@ -52,10 +34,10 @@ def reload_and_wait(m, sig=signal.SIGHUP, gen: int = 1, timeout: float = 15) -> 
 
 
 def test_sighup_keeps_pid_and_socket_and_loads_new_code(master, tmp_path):
-    m = master("processes = 2\n", app_source("v1"))
+    m = master("processes = 2\n", versioned_app("v1"))
     inode = listen_inode(m.port)
     assert http_get(m.port).body == b"v1"
-    (tmp_path / "wsgiapp.py").write_text(app_source("v2"))
+    (tmp_path / "wsgiapp.py").write_text(versioned_app("v2"))
     reload_and_wait(m)
     r = http_get(m.port)
     assert r.body == b"v2" and r.header("X-Gen") == "1"
@@ -65,21 +47,21 @@ def test_sighup_keeps_pid_and_socket_and_loads_new_code(master, tmp_path):
 
 
 def test_sighup_picks_up_edited_ini(master):
-    m = master("processes = 1\n", app_source("v1"))
+    m = master("processes = 1\n", versioned_app("v1"))
     m.ini.write_text(m.ini.read_text().replace("processes = 1", "processes = 3"))
     reload_and_wait(m)
     wait_for(lambda: len(children(m.pid)) == 3, 10)
 
 
 def test_uwsgi_reloads_counts_generations(master):
-    m = master("", app_source("v"))
+    m = master("", versioned_app("v"))
     for gen in (1, 2, 3):
         reload_and_wait(m, gen=gen)
         assert http_get(m.port).header("X-Gen") == str(gen)
 
 
 def test_in_flight_request_completes_with_old_code(master, tmp_path):
-    m = master("processes = 1\n", app_source("old"))
+    m = master("processes = 1\n", versioned_app("old"))
     result = {}
 
     def slow():
@@ -88,7 +70,7 @@ def test_in_flight_request_completes_with_old_code(master, tmp_path):
     t = threading.Thread(target=slow)
     t.start()
     time.sleep(0.3)
-    (tmp_path / "wsgiapp.py").write_text(app_source("new"))
+    (tmp_path / "wsgiapp.py").write_text(versioned_app("new"))
     m.signal(signal.SIGHUP)
     t.join(10)
     r = result["resp"]
@@ -98,7 +80,7 @@ def test_in_flight_request_completes_with_old_code(master, tmp_path):
 
 
 def test_preflight_failure_keeps_current_generation(master, tmp_path):
-    m = master("processes = 2\n", app_source("good"))
+    m = master("processes = 2\n", versioned_app("good"))
     workers = sorted(children(m.pid))
     (tmp_path / "wsgiapp.py").write_text("raise ImportError('broken deploy')\n")
     m.signal(signal.SIGHUP)
@@ -108,13 +90,13 @@ def test_preflight_failure_keeps_current_generation(master, tmp_path):
     assert http_get(m.port).body == b"good"
     assert sorted(children(m.pid)) == workers
     # fixing the code and reloading again works
-    (tmp_path / "wsgiapp.py").write_text(app_source("fixed"))
+    (tmp_path / "wsgiapp.py").write_text(versioned_app("fixed"))
     reload_and_wait(m)
     assert http_get(m.port).body == b"fixed"
 
 
 def test_preflight_rejects_invalid_config(master):
-    m = master("", app_source("good"))
+    m = master("", versioned_app("good"))
     m.ini.write_text(m.ini.read_text() + "processes = many\n")
     m.signal(signal.SIGHUP)
     log = m.wait_log("reload failed")
@@ -123,7 +105,7 @@ def test_preflight_rejects_invalid_config(master):
 
 
 def test_sigterm_is_a_brutal_reload(master):
-    m = master("processes = 1\n", app_source("v"))
+    m = master("processes = 1\n", versioned_app("v"))
     inode = listen_inode(m.port)
     errors = []
 
@@ -145,7 +127,7 @@ def test_sigterm_is_a_brutal_reload(master):
 
 
 def test_die_on_term_stops_gracefully(master):
-    m = master("die-on-term = true\nprocesses = 1\n", app_source("v"))
+    m = master("die-on-term = true\nprocesses = 1\n", versioned_app("v"))
     result = {}
 
     def slow():
@@ -161,7 +143,7 @@ def test_die_on_term_stops_gracefully(master):
 
 
 def test_sigusr1_logs_statistics(master):
-    m = master("processes = 2\n", app_source("v"))
+    m = master("processes = 2\n", versioned_app("v"))
     http_get(m.port)
     m.signal(signal.SIGUSR1)
     log = m.wait_log("statistics (SIGUSR1)")
@@ -170,7 +152,7 @@ def test_sigusr1_logs_statistics(master):
 
 
 def test_sigusr2_logs_worker_status_and_keeps_serving(master):
-    m = master("processes = 1\nthreads = 2\n", app_source("v"))
+    m = master("processes = 1\nthreads = 2\n", versioned_app("v"))
     t = threading.Thread(target=lambda: http_get(m.port, "/slow?1.5", timeout=10))
     t.start()
     time.sleep(0.4)
@@ -183,7 +165,7 @@ def test_sigusr2_logs_worker_status_and_keeps_serving(master):
 
 
 def test_sigtstp_pauses_and_waiting_clients_are_served_on_resume(master):
-    m = master("processes = 2\n", app_source("v"))
+    m = master("processes = 2\n", versioned_app("v"))
     m.signal(signal.SIGTSTP)
     m.wait_log("running -> paused")
     time.sleep(0.2)
@@ -243,15 +225,15 @@ def application(environ, start_response):
 
 
 def test_sigurg_without_snapshot_changes_nothing(master):
-    m = master("", app_source("v"))
+    m = master("", versioned_app("v"))
     m.signal(signal.SIGURG)
     m.wait_log("no snapshot to restore")
     assert http_get(m.port).body == b"v"
 
 
 def test_sigurg_restores_snapshot_instantly(master, tmp_path):
-    m = master("snapshot = true\nprocesses = 2\n", app_source("v1"))
-    (tmp_path / "wsgiapp.py").write_text(app_source("v2"))
+    m = master("snapshot = true\nprocesses = 2\n", versioned_app("v1"))
+    (tmp_path / "wsgiapp.py").write_text(versioned_app("v2"))
     reload_and_wait(m)
     m.wait_log("kept as snapshot")
     assert http_get(m.port).body == b"v2"
@@ -265,14 +247,14 @@ def test_sigurg_restores_snapshot_instantly(master, tmp_path):
 def test_touch_reload(master, tmp_path):
     trigger = tmp_path / "deploy.trigger"
     trigger.write_text("")
-    m = master(f"touch-reload = {trigger}\n", app_source("v"))
+    m = master(f"touch-reload = {trigger}\n", versioned_app("v"))
     time.sleep(0.1)
     os.utime(trigger, None)
     m.wait_log("generation 1 ready")
 
 
 def test_application_can_ask_for_reload(master):
-    m = master("", app_source("v"))
+    m = master("", versioned_app("v"))
     assert http_get(m.port, "/reload").status == 200
     m.wait_log("reload requested by the application")
     m.wait_log("generation 1 ready")
@@ -305,7 +287,7 @@ def test_reload_upgrades_emperor_itself(procs, tmp_path):
 
 def test_graceful_reloads_under_load_fail_no_request(master):
     """20 graceful reloads under keep-alive and new-connection load: 0 failed."""
-    m = master("processes = 2\n", app_source("v"))
+    m = master("processes = 2\n", versioned_app("v"))
     with Load(m.port, keepalive=2, fresh=2) as load:
         for gen in range(1, 21):
             reload_and_wait(m, gen=gen)
@@ -317,7 +299,7 @@ def test_graceful_reloads_under_load_fail_no_request(master):
 
 def test_brutal_reloads_under_load_keep_serving(master):
     """20 brutal reloads: in-flight requests may be cut, the master keeps serving."""
-    m = master("processes = 2\n", app_source("v"))
+    m = master("processes = 2\n", versioned_app("v"))
     with Load(m.port, keepalive=2, fresh=2) as load:
         for gen in range(1, 21):
             m.signal(signal.SIGTERM)
@@ -327,7 +309,7 @@ def test_brutal_reloads_under_load_keep_serving(master):
 
 
 def test_burst_of_sighups_leaves_one_generation(master):
-    m = master("processes = 2\n", app_source("v"))
+    m = master("processes = 2\n", versioned_app("v"))
     for _ in range(10):
         m.signal(signal.SIGHUP)
     time.sleep(0.5)
@@ -339,7 +321,7 @@ def test_burst_of_sighups_leaves_one_generation(master):
 
 
 def test_sighup_during_reload_then_sigint_leaves_no_orphan(master):
-    m = master("processes = 2\n", app_source("v"))
+    m = master("processes = 2\n", versioned_app("v"))
     m.signal(signal.SIGHUP)
     time.sleep(0.05)
     m.signal(signal.SIGHUP)
@@ -354,7 +336,7 @@ def test_sighup_during_reload_then_sigint_leaves_no_orphan(master):
 
 
 def test_sigtstp_while_reloading_keeps_pause(master):
-    m = master("processes = 1\n", app_source("v"))
+    m = master("processes = 1\n", versioned_app("v"))
     m.signal(signal.SIGHUP)
     m.signal(signal.SIGTSTP)
     m.wait_log("generation 1 ready")
@@ -383,7 +365,7 @@ def test_reload_fast_with_huge_descriptor_limit(master):
         target = old[1]
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, old[1]))
     try:
-        m = master("", app_source("v"))
+        m = master("", versioned_app("v"))
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, old)
     assert str(target) in open(f"/proc/{m.pid}/limits").read()
@@ -399,7 +381,7 @@ def test_master_run_from_an_uninstalled_checkout_reloads_past_its_apps_chdir(tmp
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True, timeout=60)
     app = tmp_path / "app"
     app.mkdir()
-    (app / "wsgiapp.py").write_text(app_source("v1"))
+    (app / "wsgiapp.py").write_text(versioned_app("v1"))
     port = free_port()
     ini = tmp_path / "app.ini"
     ini.write_text(f"[uwsgi]\nhttp-socket = 127.0.0.1:{port}\nchdir = {app}\nmodule = wsgiapp:application\n")
@@ -407,7 +389,7 @@ def test_master_run_from_an_uninstalled_checkout_reloads_past_its_apps_chdir(tmp
               env={"PYTHONPATH": None}, log=tmp_path / "master.log")
     m.wait_log("running (workers ready)", timeout=15)
     assert http_get(port).body == b"v1"
-    (app / "wsgiapp.py").write_text(app_source("v2"))
+    (app / "wsgiapp.py").write_text(versioned_app("v2"))
     reload_and_wait(m)
     assert http_get(port).body == b"v2"
     assert "reload failed" not in m.log
@@ -419,7 +401,7 @@ def test_reload_after_the_deploy_removed_the_directory_the_app_runs_in(tmp_path,
     releases = tmp_path / "releases"
     for version in ("v1", "v2"):
         (releases / version).mkdir(parents=True)
-        (releases / version / "wsgiapp.py").write_text(app_source(version))
+        (releases / version / "wsgiapp.py").write_text(versioned_app(version))
     (tmp_path / "current").symlink_to(releases / "v1")
     port = free_port()
     ini = tmp_path / "app.ini"

@@ -11,14 +11,7 @@ import uuid
 
 import pytest
 
-from support import HELLO_APP, free_port, http_get, wait_for
-
-REQUIRED_TOP = ["version", "listen_queue", "listen_queue_errors", "load", "pid", "uid", "gid", "cwd",
-                "sockets", "workers"]
-REQUIRED_WORKER = ["id", "pid", "accepting", "requests", "delta_requests", "exceptions", "harakiri_count",
-                   "signals", "status", "rss", "vsz", "running_time", "last_spawn", "respawn_count", "tx",
-                   "avg_rt", "apps", "cores"]
-
+from support import HELLO_APP, STATS_TOP_KEYS, STATS_WORKER_KEYS, free_port, http_get, wait_for
 
 def read_stats(port: int) -> dict:
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
@@ -34,12 +27,12 @@ def test_stats_document_has_uwsgi_shape(master):
     for _ in range(5):
         http_get(m.port)
     doc = read_stats(sport)
-    for key in REQUIRED_TOP:
+    for key in STATS_TOP_KEYS:
         assert key in doc
     assert doc["pid"] == m.pid
     assert len(doc["workers"]) == 2
     for w in doc["workers"]:
-        for key in REQUIRED_WORKER:
+        for key in STATS_WORKER_KEYS:
             assert key in w, key
             if key not in ("status", "apps", "cores"):
                 assert isinstance(w[key], int), key
