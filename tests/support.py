@@ -6,6 +6,7 @@ everything here is a plain function or class, importable as `support`.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -203,6 +204,28 @@ def running_master(directory: Path, body: str, http_port: int, name: str = "app.
         yield p
     finally:
         p.kill()  # frozen first: killed workers are not respawned behind our back
+
+
+# ---------- logs ----------
+PACKAGE = ROOT / "emperor"
+_FRAME = re.compile(r'^\s*File "([^"]+)", line \d+', re.M)
+
+
+def our_frames(log: str) -> list[str]:
+    """Traceback lines of `log` in a module of the emperor package (this checkout's, an installed
+    or copied one: any path ending in /emperor/<a module of ours>)."""
+    found = []
+    for m in _FRAME.finditer(log):
+        parts = m.group(1).split("/emperor/")
+        if any((PACKAGE / "/".join(parts[i:])).is_file() for i in range(1, len(parts))):
+            found.append(m.group(0).strip())
+    return found
+
+
+def assert_no_traceback_of_ours(log: str) -> None:
+    """No Python traceback passes through the emperor package: what it reports, it reports in a line."""
+    frames = our_frames(log)
+    assert not frames, "a traceback through the emperor package:\n" + "\n".join(frames)
 
 
 # ---------- HTTP over raw sockets ----------

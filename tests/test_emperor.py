@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from support import ROOT, alive, body_when, children, descendants, free_port, http_get, refuses, wait_for
+from support import ROOT, alive, assert_no_traceback_of_ours, body_when, children, descendants, free_port, http_get, refuses, wait_for
 from emperor.emperor import process as emp
 from emperor.states import VassalState as S
 from emperor.wire import channel
@@ -75,7 +75,7 @@ def emperor(tmp_path, procs):
     yield start
     for p in started:
         assert "unexpected transition" not in p.log
-        assert 'emperor/emperor/process.py"' not in p.log and 'emperor/emperor/watch.py"' not in p.log  # no traceback of ours
+        assert_no_traceback_of_ours(p.log)
 
 
 def serving(emperor_proc, name: str, port: int, appdir: Path, extra: str = "", timeout: float = 5.0):

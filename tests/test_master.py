@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from support import HELLO_APP, children, free_port, http_get, wait_for
+from support import HELLO_APP, assert_no_traceback_of_ours, children, free_port, http_get, wait_for
 
 
 def test_serves_hello_with_two_workers(master):
@@ -241,7 +241,7 @@ raise RuntimeError("database is down")
     log = m.log
     assert "RuntimeError: database is down" in log
     assert "failed to import" in log
-    assert "emperor/worker/app.py" not in log  # the traceback is the application's own
+    assert_no_traceback_of_ours(log)  # the traceback is the application's own
 
 
 def test_port_already_taken(master):

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from support import ROOT, STATS_TOP_KEYS, STATS_WORKER_KEYS, free_port, http_get, http_request, wait_for
+from support import ROOT, assert_no_traceback_of_ours, STATS_TOP_KEYS, STATS_WORKER_KEYS, free_port, http_get, http_request, wait_for
 from emperor.emperor import prometheus as metrics
 from emperor.emperor import summary
 from emperor.wire import control
@@ -71,8 +71,7 @@ def stack(tmp_path_factory):
     p.metrics = mport
     yield p
     p.kill()
-    for ours in ("emperor/control.py", "emperor/process.py", "emperor/prometheus.py"):
-        assert f'emperor/{ours}"' not in p.log   # no traceback of ours
+    assert_no_traceback_of_ours(p.log)
 
 
 def test_metrics_are_valid_prometheus_text_about_every_vassal(stack):

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from support import ROOT, Proc, alive, children, free_port, http_get, wait_for
+from support import ROOT, assert_no_traceback_of_ours, Proc, alive, children, free_port, http_get, wait_for
 from emperor import paths
 from emperor.wire import control
 from emperor.cli.status import event_text, vassal_lines
@@ -67,8 +67,7 @@ def stack(tmp_path_factory):
     p = start_stack(tmp_path_factory.mktemp("status"))
     yield p
     p.kill()
-    for ours in ("emperor/control.py", "emperor/process.py", "emperor/prometheus.py"):
-        assert f'emperor/{ours}"' not in p.log   # no traceback of ours
+    assert_no_traceback_of_ours(p.log)
 
 
 def emperor_cli(*args: str, cwd: Path, timeout: float = 10) -> subprocess.CompletedProcess:
