@@ -373,11 +373,12 @@ def one(port: int, data: bytes, head: bool = False, timeout: float = 3.0) -> tup
 def http_request(port: int, method: str, path: str = "/", body=b"", headers: dict | None = None,
                  timeout: float = 10.0, chunked: bool = False, expect: int | None = None,
                  host: str = "127.0.0.1") -> Response:
-    """One request on a fresh connection, its response read whole (Closed if the server hangs
-    up first). `body` is bytes, or with `chunked` an iterable of bytes sent chunk by chunk.
-    With `expect`, the status must be that."""
+    """One request on a fresh connection (`Connection: close`), its response read whole (Closed
+    if the server hangs up first), then the connection until the server closes it: by then the
+    server has done all it does for the request (counted it, for one). `body` is bytes, or with
+    `chunked` an iterable of bytes sent chunk by chunk. With `expect`, the status must be that."""
     body = b"" if body is None else body
-    head = [f"{method} {path} HTTP/1.1", f"Host: {host}:{port}"]
+    head = [f"{method} {path} HTTP/1.1", f"Host: {host}:{port}", "Connection: close"]
     head += [f"{k}: {v}" for k, v in (headers or {}).items()]
     if chunked:
         head.append("Transfer-Encoding: chunked")
@@ -389,6 +390,8 @@ def http_request(port: int, method: str, path: str = "/", body=b"", headers: dic
     with Client(port, timeout, host) as c:
         c.send(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + data)
         r = c.response(head=method == "HEAD")
+        extra = c.rest()
+    assert not extra, f"more than one response: {extra[:200]!r}"
     if expect is not None:
         assert r.status == expect, r
     return r
