@@ -1,4 +1,4 @@
-"""Fixtures that run real masters on 127.0.0.1 and always kill what they started, by PID.
+"""Fixtures that run real masters and emperors on 127.0.0.1 and always kill what they started, by PID.
 
 Plain helpers are in tests/support.py; the names tests have always imported from
 here (ROOT, HELLO_APP, Proc, free_port, wait_for, wait_port, descendants,
@@ -8,29 +8,47 @@ from __future__ import annotations
 
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
-from support import (HELLO_APP, ROOT, Proc, descendants, free_port, kill_tree, wait_for, wait_port,
-                     write_vassal)
+from support import (HELLO_APP, ROOT, VASSAL_APP, Proc, assert_no_traceback_of_ours, descendants, free_port,
+                     kill_tree, three_vassals, wait_for, wait_port, write_vassal)
 
 __all__ = ["HELLO_APP", "ROOT", "Proc", "descendants", "free_port", "kill_tree", "wait_for", "wait_port",
            "write_vassal"]
 
 
+class Started:
+    """What a test started: start(argv, cwd, env=None, log=None) -> Proc; kill_all() by PID."""
+
+    def __init__(self) -> None:
+        self.procs: list[Proc] = []
+
+    def start(self, argv, cwd, env=None, log=None) -> Proc:
+        p = Proc(argv, cwd, env, log)
+        self.procs.append(p)
+        return p
+
+    def kill_all(self) -> None:
+        for p in self.procs:
+            p.kill()
+
+
 @pytest.fixture
 def procs():
     """Start processes through this; every one of them (and its children) is killed at teardown."""
-    started: list[Proc] = []
+    started = Started()
+    yield started.start
+    started.kill_all()
 
-    def start(argv, cwd, env=None, log=None) -> Proc:
-        p = Proc(argv, cwd, env, log)
-        started.append(p)
-        return p
 
-    yield start
-    for p in started:
-        p.kill()
+@pytest.fixture(scope="module")
+def module_procs():
+    """`procs` for module-scoped fixtures: killed at the end of the module."""
+    started = Started()
+    yield started.start
+    started.kill_all()
 
 
 @pytest.fixture
@@ -52,6 +70,85 @@ def master(tmp_path, procs):
             p.wait_log("running (workers ready)", timeout=15)
         p.port = port
         p.ini = path
+        return p
+
+    return start
+
+
+@pytest.fixture
+def appdir(tmp_path):
+    """tmp_path/app holding wsgiapp.py, the vassals' application (support.VASSAL_APP)."""
+    d = tmp_path / "app"
+    d.mkdir()
+    (d / "wsgiapp.py").write_text(VASSAL_APP)
+    return d
+
+
+def _emperors(start_proc, base: Path):
+    """start(*args, directory=None, vassals=None, argv0=None, env=None, named=True, wait=True) -> Proc:
+    `emperor run DIR --grace 5 *args` over `directory` (default base/vassals, created if missing),
+    after writing `vassals` ({name: body}) into it. named=False runs it from the directory's parent
+    without naming it (so it must be vassals.d). wait: until it logs that it is watching. The Proc
+    has .dir; its log is base/emperor.log (emperor-2.log ... for more in one test)."""
+    started: list[Proc] = []
+
+    def start(*args: str, directory: Path | None = None, vassals: dict[str, str] | None = None,
+              argv0: list[str] | None = None, env: dict | None = None, named: bool = True,
+              wait: bool = True) -> Proc:
+        d = directory or base / "vassals"
+        d.mkdir(exist_ok=True)
+        for name, body in (vassals or {}).items():
+            (d / name).write_text(body)
+        argv = (argv0 or [sys.executable]) + ["-m", "emperor", "run", *([str(d)] if named else []),
+                                              "--grace", "5", *args]
+        log = base / ("emperor.log" if not started else f"emperor-{len(started) + 1}.log")
+        p = start_proc(argv, base if named else d.parent, env=env, log=log)
+        p.dir = d
+        started.append(p)
+        if wait:
+            p.wait_log("[emperor] watching")
+        return p
+
+    return start, started
+
+
+def _check_emperor_logs(started: list[Proc]) -> None:
+    for p in started:
+        assert "unexpected transition" not in p.log
+        assert_no_traceback_of_ours(p.log)
+
+
+@pytest.fixture
+def emperor(tmp_path, procs):
+    """emperor(*args, directory=, vassals=, argv0=, env=, named=, wait=) -> a running emperor (see
+    _emperors); at teardown its log must show no unexpected transition and no traceback of ours."""
+    start, started = _emperors(procs, tmp_path)
+    yield start
+    _check_emperor_logs(started)
+
+
+@pytest.fixture(scope="module")
+def module_emperor(tmp_path_factory, module_procs):
+    """`emperor` for module-scoped fixtures."""
+    start, started = _emperors(module_procs, tmp_path_factory.mktemp("emperor"))
+    yield start
+    _check_emperor_logs(started)
+
+
+@pytest.fixture(scope="module")
+def three_vassal_emperor(module_emperor, tmp_path_factory):
+    """start(*args) -> an emperor over support.three_vassals (good, bad, crash), run from the
+    directory above its vassals.d without naming it, once good.ini serves and crash.ini backs
+    off. The Proc has .port (good.ini's), .base (its working directory) and .control."""
+    from emperor.paths import control_socket
+
+    def start(*args: str) -> Proc:
+        base = tmp_path_factory.mktemp("stack")
+        port = three_vassals(base)
+        p = module_emperor(*args, directory=base / "vassals.d", named=False)
+        p.port, p.base, p.control = port, base, control_socket(str(p.dir))
+        p.wait_log("good.ini: starting -> running", timeout=15)
+        p.wait_log("crash.ini: starting -> backoff", timeout=15)
         return p
 
     return start

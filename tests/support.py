@@ -46,6 +46,47 @@ def versioned_app(version: str) -> str:
     """An application answering `version`, /slow?SECONDS slowly, and /reload by asking for one."""
     return VERSIONED_APP.format(version=version)
 
+# The application of the emperor's vassals: its body says which vassal, generation, MARK and
+# NOTIFY_SOCKET it sees and which process answers; /slow?SECONDS is slow; IMPORT_DELAY slows
+# its import.
+VASSAL_APP = """
+import os, time
+time.sleep(float(os.environ.get("IMPORT_DELAY", "0")))
+def application(environ, start_response):
+    if environ["PATH_INFO"] == "/slow":
+        time.sleep(float(environ.get("QUERY_STRING") or 1.0))
+    body = "%s gen=%s mark=%s notify=%s pid=%d" % (
+        os.environ.get("VASSAL"), os.environ.get("UWSGI_RELOADS", "0"), os.environ.get("MARK", ""),
+        os.environ.get("NOTIFY_SOCKET", "-"), os.getpid())
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [body.encode()]
+"""
+
+
+def vassal_ini(port: int, appdir: Path, extra: str = "") -> str:
+    """A vassal file serving appdir's wsgiapp (VASSAL_APP) on 127.0.0.1:port, `extra` lines appended."""
+    return (f"[uwsgi]\nhttp-socket = 127.0.0.1:{port}\nchdir = {appdir}\nmodule = wsgiapp:application\n"
+            f"env = VASSAL=%n\n" + textwrap.dedent(extra))
+
+
+def three_vassals(base: Path) -> int:
+    """base/vassals.d with good.ini (healthy, 2 workers), bad.ini (config error) and crash.ini (its
+    application raises at import: a crash loop), their code in base/app; returns good.ini's port."""
+    d = base / "vassals.d"
+    d.mkdir()
+    app = base / "app"
+    app.mkdir()
+    (app / "wsgiapp.py").write_text(VASSAL_APP)
+    (app / "crashapp.py").write_text("raise RuntimeError('broken at import')\n")
+    port = free_port()
+    (d / "good.ini").write_text(f"[uwsgi]\nhttp-socket = 127.0.0.1:{port}\nchdir = {app}\n"
+                                f"module = wsgiapp:application\nprocesses = 2\nthreads = 1\n")
+    (d / "bad.ini").write_text(f"[uwsgi]\nhttp-socket = 127.0.0.1:{free_port()}\nprocesses = four\n")
+    (d / "crash.ini").write_text(f"[uwsgi]\nhttp-socket = 127.0.0.1:{free_port()}\nchdir = {app}\n"
+                                 f"module = crashapp:application\n")
+    return port
+
+
 # uWSGI's stats document: what uwsgitop needs at the top and in each worker
 STATS_TOP_KEYS = ["version", "listen_queue", "listen_queue_errors", "load", "pid", "uid", "gid", "cwd",
                   "sockets", "workers"]

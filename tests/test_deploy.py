@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, free_port, wait_for
+from support import ROOT, free_port, wait_for
 from emperor.config import load_config
 
 pytestmark = pytest.mark.timeout(60)
@@ -182,7 +182,7 @@ class Projection:
             shutil.rmtree(self.dir / old)
 
 
-def configmap_update(tmp_path, procs) -> str:
+def configmap_update(tmp_path, emperor) -> str:
     """Two vassals from the shipped ConfigMap under load; an update edits one. Returns the log."""
     cm = manifests()["ConfigMap"]
     hello = Path(ROOT / "examples" / "hello")
@@ -200,8 +200,7 @@ def configmap_update(tmp_path, procs) -> str:
     vdir.mkdir()
     projection = Projection(vdir)
     projection.write(files("one"))
-    e = procs([sys.executable, "-m", "emperor", "run", str(vdir), "--grace", "5"], tmp_path,
-              log=tmp_path / "emperor.log")
+    e = emperor(directory=vdir)
     for name in ports:
         e.wait_log(f"{name}: starting -> running", timeout=15)
 
@@ -239,13 +238,13 @@ def configmap_update(tmp_path, procs) -> str:
     return log
 
 
-def test_configmap_update_reloads_the_edited_vassal_gracefully(tmp_path, procs):
-    log = configmap_update(tmp_path, procs)
+def test_configmap_update_reloads_the_edited_vassal_gracefully(tmp_path, emperor):
+    log = configmap_update(tmp_path, emperor)
     # neither vassal stopped or restarted: the edit became a graceful reload
     assert "other.ini: running -> stopping" not in log and log.count("other.ini: new -> starting") == 1
     assert log.count("hello.ini: new -> starting") == 1
 
 
-def test_configmap_update_spares_the_unchanged_vassals(tmp_path, procs):
-    log = configmap_update(tmp_path, procs)
+def test_configmap_update_spares_the_unchanged_vassals(tmp_path, emperor):
+    log = configmap_update(tmp_path, emperor)
     assert "other.ini: running -> reloading" not in log

@@ -12,14 +12,13 @@ import signal
 import subprocess
 import sys
 import tempfile
-import textwrap
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from support import ROOT, alive, assert_no_traceback_of_ours, body_when, children, descendants, free_port, http_get, refuses, wait_for
+from support import ROOT, VASSAL_APP, alive, body_when, children, descendants, free_port, http_get, refuses, vassal_ini, wait_for
 from emperor.emperor import process as emp
 from emperor.states import VassalState as S
 from emperor.wire import channel
@@ -27,60 +26,15 @@ from emperor.emperor.watch import Changes
 
 pytestmark = pytest.mark.timeout(30)
 
-APP = """
-import os, time
-def application(environ, start_response):
-    if environ["PATH_INFO"] == "/slow":
-        time.sleep(1.0)
-    body = "%s gen=%s mark=%s pid=%d" % (os.environ.get("VASSAL"), os.environ.get("UWSGI_RELOADS", "0"),
-                                          os.environ.get("MARK", ""), os.getpid())
-    start_response("200 OK", [("Content-Type", "text/plain")])
-    return [body.encode()]
-"""
-
-
-def ini(port: int, appdir: Path, extra: str = "") -> str:
-    return (f"[uwsgi]\nhttp-socket = 127.0.0.1:{port}\nchdir = {appdir}\nmodule = wsgiapp:application\n"
-            f"env = VASSAL=%n\n" + textwrap.dedent(extra))
-
-
 def cpu_ticks(pid: int) -> int:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return int(fields[11]) + int(fields[12])  # utime + stime
 
 
-@pytest.fixture
-def appdir(tmp_path):
-    d = tmp_path / "app"
-    d.mkdir()
-    (d / "wsgiapp.py").write_text(APP)
-    return d
-
-
-@pytest.fixture
-def emperor(tmp_path, procs):
-    """emperor(*args) -> the running emperor over tmp_path/vassals (created if missing)."""
-    started = []
-
-    def start(*args: str, directory: Path | None = None, argv0: list[str] | None = None, env=None):
-        d = directory or tmp_path / "vassals"
-        d.mkdir(exist_ok=True)
-        argv = (argv0 or [sys.executable]) + ["-m", "emperor", "run", str(d), "--grace", "5", *args]
-        p = procs(argv, tmp_path, env=env, log=tmp_path / "emperor.log")
-        p.wait_log("[emperor] watching")
-        p.dir = d
-        started.append(p)
-        return p
-    yield start
-    for p in started:
-        assert "unexpected transition" not in p.log
-        assert_no_traceback_of_ours(p.log)
-
-
 def serving(emperor_proc, name: str, port: int, appdir: Path, extra: str = "", timeout: float = 5.0):
     path = emperor_proc.dir / name
-    path.write_text(ini(port, appdir, extra))
+    path.write_text(vassal_ini(port, appdir, extra))
     body_when(port, lambda b: b.startswith(name[:-4] + " "), timeout)
     return path
 
@@ -89,7 +43,7 @@ def serving(emperor_proc, name: str, port: int, appdir: Path, extra: str = "", t
 def test_dropped_file_serves_within_a_second(emperor, appdir):
     e = emperor()
     port = free_port()
-    (e.dir / "app.ini").write_text(ini(port, appdir))
+    (e.dir / "app.ini").write_text(vassal_ini(port, appdir))
     t0 = time.monotonic()
     assert body_when(port, timeout=3).startswith("app gen=0")
     assert time.monotonic() - t0 < 1.0
@@ -225,7 +179,7 @@ def test_editor_save_by_rename_over_reloads(emperor, appdir):
     port = free_port()
     path = serving(e, "app.ini", port, appdir)
     tmp = e.dir / ".app.ini.swp"
-    tmp.write_text(ini(port, appdir, "env = MARK=saved\n"))
+    tmp.write_text(vassal_ini(port, appdir, "env = MARK=saved\n"))
     os.replace(tmp, path)
     assert "gen=1 mark=saved" in body_when(port, lambda b: "gen=1" in b)
     # a save is a reload, not a stop and a start (old workers do log their own graceful stop)
@@ -238,7 +192,7 @@ def test_mv_over_with_an_older_mtime_reloads(emperor, appdir, tmp_path):
     port = free_port()
     path = serving(e, "app.ini", port, appdir)
     staged = tmp_path / "staged.ini"
-    staged.write_text(ini(port, appdir, "env = MARK=moved\n"))
+    staged.write_text(vassal_ini(port, appdir, "env = MARK=moved\n"))
     past = time.time() - 86400
     os.utime(staged, (past, past))   # what `cp -p` of an old file gives
     os.rename(staged, path)
@@ -262,7 +216,7 @@ def test_two_vassals_on_one_port_the_second_backs_off_until_the_first_leaves(emp
     e = emperor()
     port = free_port()
     first = serving(e, "first.ini", port, appdir)
-    (e.dir / "second.ini").write_text(ini(port, appdir))
+    (e.dir / "second.ini").write_text(vassal_ini(port, appdir))
     log = e.wait_log("second.ini: starting -> backoff")
     assert f"cannot bind http socket 127.0.0.1:{port}: address already in use" in log
     for _ in range(5):
@@ -284,7 +238,7 @@ def test_configmap_update_reloads(emperor, appdir):
 
     def project(stamp: str, mark: str) -> None:
         (e.dir / stamp).mkdir()
-        (e.dir / stamp / "app.ini").write_text(ini(port, appdir, f"env = MARK={mark}\n"))
+        (e.dir / stamp / "app.ini").write_text(vassal_ini(port, appdir, f"env = MARK={mark}\n"))
         os.symlink(stamp, e.dir / "..data_tmp")
         os.rename(e.dir / "..data_tmp", e.dir / "..data")
 
@@ -301,7 +255,7 @@ def test_vassal_symlinked_to_a_file_outside_edited_there(emperor, appdir, tmp_pa
     port = free_port()
     outside = tmp_path / "elsewhere"
     outside.mkdir()
-    (outside / "app.ini").write_text(ini(port, appdir))
+    (outside / "app.ini").write_text(vassal_ini(port, appdir))
     os.symlink(outside / "app.ini", e.dir / "app.ini")
     assert body_when(port).startswith("app gen=0")
     with open(outside / "app.ini", "a") as f:
@@ -326,11 +280,11 @@ def test_invalid_file_is_not_started_until_fixed(emperor, appdir):
     e = emperor()
     port = free_port()
     path = e.dir / "app.ini"
-    path.write_text(ini(port, appdir, "processes = four\n"))
+    path.write_text(vassal_ini(port, appdir, "processes = four\n"))
     log = e.wait_log("app.ini: new -> config error")
     assert 'app.ini:6: processes: expected an integer, got "four"' in log
     assert refuses(port)
-    path.write_text(ini(port, appdir, "processes = 2\n"))
+    path.write_text(vassal_ini(port, appdir, "processes = 2\n"))
     assert body_when(port).startswith("app gen=0")
     e.wait_log("app.ini: config error -> starting (file changed")
 
@@ -343,7 +297,7 @@ def test_invalid_edit_keeps_the_running_generation(emperor, appdir):
         f.write("threads = many\n")
     e.wait_log("app.ini: running -> config error (invalid file; the running generation keeps serving)")
     assert http_get(port, expect=200).text.startswith("app gen=0")
-    path.write_text(ini(port, appdir, "threads = 2\n"))
+    path.write_text(vassal_ini(port, appdir, "threads = 2\n"))
     assert "gen=1" in body_when(port, lambda b: "gen=1" in b)
 
 
@@ -353,7 +307,7 @@ def test_crash_looping_vassal_backs_off_while_another_serves(emperor, appdir):
     good = free_port()
     serving(e, "good.ini", good, appdir)
     bad = free_port()
-    (e.dir / "bad.ini").write_text(ini(bad, appdir).replace("wsgiapp:application", "crashapp:application"))
+    (e.dir / "bad.ini").write_text(vassal_ini(bad, appdir).replace("wsgiapp:application", "crashapp:application"))
     log = e.wait_log("bad.ini: starting -> backoff (exited 1: ")
     assert "RuntimeError: broken at import" in log.split("bad.ini: starting -> backoff")[1].splitlines()[0]
     assert "; retry in 1s)" in log
@@ -377,7 +331,7 @@ def test_a_master_that_gets_ready_but_dies_before_serving_keeps_backing_off(empe
         "    start_response('200 OK', [])\n"
         "    return [b'']\n")
     e = emperor()
-    (e.dir / "dies.ini").write_text(ini(free_port(), appdir).replace("wsgiapp:application", "dies:application"))
+    (e.dir / "dies.ini").write_text(vassal_ini(free_port(), appdir).replace("wsgiapp:application", "dies:application"))
     log = e.wait_log("dies.ini: running -> backoff (exited 3; retry in 2s)", timeout=8)
     assert "dies.ini: running -> backoff (exited 3; retry in 1s)" in log
     assert "dies.ini: starting -> running (ready)" in log
@@ -422,7 +376,6 @@ def test_sigterm_stops_every_vassal_gracefully_and_exits_0(emperor, appdir):
 
 
 def test_sigterm_kills_stragglers_after_the_grace(emperor, appdir):
-    (appdir / "wsgiapp.py").write_text(APP.replace("time.sleep(1.0)", "time.sleep(20)"))
     e = emperor("--grace", "0.5")
     port = free_port()
     serving(e, "app.ini", port, appdir)
@@ -430,7 +383,7 @@ def test_sigterm_kills_stragglers_after_the_grace(emperor, appdir):
 
     def slow_request() -> None:
         try:
-            http_get(port, "/slow", timeout=10, expect=200)
+            http_get(port, "/slow?20", timeout=10, expect=200)
         except (OSError, AssertionError) as exc:  # killed with its worker: no response
             cut.append(exc)
 
@@ -464,7 +417,7 @@ def test_sigwinch_rescans_now_for_what_inotify_cannot_see(emperor, appdir, tmp_p
     e = emperor()
     port = free_port()
     outside = tmp_path / "outside.ini"
-    outside.write_text(ini(port, appdir))
+    outside.write_text(vassal_ini(port, appdir))
     os.link(outside, e.dir / "app.ini")
     body_when(port, lambda b: b.startswith("app "))
     with open(outside, "a") as f:
@@ -493,18 +446,15 @@ def test_missing_directory_exits_non_zero_with_one_line(tmp_path):
     assert r.stderr.strip().count("\n") == 0 and "No such file or directory" in r.stderr
 
 
-def test_as_pid_1_reaps_orphans_and_exits_0_on_sigterm(tmp_path, appdir, procs):
+def test_as_pid_1_reaps_orphans_and_exits_0_on_sigterm(emperor, appdir):
     if subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "true"],
                       capture_output=True, timeout=10).returncode != 0:
         pytest.skip("unshare --pid is not permitted here")
     # the app leaves an orphan behind at import: `sleep` outlives its shell
-    (appdir / "orphaning.py").write_text("import os\nos.system('sleep 0.3 &')\n" + APP)
-    d = tmp_path / "vassals"
-    d.mkdir()
+    (appdir / "orphaning.py").write_text("import os\nos.system('sleep 0.3 &')\n" + VASSAL_APP)
     port = free_port()
-    (d / "app.ini").write_text(ini(port, appdir).replace("wsgiapp:", "orphaning:"))
-    p = procs(["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-m", "emperor", "run", str(d)],
-              tmp_path, env={"EMPEROR_DEBUG": "1"}, log=tmp_path / "emperor.log")
+    p = emperor(argv0=["unshare", "--pid", "--fork", "--mount-proc", sys.executable], env={"EMPEROR_DEBUG": "1"},
+                vassals={"app.ini": vassal_ini(port, appdir).replace("wsgiapp:", "orphaning:")})
     log = p.wait_log("reaped orphan", timeout=10)
     assert "running as PID 1" in log
     assert body_when(port).startswith("app gen=0")
@@ -565,7 +515,7 @@ def unprivileged(emperor, public_dir):
         pytest.skip(f"no {SYSTEM_PYTHON} usable by an unprivileged user")
     appdir = public_dir / "app"
     appdir.mkdir(mode=0o755)
-    (appdir / "wsgiapp.py").write_text(NOT_AS_ROOT + APP.replace('os.getpid())', 'os.getuid())'))
+    (appdir / "wsgiapp.py").write_text(NOT_AS_ROOT + VASSAL_APP.replace('os.getpid())', 'os.getuid())'))
     (appdir / "wsgiapp.py").chmod(0o644)
     vdir = public_dir / "vassals"
     vdir.mkdir(mode=0o755)
@@ -581,16 +531,16 @@ def test_tyrant_runs_each_vassal_as_its_file_owner(unprivileged, tyrant_user):
     e, vdir, appdir = unprivileged("--tyrant")
     port, refused_port = free_port(), free_port()
     good = vdir / "user.ini"
-    good.write_text(ini(port, appdir))
+    good.write_text(vassal_ini(port, appdir))
     os.chown(good, tyrant_user.pw_uid, tyrant_user.pw_gid)
     assert body_when(port, timeout=8).endswith(f"pid={tyrant_user.pw_uid}")
     # a reload: the preflight (forked by the root emperor) imports the app as the owner too
     os.utime(good)
     assert body_when(port, lambda b: "gen=1" in b, timeout=8).endswith(f"pid={tyrant_user.pw_uid}")
     # root-owned and group-writable files are refused with a clear line
-    (vdir / "rooty.ini").write_text(ini(refused_port, appdir))
+    (vdir / "rooty.ini").write_text(vassal_ini(refused_port, appdir))
     lax = vdir / "lax.ini"
-    lax.write_text(ini(refused_port, appdir))
+    lax.write_text(vassal_ini(refused_port, appdir))
     os.chown(lax, tyrant_user.pw_uid, tyrant_user.pw_gid)
     lax.chmod(0o664)
     log = e.wait_log("lax.ini: new -> config error")
@@ -609,7 +559,7 @@ def test_a_file_anyone_can_write_is_refused_until_it_is_fixed(emperor, appdir):
     e = emperor()
     port = free_port()
     path = e.dir / "open.ini"
-    path.write_text(ini(port, appdir))
+    path.write_text(vassal_ini(port, appdir))
     path.chmod(0o666)
     log = e.wait_log("open.ini: new -> config error (invalid file; not started)")
     assert ("open.ini: writable by anyone (mode 0666); refused: whoever writes it would choose the code "
@@ -627,7 +577,7 @@ def test_a_root_emperor_refuses_a_file_another_user_owns(emperor, appdir, tyrant
     e = emperor()
     port = free_port()
     path = e.dir / "theirs.ini"
-    path.write_text(ini(port, appdir))
+    path.write_text(vassal_ini(port, appdir))
     os.chown(path, tyrant_user.pw_uid, tyrant_user.pw_gid)
     log = e.wait_log("theirs.ini: new -> config error")
     assert (f"theirs.ini: owned by uid {tyrant_user.pw_uid} ({tyrant_user.pw_name}) while the emperor runs as "
@@ -642,7 +592,7 @@ def test_uid_and_gid_options_drop_privileges_for_master_preflight_and_workers(un
     e, vdir, appdir = unprivileged()
     port = free_port()
     path = vdir / "app.ini"
-    path.write_text(ini(port, appdir, f"uid = {tyrant_user.pw_name}\ngid = {tyrant_user.pw_gid}\n"))
+    path.write_text(vassal_ini(port, appdir, f"uid = {tyrant_user.pw_name}\ngid = {tyrant_user.pw_gid}\n"))
     assert body_when(port, timeout=8).endswith(f"pid={tyrant_user.pw_uid}")
     os.utime(path)
     assert body_when(port, lambda b: "gen=1" in b, timeout=8).endswith(f"pid={tyrant_user.pw_uid}")
@@ -708,7 +658,7 @@ def say(e, v, line: str) -> None:
 
 
 def test_backoff_doubles_up_to_60s_and_resets_once_a_request_was_served(driven, appdir):
-    (driven.dir / "app.ini").write_text(ini(free_port(), appdir))
+    (driven.dir / "app.ini").write_text(vassal_ini(free_port(), appdir))
     driven.apply(Changes(new=["app.ini"]))
     v = driven.vassals["app.ini"]
     delays = []
@@ -752,7 +702,7 @@ def test_backoff_doubles_up_to_60s_and_resets_once_a_request_was_served(driven, 
 
 
 def test_master_gets_its_channel_and_the_vassals_dir(driven, appdir):
-    (driven.dir / "app.ini").write_text(ini(free_port(), appdir))
+    (driven.dir / "app.ini").write_text(vassal_ini(free_port(), appdir))
     driven.apply(Changes(new=["app.ini"]))
     pid, path, env, _ = driven.launched[0]
     assert path == str(driven.dir / "app.ini")
@@ -762,7 +712,7 @@ def test_master_gets_its_channel_and_the_vassals_dir(driven, appdir):
 
 def test_rename_starts_the_new_name_after_the_old_master_left(driven, appdir):
     port = free_port()
-    (driven.dir / "old.ini").write_text(ini(port, appdir))
+    (driven.dir / "old.ini").write_text(vassal_ini(port, appdir))
     driven.apply(Changes(new=["old.ini"]))
     old = driven.vassals["old.ini"]
     os.rename(driven.dir / "old.ini", driven.dir / "new.ini")
@@ -777,7 +727,7 @@ def test_rename_starts_the_new_name_after_the_old_master_left(driven, appdir):
 def test_a_master_that_held_ports_wakes_the_vassals_backing_off_on_them(driven, appdir):
     port = free_port()
     for name in ("a.ini", "b.ini", "c.ini"):
-        (driven.dir / name).write_text(ini(port, appdir))
+        (driven.dir / name).write_text(vassal_ini(port, appdir))
     driven.apply(Changes(new=["a.ini"]))
     a = driven.vassals["a.ini"]
     say(driven, a, "spawned")                  # a bound the port
@@ -792,7 +742,7 @@ def test_a_master_that_held_ports_wakes_the_vassals_backing_off_on_them(driven, 
 
 
 def test_signals_are_dispatched_through_the_table(driven, appdir):
-    (driven.dir / "app.ini").write_text(ini(free_port(), appdir))
+    (driven.dir / "app.ini").write_text(vassal_ini(free_port(), appdir))
     driven.apply(Changes(new=["app.ini"]))
     v = driven.vassals["app.ini"]
     driven.masters.on_exit(v.pid, 1)
@@ -810,7 +760,7 @@ def test_signals_are_dispatched_through_the_table(driven, appdir):
 
 def test_shutdown_delay_keeps_serving_then_stops_gracefully(driven, appdir):
     driven.shutdown_delay = 2.0
-    (driven.dir / "app.ini").write_text(ini(free_port(), appdir))
+    (driven.dir / "app.ini").write_text(vassal_ini(free_port(), appdir))
     driven.apply(Changes(new=["app.ini"]))
     v = driven.vassals["app.ini"]
     say(driven, v, "spawned")
@@ -825,7 +775,7 @@ def test_shutdown_delay_keeps_serving_then_stops_gracefully(driven, appdir):
 
 
 def test_snapshot_is_plain_json(driven, appdir):
-    (driven.dir / "app.ini").write_text(ini(free_port(), appdir))
+    (driven.dir / "app.ini").write_text(vassal_ini(free_port(), appdir))
     (driven.dir / "bad.ini").write_text("[uwsgi]\nprocesses = x\n")
     driven.apply(Changes(new=["app.ini", "bad.ini"]))
     snap = json.loads(json.dumps(driven.snapshot()))

@@ -1,7 +1,7 @@
 """`emperor run --metrics HOST:PORT`: Prometheus text from the emperor's loop, checked line by line.
 
-The same three vassals as tests/test_status.py (healthy, config error,
-crash-looping), plus one with its own `stats` socket, which must keep uWSGI's
+The same three vassals as tests/test_status.py (support.three_vassals: healthy,
+config error, crash-looping), plus one with its own `stats` socket, which must keep uWSGI's
 shape for uwsgitop while the emperor reads it too.
 """
 from __future__ import annotations
@@ -15,11 +15,10 @@ import time
 
 import pytest
 
-from support import ROOT, assert_no_traceback_of_ours, STATS_TOP_KEYS, STATS_WORKER_KEYS, free_port, http_get, http_request, wait_for
+from support import ROOT, STATS_TOP_KEYS, STATS_WORKER_KEYS, free_port, http_get, http_request, wait_for
 from emperor.emperor import prometheus as metrics
 from emperor.emperor import summary
 from emperor.wire import control
-from test_status import start_stack
 
 pytestmark = pytest.mark.timeout(40)
 
@@ -65,13 +64,11 @@ def value(families: dict, name: str, **labels: str) -> float:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
+def stack(three_vassal_emperor):
     mport = free_port()
-    p = start_stack(tmp_path_factory.mktemp("metrics"), "--metrics", f"127.0.0.1:{mport}")
+    p = three_vassal_emperor("--metrics", f"127.0.0.1:{mport}")
     p.metrics = mport
-    yield p
-    p.kill()
-    assert_no_traceback_of_ours(p.log)
+    return p
 
 
 def test_metrics_are_valid_prometheus_text_about_every_vassal(stack):

@@ -15,7 +15,6 @@ import socket
 import stat
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 import uuid
@@ -23,51 +22,16 @@ from pathlib import Path
 
 import pytest
 
-from support import ROOT, assert_no_traceback_of_ours, Proc, alive, children, free_port, http_get, wait_for
+from support import ROOT, alive, children, http_get, wait_for
 from emperor import paths
 from emperor.wire import control
 from emperor.cli.status import event_text, vassal_lines
 
 pytestmark = pytest.mark.timeout(40)
 
-APP = """
-import time
-def application(environ, start_response):
-    if environ["PATH_INFO"] == "/slow":
-        time.sleep(float(environ.get("QUERY_STRING") or 1.5))
-    start_response("200 OK", [("Content-Type", "text/plain")])
-    return [b"ok"]
-"""
-
-
-def start_stack(base: Path, *extra: str) -> Proc:
-    """An emperor started with no directory argument in `base` (so: base/vassals.d) over three vassals."""
-    d = base / "vassals.d"
-    d.mkdir()
-    app = base / "app"
-    app.mkdir()
-    (app / "wsgiapp.py").write_text(textwrap.dedent(APP))
-    (app / "crashapp.py").write_text("raise RuntimeError('broken at import')\n")
-    port = free_port()
-    (d / "good.ini").write_text(f"[uwsgi]\nhttp-socket = 127.0.0.1:{port}\nchdir = {app}\n"
-                                f"module = wsgiapp:application\nprocesses = 2\nthreads = 1\n")
-    (d / "bad.ini").write_text(f"[uwsgi]\nhttp-socket = 127.0.0.1:{free_port()}\nprocesses = four\n")
-    (d / "crash.ini").write_text(f"[uwsgi]\nhttp-socket = 127.0.0.1:{free_port()}\nchdir = {app}\n"
-                                 f"module = crashapp:application\n")
-    p = Proc([sys.executable, "-m", "emperor", "run", *extra], base, log=base / "emperor.log")
-    p.port, p.base, p.dir = port, base, d
-    p.control = paths.control_socket(str(d))
-    p.wait_log("good.ini: starting -> running", timeout=15)
-    p.wait_log("crash.ini: starting -> backoff", timeout=15)
-    return p
-
-
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    p = start_stack(tmp_path_factory.mktemp("status"))
-    yield p
-    p.kill()
-    assert_no_traceback_of_ours(p.log)
+def stack(three_vassal_emperor):
+    return three_vassal_emperor()
 
 
 def emperor_cli(*args: str, cwd: Path, timeout: float = 10) -> subprocess.CompletedProcess:
