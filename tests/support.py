@@ -222,6 +222,15 @@ class Proc:
         self._log.close()
 
 
+def run_cli(*args: str, cwd: Path = ROOT, env: dict | None = None, timeout: float = 30.0
+            ) -> subprocess.CompletedProcess:
+    """`python -m emperor *args` run to its end from cwd, its output captured as text, with this
+    checkout on PYTHONPATH, an 80x24 terminal size in COLUMNS/LINES, and `env` on top."""
+    e = dict(os.environ, PYTHONPATH=str(ROOT), COLUMNS="80", LINES="24", **(env or {}))
+    return subprocess.run([sys.executable, "-m", "emperor", *args], cwd=cwd, env=e, capture_output=True,
+                          text=True, timeout=timeout)
+
+
 def write_vassal(directory: Path, name: str, body: str) -> Path:
     path = directory / name
     path.write_text(textwrap.dedent(body).lstrip())

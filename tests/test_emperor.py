@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from support import ROOT, VASSAL_APP, alive, body_when, children, descendants, free_port, http_get, refuses, vassal_ini, wait_for
+from support import VASSAL_APP, alive, body_when, children, descendants, free_port, http_get, refuses, run_cli, vassal_ini, wait_for
 from emperor.emperor import process as emp
 from emperor.states import VassalState as S
 from emperor.wire import channel
@@ -92,8 +92,7 @@ def test_forked_master_is_found_through_its_pidfile(emperor, appdir, tmp_path):
     (tmp_path / "emperor.pid").write_text(f"{e.pid}\n")
     with pytest.raises(PidfileError, match="is not an emperor master"):
         read_master_pid(str(tmp_path / "emperor.pid"))
-    r = subprocess.run([sys.executable, "-m", "emperor", "--reload", str(pidfile)], capture_output=True,
-                       text=True, timeout=10, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    r = run_cli("--reload", str(pidfile))
     assert r.returncode == 0, r.stderr
     assert "gen=1" in body_when(port, lambda b: "gen=1" in b)
     assert int(pidfile.read_text()) == master
@@ -440,8 +439,7 @@ def test_sigkill_of_the_emperor_takes_masters_and_workers_down(emperor, appdir):
 
 
 def test_missing_directory_exits_non_zero_with_one_line(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "emperor", "run", str(tmp_path / "nope")],
-                       capture_output=True, text=True, timeout=10, cwd=Path(__file__).parent.parent)
+    r = run_cli("run", str(tmp_path / "nope"))
     assert r.returncode != 0
     assert r.stderr.strip().count("\n") == 0 and "No such file or directory" in r.stderr
 

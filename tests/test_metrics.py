@@ -9,13 +9,11 @@ from __future__ import annotations
 import json
 import re
 import socket
-import subprocess
-import sys
 import time
 
 import pytest
 
-from support import ROOT, STATS_TOP_KEYS, STATS_WORKER_KEYS, free_port, http_get, http_request, wait_for
+from support import STATS_TOP_KEYS, STATS_WORKER_KEYS, free_port, http_get, http_request, run_cli, wait_for
 from emperor.emperor import prometheus as metrics
 from emperor.emperor import summary
 from emperor.wire import control
@@ -163,9 +161,7 @@ def test_metrics_port_taken_is_one_line_and_exit_1(tmp_path):
         taken.listen(1)
         port = taken.getsockname()[1]
         (tmp_path / "vassals.d").mkdir()
-        r = subprocess.run([sys.executable, "-m", "emperor", "run", "--metrics", f"127.0.0.1:{port}"],
-                           cwd=tmp_path, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
-                           capture_output=True, text=True, timeout=10)
+        r = run_cli("run", "--metrics", f"127.0.0.1:{port}", cwd=tmp_path)
     assert r.returncode == 1
     assert r.stderr.splitlines()[-1] == f"emperor: --metrics 127.0.0.1:{port}: address already in use"
 

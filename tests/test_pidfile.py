@@ -1,20 +1,12 @@
 """pidfile and the uWSGI-style convenience commands --reload/--stop/--pause/--resume."""
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 
 import pytest
 
-from support import ROOT, http_get, versioned_app, wait_for
-
-
-def emperor(*args: str, timeout: float = 20) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, "-m", "emperor", *args], capture_output=True, text=True,
-                          timeout=timeout, env=env)
+from support import http_get, run_cli, versioned_app, wait_for
 
 
 @pytest.fixture
@@ -32,22 +24,22 @@ def test_pidfile_written_atomically_with_master_pid(served):
 
 def test_reload_pidfile_sends_sighup(served):
     m, pid = served
-    r = emperor("--reload", str(pid))
+    r = run_cli("--reload", str(pid))
     assert r.returncode == 0, r.stderr
     m.wait_log("generation 1 ready")
 
 
 def test_pause_and_resume_pidfile(served):
     m, pid = served
-    assert emperor("--pause", str(pid)).returncode == 0
+    assert run_cli("--pause", str(pid)).returncode == 0
     m.wait_log("running -> paused")
-    assert emperor("--resume", str(pid)).returncode == 0
+    assert run_cli("--resume", str(pid)).returncode == 0
     m.wait_log("paused -> running")
 
 
 def test_stop_pidfile_stops_and_removes_pidfile(served):
     m, pid = served
-    assert emperor("--stop", str(pid)).returncode == 0
+    assert run_cli("--stop", str(pid)).returncode == 0
     assert m.wait(10) == 0
     assert not pid.exists()
 
@@ -62,7 +54,7 @@ def test_bad_pidfiles_are_refused(tmp_path, content, message):
     path = tmp_path / "bad.pid"
     if content is not None:
         path.write_text(content)
-    r = emperor("--reload", str(path))
+    r = run_cli("--reload", str(path))
     assert r.returncode != 0
     assert message in r.stderr
     assert "Traceback" not in r.stderr
@@ -75,7 +67,7 @@ def test_stale_pidfile_naming_another_process_sends_nothing(tmp_path):
     try:
         path = tmp_path / "reused.pid"
         path.write_text(f"{victim.pid}\n")
-        r = emperor("--stop", str(path))
+        r = run_cli("--stop", str(path))
         assert r.returncode != 0 and "is not an emperor master" in r.stderr
         assert victim.poll() is None
     finally:
@@ -86,15 +78,15 @@ def test_stale_pidfile_naming_another_process_sends_nothing(tmp_path):
 def test_pause_and_resume_are_idempotent(served):
     """SIGTSTP toggles; the commands read the master's state first and never undo each other."""
     m, pid = served
-    assert emperor("--pause", str(pid)).returncode == 0
+    assert run_cli("--pause", str(pid)).returncode == 0
     m.wait_log("running -> paused")
     wait_for(lambda: open(f"/proc/{m.pid}/comm").read().strip() == "emperor paused", 5)
-    r = emperor("--pause", str(pid))
+    r = run_cli("--pause", str(pid))
     assert r.returncode == 0 and "already paused" in r.stdout
-    assert emperor("--resume", str(pid)).returncode == 0
+    assert run_cli("--resume", str(pid)).returncode == 0
     m.wait_log("paused -> running")
     wait_for(lambda: open(f"/proc/{m.pid}/comm").read().strip() == "emperor running", 5)
-    r = emperor("--resume", str(pid))
+    r = run_cli("--resume", str(pid))
     assert "already running" in r.stdout
     assert http_get(m.port).status == 200
 
@@ -111,5 +103,5 @@ def test_a_worker_pid_is_never_taken_for_a_master(served, tmp_path):
     stale.write_text(f"{worker}\n")
     with pytest.raises(PidfileError, match="is not an emperor master"):
         read_master_pid(str(stale))
-    r = emperor("--reload", str(stale))
+    r = run_cli("--reload", str(stale))
     assert r.returncode == 1 and "is not an emperor master" in r.stderr

@@ -6,12 +6,9 @@ PID at teardown).
 """
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -20,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from support import ROOT, answers, free_port, http_get, vassal_ini, wait_for
+from support import answers, free_port, http_get, run_cli, vassal_ini, wait_for
 from emperor.cli import health
 from emperor.emperor import systemd as sdnotify
 from emperor.wire.control import query
@@ -77,12 +74,6 @@ def systemd(shortdir):
     fake.env = str(shortdir / "notify")
     yield fake
     fake.close()
-
-
-def health_cli(directory: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "emperor", "health", str(directory), *args],
-                          capture_output=True, text=True, timeout=15, cwd=ROOT,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
 # ---------- sd_notify with a real emperor ----------
@@ -191,24 +182,24 @@ def test_notify_socket_addresses(shortdir):
 
 # ---------- emperor health ----------
 def test_health_exit_codes(emperor, appdir, tmp_path):
-    assert health_cli(tmp_path / "vassals").returncode == 1  # nobody there: one line
+    assert run_cli("health", str(tmp_path / "vassals")).returncode == 1  # nobody there: one line
     (appdir / "crashapp.py").write_text("raise RuntimeError('broken at import')\n")
     port, bad = free_port(), free_port()
     e = emperor(vassals={"app.ini": vassal_ini(port, appdir), "typo.ini": vassal_ini(bad, appdir, "threads = x\n")})
     wait_for(lambda: answers(port))
-    r = wait_for(lambda: (lambda r: r if r.returncode == 0 else None)(health_cli(e.dir)), timeout=5)
+    r = wait_for(lambda: (lambda r: r if r.returncode == 0 else None)(run_cli("health", str(e.dir))), timeout=5)
     assert r.stdout == "ok: 2 vassals: 1 running, 1 config error\n"   # a config error is not a failure
     (e.dir / "crash.ini").write_text(vassal_ini(bad, appdir).replace("wsgiapp:", "crashapp:"))
     e.wait_log("crash.ini: starting -> backoff")
-    assert health_cli(e.dir).returncode == 0                       # first backoffs: may recover
-    r = health_cli(e.dir, "--max-backoff", "1")
+    assert run_cli("health", str(e.dir)).returncode == 0                       # first backoffs: may recover
+    r = run_cli("health", str(e.dir), "--max-backoff", "1")
     assert r.returncode == 1 and r.stdout == ""
     assert r.stderr.startswith("emperor health: crash.ini keeps failing (backoff ")
     assert "RuntimeError: broken at import" in r.stderr and r.stderr.count("\n") == 1
-    assert health_cli(e.dir, "--live", "--max-backoff", "1").returncode == 0
+    assert run_cli("health", str(e.dir), "--live", "--max-backoff", "1").returncode == 0
     e.signal(signal.SIGTERM)
     assert e.wait(10) == 0
-    r = health_cli(e.dir)
+    r = run_cli("health", str(e.dir))
     assert r.returncode == 1 and r.stderr.count("\n") == 1 and "no emperor for" in r.stderr
 
 
@@ -285,15 +276,15 @@ def test_shutdown_delay_keeps_accepting_and_reports_draining(emperor, appdir, sy
     e = emperor("--shutdown-delay", "1.5", env={"NOTIFY_SOCKET": systemd.env},
                     vassals={"app.ini": vassal_ini(port, appdir)})
     systemd.wait("READY", timeout=15)
-    assert health_cli(e.dir).returncode == 0
+    assert run_cli("health", str(e.dir)).returncode == 0
     t0 = time.monotonic()
     e.signal(signal.SIGTERM)
     systemd.wait("STOPPING")
     doc = query(control_socket(str(e.dir)))
     assert doc["state"] == "draining" and doc["ready"] is False
-    r = health_cli(e.dir)
+    r = run_cli("health", str(e.dir))
     assert r.returncode == 1 and "draining" in r.stderr
-    assert health_cli(e.dir, "--live").returncode == 0
+    assert run_cli("health", str(e.dir), "--live").returncode == 0
     served = 0
     while time.monotonic() - t0 < 1.2:            # new connections still served during the delay
         assert http_get(port).status == 200

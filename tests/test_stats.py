@@ -5,8 +5,6 @@ import json
 import shutil
 import socket
 import subprocess
-import sys
-import time
 import uuid
 
 import pytest

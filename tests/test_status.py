@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from support import ROOT, alive, children, http_get, wait_for
+from support import ROOT, alive, children, http_get, run_cli, wait_for
 from emperor import paths
 from emperor.wire import control
 from emperor.cli.status import event_text, vassal_lines
@@ -34,12 +34,6 @@ def stack(three_vassal_emperor):
     return three_vassal_emperor()
 
 
-def emperor_cli(*args: str, cwd: Path, timeout: float = 10) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(ROOT), COLUMNS="80", LINES="24")
-    return subprocess.run([sys.executable, "-m", "emperor", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
-
-
 def status_doc(stack) -> dict:
     return control.query(stack.control)
 
@@ -48,7 +42,7 @@ def status_doc(stack) -> dict:
 def test_json_matches_the_live_processes(stack):
     for _ in range(3):
         http_get(stack.port, expect=200)
-    r = emperor_cli("status", "--json", cwd=stack.base)
+    r = run_cli("status", "--json", cwd=stack.base)
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     assert doc["pid"] == stack.pid and doc["state"] == "running" and doc["directory"] == str(stack.dir)
@@ -104,7 +98,7 @@ def test_a_stuck_master_costs_a_status_half_a_second_and_not_the_others(stack):
 
 # ---------- what a person sees ----------
 def test_once_prints_one_frame(stack):
-    r = emperor_cli("status", "--once", cwd=stack.base)
+    r = run_cli("status", "--once", cwd=stack.base)
     assert r.returncode == 0 and r.stderr == ""
     lines = r.stdout.splitlines()
     assert lines[0].startswith(f"emperor {stack.pid} · up ")
@@ -121,7 +115,7 @@ def test_status_name_shows_its_workers_and_the_request_in_flight(stack):
     t.start()
     try:
         time.sleep(0.4)
-        r = emperor_cli("status", "good.ini", "--once", cwd=stack.base)
+        r = run_cli("status", "good.ini", "--once", cwd=stack.base)
     finally:
         t.join()
     assert r.returncode == 0, r.stderr
@@ -137,14 +131,14 @@ def test_status_name_shows_its_workers_and_the_request_in_flight(stack):
 
 
 def test_status_of_an_unknown_name_is_one_line_and_exit_1(stack):
-    r = emperor_cli("status", "nope.ini", "--once", cwd=stack.base)
+    r = run_cli("status", "nope.ini", "--once", cwd=stack.base)
     assert r.returncode == 1 and r.stdout == ""
     assert r.stderr.splitlines() == ["emperor: no vassal named 'nope.ini' (vassals: bad.ini, crash.ini, good.ini)"]
 
 
 def test_no_emperor_is_one_line_and_exit_1(tmp_path):
     for args in (["status"], ["status", "--once"], ["status", "--json"], ["restart", "app.ini"]):
-        r = emperor_cli(*args, cwd=tmp_path)
+        r = run_cli(*args, cwd=tmp_path)
         assert r.returncode == 1 and r.stdout == ""
         path = paths.control_socket(str(tmp_path / "vassals.d"))
         assert r.stderr.splitlines() == [
@@ -154,10 +148,10 @@ def test_no_emperor_is_one_line_and_exit_1(tmp_path):
 def test_restart_clears_the_backoff_and_starts_now(stack):
     wait_for(lambda: status_doc(stack)["vassals"]["crash.ini"]["state"] == "backoff", timeout=5)
     starts = status_doc(stack)["vassals"]["crash.ini"]["starts"]
-    r = emperor_cli("restart", "crash.ini", cwd=stack.base)
+    r = run_cli("restart", "crash.ini", cwd=stack.base)
     assert r.returncode == 0 and r.stdout == "emperor: crash.ini: restart requested, now starting\n"
     assert status_doc(stack)["vassals"]["crash.ini"]["starts"] == starts + 1
-    r = emperor_cli("restart", "nope.ini", cwd=stack.base)
+    r = run_cli("restart", "nope.ini", cwd=stack.base)
     assert r.returncode == 1 and r.stderr == "emperor: no vassal named 'nope.ini'\n"
 
 
