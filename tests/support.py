@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,11 +29,25 @@ def application(environ, start_response):
 """
 
 
-VERSIONED_APP = """
+# Pasted into the test applications: started(environ) is how a request tells the test that it
+# is inside the application now. The file its X-Started header names appears, whole (written,
+# then renamed into place), holding the worker's PID and the time.time() it started at.
+STARTED = """
+def started(environ):
+    import os, time
+    path = environ.get("HTTP_X_STARTED")
+    if path:
+        with open(path + ".tmp", "w") as f:
+            f.write("%d %r\\n" % (os.getpid(), time.time()))
+        os.replace(path + ".tmp", path)
+"""
+
+VERSIONED_APP = STARTED + """
 import os, time
 VERSION = {version!r}
 def application(environ, start_response):
     if environ["PATH_INFO"] == "/slow":
+        started(environ)
         time.sleep(float(environ["QUERY_STRING"] or 1))
     if environ["PATH_INFO"] == "/reload":
         import emperor
@@ -43,17 +58,19 @@ def application(environ, start_response):
 
 
 def versioned_app(version: str) -> str:
-    """An application answering `version`, /slow?SECONDS slowly, and /reload by asking for one."""
+    """An application answering `version`, /slow?SECONDS slowly (announcing it, see STARTED), and
+    /reload by asking for one."""
     return VERSIONED_APP.format(version=version)
 
 # The application of the emperor's vassals: its body says which vassal, generation, MARK and
-# NOTIFY_SOCKET it sees and which process answers; /slow?SECONDS is slow; IMPORT_DELAY slows
-# its import.
-VASSAL_APP = """
+# NOTIFY_SOCKET it sees and which process answers; /slow?SECONDS is slow (and announced, see
+# STARTED); IMPORT_DELAY slows its import.
+VASSAL_APP = STARTED + """
 import os, time
 time.sleep(float(os.environ.get("IMPORT_DELAY", "0")))
 def application(environ, start_response):
     if environ["PATH_INFO"] == "/slow":
+        started(environ)
         time.sleep(float(environ.get("QUERY_STRING") or 1.0))
     body = "%s gen=%s mark=%s notify=%s pid=%d" % (
         os.environ.get("VASSAL"), os.environ.get("UWSGI_RELOADS", "0"), os.environ.get("MARK", ""),
@@ -278,6 +295,28 @@ def assert_no_traceback_of_ours(log: str) -> None:
     assert not frames, "a traceback through the emperor package:\n" + "\n".join(frames)
 
 
+
+def log_lines(log: str, text: str) -> list[str]:
+    """The lines of `log` that contain `text`, in order."""
+    return [line for line in log.splitlines() if text in line]
+
+
+def stamp(line: str) -> float:
+    """The time a log line was written (its `YYYY-MM-DD HH:MM:SS.mmm` prefix), as time.time()."""
+    return time.mktime(time.strptime(line[:19], "%Y-%m-%d %H:%M:%S")) + int(line[20:23]) / 1000
+
+
+def held_import(marker: Path, go: Path) -> str:
+    """Module code that announces its import (`marker` appears, whole, holding the importing PID)
+    and then holds the import until `go` exists (60 s at most)."""
+    return (f"import os, time\n"
+            f"with open({str(marker)!r} + '.tmp', 'w') as f:\n"
+            f"    f.write(str(os.getpid()))\n"
+            f"os.replace({str(marker)!r} + '.tmp', {str(marker)!r})\n"
+            f"deadline = time.monotonic() + 60\n"
+            f"while not os.path.exists({str(go)!r}) and time.monotonic() < deadline:\n"
+            f"    time.sleep(0.01)\n")
+
 # ---------- HTTP over raw sockets ----------
 class Closed(EOFError, ConnectionError):
     """The server closed the connection before a whole response."""
@@ -481,3 +520,41 @@ def body_when(port: int, predicate=lambda body: True, timeout: float = 10.0, pat
             return None
         return r.text if r.status == 200 and predicate(r.text) else None
     return wait_for(attempt, timeout)
+
+
+class InFlight:
+    """GET `path` from a thread, its X-Started header naming `marker`. Constructing it returns once
+    the application has the request (the marker exists, see STARTED): the request is in flight.
+    result() joins the thread and returns the Response or raises what the request raised."""
+
+    def __init__(self, port: int, path: str, marker: Path, timeout: float = 30.0) -> None:
+        self.marker = marker
+        self.response: Response | None = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._send, args=(port, path, timeout), daemon=True)
+        self.thread.start()
+        wait_for(lambda: marker.exists() or not self.thread.is_alive(), timeout)
+        if not marker.exists():
+            raise AssertionError(f"GET {path} never reached the application: {self.error or self.response}")
+
+    def _send(self, port: int, path: str, timeout: float) -> None:
+        try:
+            self.response = http_get(port, path, headers={"X-Started": str(self.marker)}, timeout=timeout)
+        except BaseException as e:  # noqa: B036  (handed to the test by result())
+            self.error = e
+
+    @property
+    def started_at(self) -> float:
+        """When the application started on it (time.time(), written by the worker)."""
+        return float(self.marker.read_text().split()[1])
+
+    def done(self, timeout: float = 30.0) -> bool:
+        self.thread.join(timeout)
+        return not self.thread.is_alive()
+
+    def result(self, timeout: float = 30.0) -> Response:
+        assert self.done(timeout), "the request is still running"
+        if self.error is not None:
+            raise self.error
+        assert self.response is not None
+        return self.response

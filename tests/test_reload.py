@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from support import ROOT, children, free_port, http_get, versioned_app, wait_for
+from support import ROOT, InFlight, alive, children, descendants, free_port, http_get, versioned_app, wait_for
 from loadgen import Load
 
 def listen_inode(port: int) -> int:
@@ -61,18 +61,10 @@ def test_uwsgi_reloads_counts_generations(master):
 
 def test_in_flight_request_completes_with_old_code(master, tmp_path):
     m = master("processes = 1\n", versioned_app("old"))
-    result = {}
-
-    def slow():
-        result["resp"] = http_get(m.port, "/slow?1.5", timeout=10)
-
-    t = threading.Thread(target=slow)
-    t.start()
-    time.sleep(0.3)
+    slow = InFlight(m.port, "/slow?1.5", tmp_path / "slow")
     (tmp_path / "wsgiapp.py").write_text(versioned_app("new"))
     m.signal(signal.SIGHUP)
-    t.join(10)
-    r = result["resp"]
+    r = slow.result()
     assert r.status == 200 and r.body == b"old"
     m.wait_log("generation 1 ready")
     assert http_get(m.port).body == b"new"
@@ -103,41 +95,23 @@ def test_preflight_rejects_invalid_config(master):
     assert http_get(m.port).body == b"good"
 
 
-def test_sigterm_is_a_brutal_reload(master):
+def test_sigterm_is_a_brutal_reload(master, tmp_path):
     m = master("processes = 1\n", versioned_app("v"))
     inode = listen_inode(m.port)
-    errors = []
-
-    def slow():
-        try:
-            http_get(m.port, "/slow?5", timeout=10)
-        except Exception as e:
-            errors.append(e)
-
-    t = threading.Thread(target=slow)
-    t.start()
-    time.sleep(0.3)
+    slow = InFlight(m.port, "/slow?5", tmp_path / "slow", timeout=10)
     m.signal(signal.SIGTERM)
-    t.join(10)
-    assert errors, "the in-flight request should have been cut"
+    assert slow.done(10)
+    assert slow.error is not None, "the in-flight request should have been cut"
     m.wait_log("generation 1 loaded")
     wait_for(lambda: http_get(m.port).header("X-Gen") == "1", 10)
     assert listen_inode(m.port) == inode
 
 
-def test_die_on_term_stops_gracefully(master):
+def test_die_on_term_stops_gracefully(master, tmp_path):
     m = master("die-on-term = true\nprocesses = 1\n", versioned_app("v"))
-    result = {}
-
-    def slow():
-        result["resp"] = http_get(m.port, "/slow?1", timeout=10)
-
-    t = threading.Thread(target=slow)
-    t.start()
-    time.sleep(0.3)
+    slow = InFlight(m.port, "/slow?1", tmp_path / "slow")
     m.signal(signal.SIGTERM)
-    t.join(10)
-    assert result["resp"].status == 200
+    assert slow.result().status == 200
     assert m.wait(10) == 0
 
 
@@ -150,16 +124,14 @@ def test_sigusr1_logs_statistics(master):
     assert "worker 1 pid" in log and "requests" in log
 
 
-def test_sigusr2_logs_worker_status_and_keeps_serving(master):
+def test_sigusr2_logs_worker_status_and_keeps_serving(master, tmp_path):
     m = master("processes = 1\nthreads = 2\n", versioned_app("v"))
-    t = threading.Thread(target=lambda: http_get(m.port, "/slow?1.5", timeout=10))
-    t.start()
-    time.sleep(0.4)
+    slow = InFlight(m.port, "/slow?1.5", tmp_path / "slow")
     m.signal(signal.SIGUSR2)
-    log = m.wait_log("worker status (SIGUSR2)")
+    m.wait_log("worker status (SIGUSR2)")
     wait_for(lambda: "GET /slow running" in m.log, 5)
     assert http_get(m.port).status == 200
-    t.join(10)
+    assert slow.result().status == 200
     assert os.path.exists(f"/proc/{m.pid}")
 
 
@@ -167,12 +139,12 @@ def test_sigtstp_pauses_and_waiting_clients_are_served_on_resume(master):
     m = master("processes = 2\n", versioned_app("v"))
     m.signal(signal.SIGTSTP)
     m.wait_log("running -> paused")
-    time.sleep(0.2)
+    m.wait_log("paused (SIGTSTP)", count=2)   # each worker has taken the order
     s = socket.create_connection(("127.0.0.1", m.port), timeout=10)  # accepted by the kernel backlog
     s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     s.settimeout(0.7)
     with pytest.raises(socket.timeout):
-        s.recv(100)
+        s.recv(100)          # an absence is the behaviour: no answer while paused
     m.signal(signal.SIGTSTP)
     m.wait_log("paused -> running")
     s.settimeout(5)
@@ -210,12 +182,12 @@ def application(environ, start_response):
         t.join(5)            # the other threads are idle again; the main one still sleeps
     m.signal(signal.SIGTSTP)
     m.wait_log("running -> paused")
-    time.sleep(0.2)
+    m.wait_log("paused (SIGTSTP)")            # the worker has taken the order (an idle thread read it)
     s = socket.create_connection(("127.0.0.1", m.port), timeout=10)
     s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     s.settimeout(0.7)
     with pytest.raises(socket.timeout):
-        s.recv(100)          # an idle thread did not take it
+        s.recv(100)          # an absence is the behaviour: an idle thread did not take it
     m.signal(signal.SIGTSTP)
     s.settimeout(5)
     assert s.recv(4096).startswith(b"HTTP/1.1 200 OK")
@@ -247,7 +219,6 @@ def test_touch_reload(master, tmp_path):
     trigger = tmp_path / "deploy.trigger"
     trigger.write_text("")
     m = master(f"touch-reload = {trigger}\n", versioned_app("v"))
-    time.sleep(0.1)
     os.utime(trigger, None)
     m.wait_log("generation 1 ready")
 
@@ -290,7 +261,8 @@ def test_graceful_reloads_under_load_fail_no_request(master):
     with Load(m.port, keepalive=2, fresh=2) as load:
         for gen in range(1, 21):
             reload_and_wait(m, gen=gen)
-            time.sleep(0.1)
+            served = load.result.ok
+            wait_for(lambda: load.result.ok >= served + 10)   # the new generation serves the load
     r = load.result
     assert r.ok > 200
     assert r.failed == 0, r.errors
@@ -311,27 +283,25 @@ def test_burst_of_sighups_leaves_one_generation(master):
     m = master("processes = 2\n", versioned_app("v"))
     for _ in range(10):
         m.signal(signal.SIGHUP)
-    time.sleep(0.5)
     wait_for(lambda: "reloading -> running" in m.log and len(children(m.pid)) == 2
              and "generation 0 has left" in m.log, 20)
-    time.sleep(1.0)
-    wait_for(lambda: len(children(m.pid)) == 2, 10)
+    time.sleep(1.0)   # an absence is the behaviour: no further reload follows the burst
+    assert "generation 2" not in m.log
+    assert len(children(m.pid)) == 2
     assert http_get(m.port).status == 200
 
 
 def test_sighup_during_reload_then_sigint_leaves_no_orphan(master):
     m = master("processes = 2\n", versioned_app("v"))
+    workers = set(children(m.pid))
     m.signal(signal.SIGHUP)
-    time.sleep(0.05)
-    m.signal(signal.SIGHUP)
-    time.sleep(0.05)
-    from conftest import descendants
+    m.wait_log("running -> reloading")
+    m.signal(signal.SIGHUP)                                  # during the reload
+    wait_for(lambda: set(descendants(m.pid)) - workers)      # the reload's own processes are there
     kids = descendants(m.pid)
     m.signal(signal.SIGINT)
     assert m.wait(10) == 0
-    time.sleep(0.2)
-    for k in kids + descendants(m.pid):
-        assert not os.path.exists(f"/proc/{k}") or open(f"/proc/{k}/stat").read().split()[2] == "Z"
+    wait_for(lambda: not any(alive(k) for k in kids))        # none of them outlives the master
 
 
 def test_sigtstp_while_reloading_keeps_pause(master):
