@@ -7,6 +7,7 @@ built once per module. Every container has a unique name and is removed
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -124,6 +125,15 @@ def vassal_ini(extra: str = "") -> str:
             "env = VASSAL=%n\nprocesses = 2\n" + extra)
 
 
+def busy_workers(c: Container, vassal: str = "app.ini") -> int:
+    """Workers inside a request, from the scoreboard, as `emperor status --json` shows it."""
+    r = c.exec("emperor", "status", "--json")
+    if r.returncode != 0:
+        return 0
+    v = json.loads(r.stdout)["vassals"].get(vassal) or {}
+    return (v.get("stats") or {}).get("busy", 0)
+
+
 def proc_states(c: Container) -> dict[int, str]:
     """pid -> state letter of every process in the container, read from /proc (no ps in slim images)."""
     r = c.exec("sh", "-c", "for f in /proc/[0-9]*/stat; do cat \"$f\" 2>/dev/null; echo; done")
@@ -204,7 +214,7 @@ def test_stop_drains_an_in_flight_request_and_exits_0(container, shared_dir):
 
     t = threading.Thread(target=slow)
     t.start()
-    time.sleep(0.7)                      # the request is in flight: the app sleeps 3 s
+    wait_for(lambda: busy_workers(c) >= 1, timeout=20, interval=0.1)   # in flight: the app sleeps 3 s
     t0 = time.monotonic()
     podman("stop", "-t", "30", c.name, timeout=60)
     elapsed = time.monotonic() - t0
@@ -224,10 +234,8 @@ def test_orphans_are_reaped_by_pid_1(container):
     r = c.exec("sh", "-c", "for i in 1 2 3; do sleep 0.5 >/dev/null 2>&1 & done; exit 0")
     assert r.returncode == 0, r.stderr
     c.wait_log("reaped orphan", count=3, timeout=10)
-    time.sleep(0.3)
-    states = proc_states(c)
+    states = wait_for(lambda: (st := proc_states(c)) and "Z" not in st.values() and st, timeout=10)
     assert 1 in states
-    assert [pid for pid, s in states.items() if s == "Z"] == []
 
 
 def test_shutdown_delay_keeps_serving_and_reports_unhealthy(container):

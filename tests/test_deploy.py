@@ -16,7 +16,6 @@ import subprocess
 import sys
 import sysconfig
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -224,11 +223,12 @@ def configmap_update(tmp_path, emperor) -> str:
 
     t = threading.Thread(target=load, daemon=True)
     t.start()
-    time.sleep(0.3)
+    wait_for(lambda: served[0] >= 10)         # the load runs
     projection.write(files("two"))
     log = e.wait_log("hello.ini: reloading -> running (generation 1 ready)", timeout=10)
     assert "hello.ini: running -> reloading (file changed)" in log
-    time.sleep(0.5)
+    after = served[0]
+    wait_for(lambda: served[0] >= after + 10)  # and goes on against the new generation
     stop.set()
     t.join(10)
     assert failures == [] and served[0] > 10

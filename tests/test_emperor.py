@@ -12,13 +12,13 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from support import VASSAL_APP, alive, body_when, children, descendants, free_port, http_get, refuses, run_cli, vassal_ini, wait_for
+from support import (VASSAL_APP, InFlight, alive, body_when, children, descendants, free_port, held_import, http_get,
+                     log_lines, refuses, run_cli, stamp, vassal_ini, wait_for)
 from emperor.emperor import process as emp
 from emperor.states import VassalState as S
 from emperor.wire import channel
@@ -123,18 +123,22 @@ def test_forked_masters_keep_nothing_of_the_emperor(emperor, appdir):
         assert os.readlink(f"/proc/{master}/fd/0") == "/dev/null"
 
 
-def test_reload_preflight_is_a_fork_of_the_emperor_and_names_the_app_error(emperor, appdir):
+def test_reload_preflight_is_a_fork_of_the_emperor_and_names_the_app_error(emperor, appdir, tmp_path):
     e = emperor()
     port = free_port()
     path = serving(e, "app.ini", port, appdir)
     [master] = children(e.pid)
     app = appdir / "wsgiapp.py"
     good = app.read_text()
-    app.write_text("import time\ntime.sleep(1)\nraise RuntimeError('broken deploy')\n")
+    importing, go = tmp_path / "importing", tmp_path / "go"
+    app.write_text(held_import(importing, go) + "raise RuntimeError('broken deploy')\n")
     os.utime(path)
     # while the new code imports, the emperor has two children: the master and its preflight
-    preflight = wait_for(lambda: [p for p in children(e.pid) if p != master], timeout=3)
+    wait_for(importing.exists)
+    preflight = [p for p in children(e.pid) if p != master]
+    assert preflight == [int(importing.read_text())]
     assert open(f"/proc/{preflight[0]}/comm").read().strip() != "emperor running"
+    go.touch()
     log = e.wait_log("reload failed, generation 0 keeps serving: app.ini: module 'wsgiapp' failed to import: "
                      "RuntimeError: broken deploy")
     assert "raise RuntimeError('broken deploy')" in log   # the app's own traceback, nothing of ours
@@ -146,17 +150,20 @@ def test_reload_preflight_is_a_fork_of_the_emperor_and_names_the_app_error(emper
     assert children(e.pid) == [master]
 
 
-def test_a_preflight_still_importing_dies_with_the_emperor(emperor, appdir):
+def test_a_preflight_still_importing_dies_with_the_emperor(emperor, appdir, tmp_path):
     e = emperor()
     path = serving(e, "app.ini", free_port(), appdir)
     [master] = children(e.pid)
-    (appdir / "wsgiapp.py").write_text("import time\ntime.sleep(60)\n")
+    importing = tmp_path / "importing"
+    (appdir / "wsgiapp.py").write_text(held_import(importing, tmp_path / "never"))   # an import of 60 s
     os.utime(path)
-    [preflight] = wait_for(lambda: [p for p in children(e.pid) if p != master], timeout=3)
+    wait_for(importing.exists)
+    [preflight] = [p for p in children(e.pid) if p != master]
+    assert preflight == int(importing.read_text())
     try:
         e.signal(signal.SIGINT)
         assert e.wait(10) == 0
-        wait_for(lambda: not alive(preflight), timeout=3)
+        wait_for(lambda: not alive(preflight))   # not the 60 s its import would take
     finally:  # once the emperor is gone it is nobody's child: the fixture would not find it
         try:
             os.kill(preflight, signal.SIGKILL)
@@ -220,14 +227,17 @@ def test_two_vassals_on_one_port_the_second_backs_off_until_the_first_leaves(emp
     assert f"cannot bind http socket 127.0.0.1:{port}: address already in use" in log
     for _ in range(5):
         assert http_get(port, expect=200).text.startswith("first ")   # the first one never notices
-    time.sleep(1.5)
-    assert 2 <= e.log.count("second.ini: starting -> backoff") <= 3   # backing off: 1 s, then 2 s
+    # backing off: 1 s, then 2 s
+    log = e.wait_log("second.ini: starting -> backoff", count=2)
+    backoffs = log_lines(log, "second.ini: starting -> backoff")
+    assert "; retry in 1s)" in backoffs[0] and "; retry in 2s)" in backoffs[1]
+    [retry] = log_lines(log, "second.ini: backoff -> starting")
+    assert "(backoff over" in retry and stamp(retry) - stamp(backoffs[0]) >= 0.99
     first.unlink()
-    t0 = time.monotonic()
-    # not after its backoff (2 s by now): when the master holding the port has left
     assert body_when(port, lambda b: b.startswith("second ")).startswith("second gen=0")
-    assert time.monotonic() - t0 < 1.0
-    assert f"second.ini: backoff -> starting (first.ini left port {port}" in e.log
+    # not after its backoff (2 s by now): when the master holding the port has left
+    start = log_lines(e.log, "second.ini: backoff -> starting")[1]
+    assert f"second.ini: backoff -> starting (first.ini left port {port}" in start
 
 
 def test_configmap_update_reloads(emperor, appdir):
@@ -356,39 +366,26 @@ def test_sighup_reloads_every_vassal(emperor, appdir):
 
 
 # ---------- stopping ----------
-def test_sigterm_stops_every_vassal_gracefully_and_exits_0(emperor, appdir):
+def test_sigterm_stops_every_vassal_gracefully_and_exits_0(emperor, appdir, tmp_path):
     e = emperor()
     ports = [free_port(), free_port()]
     for name, port in zip(("a.ini", "b.ini"), ports):
         serving(e, name, port, appdir)
-    result = {}
-    t = threading.Thread(target=lambda: result.update(body=http_get(ports[0], "/slow", expect=200).text))
-    t.start()
-    time.sleep(0.3)                     # the request is in flight
+    slow = InFlight(ports[0], "/slow", tmp_path / "slow")
     e.signal(signal.SIGTERM)
     assert e.wait(8) == 0
-    t.join(5)
-    assert result["body"].startswith("a gen=0")  # finished, not cut
+    r = slow.result()
+    assert r.status == 200 and r.text.startswith("a gen=0")  # finished, not cut
     assert all(refuses(p) for p in ports)
     assert "every vassal has stopped: bye" in e.log
     assert "SIGKILL" not in e.log
 
 
-def test_sigterm_kills_stragglers_after_the_grace(emperor, appdir):
+def test_sigterm_kills_stragglers_after_the_grace(emperor, appdir, tmp_path):
     e = emperor("--grace", "0.5")
     port = free_port()
     serving(e, "app.ini", port, appdir)
-    cut = []
-
-    def slow_request() -> None:
-        try:
-            http_get(port, "/slow?20", timeout=10, expect=200)
-        except (OSError, AssertionError) as exc:  # killed with its worker: no response
-            cut.append(exc)
-
-    t = threading.Thread(target=slow_request, daemon=True)
-    t.start()
-    time.sleep(0.3)
+    slow = InFlight(port, "/slow?20", tmp_path / "slow", timeout=10)
     t0 = time.monotonic()
     e.signal(signal.SIGTERM)
     assert e.wait(5) == 0
@@ -396,8 +393,8 @@ def test_sigterm_kills_stragglers_after_the_grace(emperor, appdir):
     assert "app.ini: master" in e.log and "SIGKILL to its process group" in e.log
     assert "app.ini: stopping -> gone (killed by SIGKILL)" in e.log
     assert refuses(port)
-    t.join(2)
-    assert cut
+    assert slow.done(2)
+    assert slow.error is not None or slow.response.status != 200   # killed with its worker: no answer
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGQUIT], ids=["SIGINT", "SIGQUIT"])
@@ -421,8 +418,9 @@ def test_sigwinch_rescans_now_for_what_inotify_cannot_see(emperor, appdir, tmp_p
     body_when(port, lambda b: b.startswith("app "))
     with open(outside, "a") as f:
         f.write("env = MARK=linked\n")
-    time.sleep(0.5)
+    time.sleep(0.5)   # an absence is the behaviour: for this long, nothing may notice the edit
     assert "gen=0" in http_get(port, expect=200).text               # unseen so far: nothing woke the emperor
+    assert "app.ini: running -> reloading" not in e.log
     e.signal(signal.SIGWINCH)
     assert "gen=1 mark=linked" in body_when(port, lambda b: "gen=1" in b, timeout=3)
     assert f"SIGWINCH: rescanning {e.dir}" in e.log
@@ -468,10 +466,10 @@ def test_idle_emperor_and_masters_use_no_cpu(emperor, appdir):
     e = emperor()
     for name in ("a.ini", "b.ini"):
         serving(e, name, free_port(), appdir)
-    time.sleep(0.5)                      # let start-up work finish
+        e.wait_log(f"{name}: starting -> running (ready)")   # start-up is over: every worker is ready
     pids = [e.pid] + [q for q in descendants(e.pid)]
     before = {q: cpu_ticks(q) for q in pids}
-    time.sleep(3)
+    time.sleep(3)                        # the behaviour: 3 s of idling, measured
     used = sum(cpu_ticks(q) - before[q] for q in pids)
     assert used <= 3, f"{used} clock ticks in 3 s"   # 1 tick = 10 ms
 
