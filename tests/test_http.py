@@ -129,6 +129,7 @@ def test_chunked_request_body_is_decoded_for_the_app(srv):
 
 def test_chunked_request_body_arriving_in_pieces(srv):
     with Client(srv.port) as c:
+        # the pauses are the behaviour: each piece arrives on its own
         c.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nab")
         time.sleep(0.1)
         c.send(b"c\r\n")

@@ -333,6 +333,6 @@ def test_proxy_pass_over_kept_alive_upstream_connections(stacks):
             assert seen["body_sha256"] == hashlib.sha256(body).hexdigest()
         ports.add(seen["remote_port"])
     assert len(ports) <= 3, ports          # a few pooled connections, not one per request
-    time.sleep(4.5)
+    time.sleep(4.5)   # the behaviour: an idle spell longer than emperor's socket-timeout (4 s)
     seen = echo(port, "POST", "/after-idle", body=b"x" * 5000)
     assert seen["body_len"] == 5000

@@ -63,7 +63,7 @@ def test_bad_pidfiles_are_refused(tmp_path, content, message):
 
 def test_stale_pidfile_naming_another_process_sends_nothing(tmp_path):
     """PIDs get reused: a pidfile naming a live process that is not a master is refused."""
-    victim = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    victim = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])  # any live non-master
     try:
         path = tmp_path / "reused.pid"
         path.write_text(f"{victim.pid}\n")

@@ -44,7 +44,7 @@ def exchange(srv, data: bytes, pause_after: int | None = None) -> bytes:
             c.send(data)
         else:
             c.send(data[:pause_after])
-            time.sleep(0.1)
+            time.sleep(0.1)   # the behaviour: the rest arrives on its own, later
             c.send(data[pause_after:])
         return c.rest()
 

@@ -25,7 +25,7 @@ def settle(w: DirectoryWatcher, timeout: float = 1.0) -> Changes:
         if w.fileno() is not None:
             select.select([w.fileno()], [], [], wait)
         else:
-            time.sleep(wait)
+            time.sleep(wait)   # the loop's timer: a watcher without inotify polls
         changes = w.changes()
         if changes:
             return changes
@@ -88,7 +88,7 @@ def test_delete_is_reported_after_the_grace(watcher, vdir):
 
 def test_rewrite_within_the_grace_is_a_change_not_a_delete(watcher, vdir):
     os.rename(vdir / "app.ini", vdir / "app.ini~")  # vim's backup, then the new file
-    time.sleep(0.1)
+    time.sleep(0.1)   # vim's pace: the new file comes a moment later (the watcher is asked only after)
     (vdir / "app.ini").write_text("[uwsgi]\nprocesses = 3\n")
     assert settle(watcher) == Changes(changed=["app.ini"])
 
