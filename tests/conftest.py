@@ -67,7 +67,7 @@ def master(tmp_path, procs):
         path.write_text(text)
         p = procs([sys.executable, "-m", "emperor", "master", str(path)], tmp_path, env=env)
         if wait:
-            p.wait_log("running (workers ready)", timeout=15)
+            p.wait_log("running (workers ready)", timeout=30)
         p.port = port
         p.ini = path
         return p
@@ -106,7 +106,7 @@ def _emperors(start_proc, base: Path):
         p.dir = d
         started.append(p)
         if wait:
-            p.wait_log("[emperor] watching")
+            p.wait_log("[emperor] watching", timeout=30)
         return p
 
     return start, started
@@ -147,8 +147,8 @@ def three_vassal_emperor(module_emperor, tmp_path_factory):
         port = three_vassals(base)
         p = module_emperor(*args, directory=base / "vassals.d", named=False)
         p.port, p.base, p.control = port, base, control_socket(str(p.dir))
-        p.wait_log("good.ini: starting -> running", timeout=15)
-        p.wait_log("crash.ini: starting -> backoff", timeout=15)
+        p.wait_log("good.ini: starting -> running", timeout=30)
+        p.wait_log("crash.ini: starting -> backoff", timeout=30)
         return p
 
     return start

@@ -265,7 +265,7 @@ def running_master(directory: Path, body: str, http_port: int, name: str = "app.
     p = Proc([sys.executable, "-m", "emperor", "master", str(ini)], directory,
              log=directory / "master.log")
     try:
-        p.wait_log("running (workers ready)", timeout=15)
+        p.wait_log("running (workers ready)", timeout=30)
         p.port = http_port
         p.dir = directory
         yield p

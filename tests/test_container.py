@@ -182,17 +182,18 @@ def test_mounted_directory_add_touch_remove(container, shared_dir):
     path = vassals / "app.ini"
     t0 = time.monotonic()
     path.write_text(vassal_ini())
-    assert body_when(c.port, timeout=10) == "app gen=0"
-    assert time.monotonic() - t0 < 3.0, "inotify through the bind mount looks broken: only the rescan saw it"
+    assert body_when(c.port, timeout=30) == "app gen=0"
+    # the timing is the behaviour: inotify, not the safety rescan that comes 30 s after the start
+    assert time.monotonic() - t0 < 10, "inotify through the bind mount looks broken: only the rescan saw it"
     t0 = time.monotonic()
     os.utime(path)
-    assert body_when(c.port, lambda b: b == "app gen=1", timeout=10) == "app gen=1"
-    assert time.monotonic() - t0 < 3.0
+    assert body_when(c.port, lambda b: b == "app gen=1", timeout=30) == "app gen=1"
+    assert time.monotonic() - t0 < 10
     c.wait_log("app.ini: running -> reloading (file changed)")
     t0 = time.monotonic()
     path.unlink()
-    wait_for(lambda: not answers(c.port), timeout=10, interval=0.1)
-    assert time.monotonic() - t0 < 3.0
+    wait_for(lambda: not answers(c.port), timeout=30, interval=0.1)
+    assert time.monotonic() - t0 < 10
     log = c.wait_log("app.ini: stopping -> gone")
     assert "Permission denied" not in log
     assert c.running()
@@ -221,7 +222,8 @@ def test_stop_drains_an_in_flight_request_and_exits_0(container, shared_dir):
     t.join(10)
     assert result.get("response") == (200, "app gen=0"), result
     assert c.exit_code() == 0
-    assert elapsed < 10, f"podman stop took {elapsed:.1f}s (the grace is 30 s)"
+    # the timing is the behaviour: the emperor left once the request was done (3 s), not at the 30 s stop timeout
+    assert elapsed < 20, f"podman stop took {elapsed:.1f}s (the grace is 30 s)"
     log = c.logs()
     assert "SIGTERM: stopping every vassal gracefully" in log and "every vassal has stopped: bye" in log
     assert "SIGKILL" not in log

@@ -24,7 +24,7 @@ from emperor.states import VassalState as S
 from emperor.wire import channel
 from emperor.emperor.watch import Changes
 
-pytestmark = pytest.mark.timeout(30)
+pytestmark = pytest.mark.timeout(60)
 
 def cpu_ticks(pid: int) -> int:
     with open(f"/proc/{pid}/stat") as f:
@@ -40,13 +40,14 @@ def serving(emperor_proc, name: str, port: int, appdir: Path, extra: str = "", t
 
 
 # ---------- watching and acting ----------
-def test_dropped_file_serves_within_a_second(emperor, appdir):
+def test_a_dropped_file_serves_at_once_not_at_the_next_rescan(emperor, appdir):
     e = emperor()
     port = free_port()
     (e.dir / "app.ini").write_text(vassal_ini(port, appdir))
     t0 = time.monotonic()
-    assert body_when(port, timeout=3).startswith("app gen=0")
-    assert time.monotonic() - t0 < 1.0
+    assert body_when(port, timeout=20).startswith("app gen=0")
+    # the timing is the behaviour: inotify, not the safety rescan 30 s later (it takes ~40 ms)
+    assert time.monotonic() - t0 < 10
     assert "app.ini: starting -> running (ready)" in e.wait_log("app.ini: starting -> running")
 
 
@@ -56,7 +57,7 @@ def test_touch_reloads_into_a_new_generation(emperor, appdir):
     path = serving(e, "app.ini", port, appdir)
     pid = int(http_get(port, expect=200).text.split("pid=")[1])
     os.utime(path)
-    e.wait_log("app.ini: running -> reloading (file changed)", timeout=1)
+    e.wait_log("app.ini: running -> reloading (file changed)")
     assert "gen=1" in body_when(port, lambda b: "gen=1" in b)
     e.wait_log("app.ini: reloading -> running (generation 1 ready)")
     assert int(http_get(port, expect=200).text.split("pid=")[1]) != pid
@@ -76,10 +77,10 @@ def test_forked_master_is_found_through_its_pidfile(emperor, appdir, tmp_path):
     port = free_port()
     pidfile = tmp_path / "app.pid"
     serving(e, "app.ini", port, appdir, extra=f"pidfile = {pidfile}\n")
-    wait_for(pidfile.exists, 5)  # written once the master has every worker's READY, after a first answer
+    wait_for(pidfile.exists)  # written once the master has every worker's READY, after a first answer
     master = int(pidfile.read_text())
     assert master != e.pid
-    wait_for(lambda: open(f"/proc/{master}/comm").read().strip() == "emperor running", 5)
+    wait_for(lambda: open(f"/proc/{master}/comm").read().strip() == "emperor running")
     worker = int(http_get(port, expect=200).text.split("pid=")[1])
     assert open(f"/proc/{worker}/comm").read().strip() == "emperor worker"
     # what ps shows: not the emperor's command line, which both would otherwise inherit
@@ -209,10 +210,8 @@ def test_rename_new_name_serves_on_the_same_port(emperor, appdir):
     e = emperor()
     port = free_port()
     path = serving(e, "old.ini", port, appdir)
-    t0 = time.monotonic()
     os.rename(path, e.dir / "new.ini")
-    assert body_when(port, lambda b: b.startswith("new "), timeout=5).startswith("new gen=0")
-    assert time.monotonic() - t0 < 2.0
+    assert body_when(port, lambda b: b.startswith("new ")).startswith("new gen=0")
     log = e.wait_log("old.ini: stopping -> gone")
     assert "new.ini: starting -> running" in e.wait_log("new.ini: starting -> running")
     assert "backoff" not in log and "Address already in use" not in log
@@ -278,9 +277,7 @@ def test_delete_stops_the_master_and_frees_its_port(emperor, appdir):
     path = serving(e, "app.ini", port, appdir)
     master = int(e.log.split("app.ini: new -> starting (new file; master pid ")[1].split(")")[0])
     os.unlink(path)
-    t0 = time.monotonic()
-    wait_for(lambda: refuses(port), timeout=3)
-    assert time.monotonic() - t0 < 1.0
+    wait_for(lambda: refuses(port))
     e.wait_log("app.ini: stopping -> gone (exited 0)")
     assert not alive(master)
 
@@ -320,14 +317,14 @@ def test_crash_looping_vassal_backs_off_while_another_serves(emperor, appdir):
     log = e.wait_log("bad.ini: starting -> backoff (exited 1: ")
     assert "RuntimeError: broken at import" in log.split("bad.ini: starting -> backoff")[1].splitlines()[0]
     assert "; retry in 1s)" in log
-    e.wait_log("; retry in 2s)", timeout=5)
+    e.wait_log("; retry in 2s)")
     assert http_get(good, expect=200).text.startswith("good gen=0")
     # SIGURG clears every backoff: the next attempt comes at once, not in 2 s
-    t0 = time.monotonic()
     e.signal(signal.SIGURG)
-    e.wait_log("bad.ini: backoff -> starting (SIGURG: backoff cleared", timeout=1)
-    assert time.monotonic() - t0 < 1.0
-    e.wait_log("; retry in 1s)", count=2, timeout=5)   # cleared: back to 1 s
+    log = e.wait_log("bad.ini: backoff -> starting (SIGURG: backoff cleared")
+    [timer, urged] = log_lines(log, "bad.ini: backoff -> starting")   # not the 2 s timer first
+    assert "(backoff over" in timer and "(SIGURG: backoff cleared" in urged
+    e.wait_log("; retry in 1s)", count=2)   # cleared: back to 1 s
     assert http_get(good, expect=200).text.startswith("good gen=0")
 
 
@@ -341,7 +338,7 @@ def test_a_master_that_gets_ready_but_dies_before_serving_keeps_backing_off(empe
         "    return [b'']\n")
     e = emperor()
     (e.dir / "dies.ini").write_text(vassal_ini(free_port(), appdir).replace("wsgiapp:application", "dies:application"))
-    log = e.wait_log("dies.ini: running -> backoff (exited 3; retry in 2s)", timeout=8)
+    log = e.wait_log("dies.ini: running -> backoff (exited 3; retry in 2s)", timeout=15)
     assert "dies.ini: running -> backoff (exited 3; retry in 1s)" in log
     assert "dies.ini: starting -> running (ready)" in log
 
@@ -373,7 +370,7 @@ def test_sigterm_stops_every_vassal_gracefully_and_exits_0(emperor, appdir, tmp_
         serving(e, name, port, appdir)
     slow = InFlight(ports[0], "/slow", tmp_path / "slow")
     e.signal(signal.SIGTERM)
-    assert e.wait(8) == 0
+    assert e.wait(15) == 0
     r = slow.result()
     assert r.status == 200 and r.text.startswith("a gen=0")  # finished, not cut
     assert all(refuses(p) for p in ports)
@@ -385,15 +382,16 @@ def test_sigterm_kills_stragglers_after_the_grace(emperor, appdir, tmp_path):
     e = emperor("--grace", "0.5")
     port = free_port()
     serving(e, "app.ini", port, appdir)
-    slow = InFlight(port, "/slow?20", tmp_path / "slow", timeout=10)
+    slow = InFlight(port, "/slow?20", tmp_path / "slow", timeout=30)
     t0 = time.monotonic()
     e.signal(signal.SIGTERM)
-    assert e.wait(5) == 0
-    assert 0.5 <= time.monotonic() - t0 < 2.0
+    assert e.wait(15) == 0
+    # the timing is the behaviour: killed once the grace (0.5 s) is over, not when the request ends (20 s)
+    assert 0.5 <= time.monotonic() - t0 < 10
     assert "app.ini: master" in e.log and "SIGKILL to its process group" in e.log
     assert "app.ini: stopping -> gone (killed by SIGKILL)" in e.log
     assert refuses(port)
-    assert slow.done(2)
+    assert slow.done(10)
     assert slow.error is not None or slow.response.status != 200   # killed with its worker: no answer
 
 
@@ -403,7 +401,7 @@ def test_sigint_stops_every_vassal_and_exits_0(emperor, appdir, sig):
     port = free_port()
     serving(e, "app.ini", port, appdir)
     e.signal(sig)
-    assert e.wait(8) == 0
+    assert e.wait(15) == 0
     assert refuses(port)
 
 
@@ -422,7 +420,8 @@ def test_sigwinch_rescans_now_for_what_inotify_cannot_see(emperor, appdir, tmp_p
     assert "gen=0" in http_get(port, expect=200).text               # unseen so far: nothing woke the emperor
     assert "app.ini: running -> reloading" not in e.log
     e.signal(signal.SIGWINCH)
-    assert "gen=1 mark=linked" in body_when(port, lambda b: "gen=1" in b, timeout=3)
+    # now, not at the safety rescan (30 s after the start)
+    assert "gen=1 mark=linked" in body_when(port, lambda b: "gen=1" in b, timeout=10)
     assert f"SIGWINCH: rescanning {e.dir}" in e.log
 
 
@@ -430,9 +429,9 @@ def test_sigkill_of_the_emperor_takes_masters_and_workers_down(emperor, appdir):
     e = emperor()
     port = free_port()
     serving(e, "app.ini", port, appdir, extra="processes = 2\n")
-    stack = wait_for(lambda: (d := descendants(e.pid)) and len(d) >= 3 and d, 5)  # the master and its two workers
+    stack = wait_for(lambda: (d := descendants(e.pid)) and len(d) >= 3 and d)  # the master and its two workers
     e.signal(signal.SIGKILL)
-    wait_for(lambda: not any(alive(p) for p in stack), timeout=5)
+    wait_for(lambda: not any(alive(p) for p in stack))
     assert refuses(port)
 
 
@@ -458,7 +457,7 @@ def test_as_pid_1_reaps_orphans_and_exits_0_on_sigterm(emperor, appdir):
     assert zombies == []
     emperor_pid = wait_for(lambda: descendants(p.pid)[:1])[0]
     os.kill(emperor_pid, signal.SIGTERM)
-    assert p.wait(8) == 0
+    assert p.wait(15) == 0
     assert refuses(port)
 
 
@@ -529,10 +528,10 @@ def test_tyrant_runs_each_vassal_as_its_file_owner(unprivileged, tyrant_user):
     good = vdir / "user.ini"
     good.write_text(vassal_ini(port, appdir))
     os.chown(good, tyrant_user.pw_uid, tyrant_user.pw_gid)
-    assert body_when(port, timeout=8).endswith(f"pid={tyrant_user.pw_uid}")
+    assert body_when(port, timeout=15).endswith(f"pid={tyrant_user.pw_uid}")
     # a reload: the preflight (forked by the root emperor) imports the app as the owner too
     os.utime(good)
-    assert body_when(port, lambda b: "gen=1" in b, timeout=8).endswith(f"pid={tyrant_user.pw_uid}")
+    assert body_when(port, lambda b: "gen=1" in b, timeout=15).endswith(f"pid={tyrant_user.pw_uid}")
     # root-owned and group-writable files are refused with a clear line
     (vdir / "rooty.ini").write_text(vassal_ini(refused_port, appdir))
     lax = vdir / "lax.ini"
@@ -548,7 +547,7 @@ def test_tyrant_runs_each_vassal_as_its_file_owner(unprivileged, tyrant_user):
     os.chown(good, 0, 0)
     e.wait_log("user.ini: running -> stopping (file owner changed)")
     e.wait_log("user.ini: stopping -> config error")
-    wait_for(lambda: refuses(port), timeout=3)
+    wait_for(lambda: refuses(port))
 
 
 def test_a_file_anyone_can_write_is_refused_until_it_is_fixed(emperor, appdir):
@@ -589,9 +588,9 @@ def test_uid_and_gid_options_drop_privileges_for_master_preflight_and_workers(un
     port = free_port()
     path = vdir / "app.ini"
     path.write_text(vassal_ini(port, appdir, f"uid = {tyrant_user.pw_name}\ngid = {tyrant_user.pw_gid}\n"))
-    assert body_when(port, timeout=8).endswith(f"pid={tyrant_user.pw_uid}")
+    assert body_when(port, timeout=15).endswith(f"pid={tyrant_user.pw_uid}")
     os.utime(path)
-    assert body_when(port, lambda b: "gen=1" in b, timeout=8).endswith(f"pid={tyrant_user.pw_uid}")
+    assert body_when(port, lambda b: "gen=1" in b, timeout=15).endswith(f"pid={tyrant_user.pw_uid}")
     assert "imported as root" not in e.log
 
 

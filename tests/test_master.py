@@ -41,7 +41,7 @@ def test_killed_worker_is_respawned(master):
     m = master("processes = 2\n", HELLO_APP)
     victim = children(m.pid)[0]
     os.kill(victim, signal.SIGKILL)
-    wait_for(lambda: victim not in children(m.pid) and len(children(m.pid)) == 2, 5)
+    wait_for(lambda: victim not in children(m.pid) and len(children(m.pid)) == 2)
     m.wait_log("killed by SIGKILL; respawning")
     assert http_get(m.port).status == 200
 
@@ -72,10 +72,10 @@ def application(environ, start_response):
     m = master("harakiri = 1\nprocesses = 1\n", app)
     before = children(m.pid)
     with pytest.raises((ConnectionError, socket.timeout)):
-        http_get(m.port, "/stuck", timeout=8)
+        http_get(m.port, "/stuck", timeout=20)
     log = m.wait_log("HARAKIRI")
     assert "GET /stuck" in log
-    wait_for(lambda: children(m.pid) and children(m.pid) != before, 5)
+    wait_for(lambda: children(m.pid) and children(m.pid) != before)
     assert http_get(m.port).status == 200
 
 
@@ -160,7 +160,7 @@ def test_an_exclusive_wakeup_strands_a_connection_until_listeners_are_re_added(t
     threads = [threading.Thread(target=sleep_in_epoll, args=(i,)) for i in (0, 1)]
     for t in threads:
         t.start()
-    wait_for(lambda: len(tids) == 2 and all(_in_epoll_wait(t) for t in tids), 5)
+    wait_for(lambda: len(tids) == 2 and all(_in_epoll_wait(t) for t in tids))
     client = socket.create_connection(listener.sock.getsockname()[:2], timeout=5)
     for t in threads:
         t.join(5)

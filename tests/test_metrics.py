@@ -18,7 +18,7 @@ from emperor.emperor import prometheus as metrics
 from emperor.emperor import summary
 from emperor.wire import control
 
-pytestmark = pytest.mark.timeout(40)
+pytestmark = pytest.mark.timeout(60)
 
 NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
 HELP = re.compile(rf"^# HELP ({NAME}) (.*)$")
@@ -70,7 +70,7 @@ def stack(three_vassal_emperor):
 
 
 def test_metrics_are_valid_prometheus_text_about_every_vassal(stack):
-    wait_for(lambda: control.query(stack.control)["vassals"]["crash.ini"]["starts"] >= 2, timeout=5)
+    wait_for(lambda: control.query(stack.control)["vassals"]["crash.ini"]["starts"] >= 2)
     r = scrape(stack.metrics)
     assert r.status == 200 and r.header("Content-Type") == "text/plain; version=0.0.4; charset=utf-8"
     fams = parse(r.body.decode())
@@ -128,7 +128,7 @@ def test_a_scraper_that_sends_nothing_holds_nobody_up(stack):
         t0 = time.monotonic()
         assert scrape(stack.metrics).status == 200
         assert control.query(stack.control)["pid"] == stack.pid
-        assert time.monotonic() - t0 < 0.5
+        assert time.monotonic() - t0 < 1.5   # a scraper that holds the loop would cost its 2 s timeout
 
 
 def test_own_stats_socket_keeps_uwsgi_shape_and_feeds_the_emperor(stack, tmp_path):
@@ -137,7 +137,7 @@ def test_own_stats_socket_keeps_uwsgi_shape_and_feeds_the_emperor(stack, tmp_pat
     (stack.dir / "own.ini").write_text(f"[uwsgi]\nhttp-socket = 127.0.0.1:{port}\nchdir = {app}\n"
                                        f"module = wsgiapp:application\nstats = 127.0.0.1:{sport}\n")
     try:
-        stack.wait_log("own.ini: starting -> running", timeout=10)
+        stack.wait_log("own.ini: starting -> running")
         http_get(port, expect=200)
         with socket.create_connection(("127.0.0.1", sport), timeout=5) as s:   # what uwsgitop reads
             data = b""

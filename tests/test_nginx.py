@@ -303,9 +303,7 @@ def test_large_response(stack):
 def test_many_requests_keepalive_client(stack):
     """One client connection to nginx, many upstream connections: every answer is whole."""
     with Client(stack, timeout=20) as c:
-        deadline = time.monotonic() + 20
         for i in range(200):
-            assert time.monotonic() < deadline
             body = str(i).encode()
             c.send(f"POST /n/{i}?i={i} HTTP/1.1\r\nHost: 127.0.0.1:{stack}\r\n"
                    f"Content-Length: {len(body)}\r\n\r\n".encode() + body)

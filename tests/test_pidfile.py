@@ -13,7 +13,7 @@ from support import http_get, run_cli, versioned_app, wait_for
 def served(master, tmp_path):
     pid = tmp_path / "app.pid"
     m = master(f"pidfile = {pid}\n", versioned_app("v"))
-    wait_for(lambda: pid.exists(), 5)
+    wait_for(lambda: pid.exists())
     return m, pid
 
 
@@ -80,12 +80,12 @@ def test_pause_and_resume_are_idempotent(served):
     m, pid = served
     assert run_cli("--pause", str(pid)).returncode == 0
     m.wait_log("running -> paused")
-    wait_for(lambda: open(f"/proc/{m.pid}/comm").read().strip() == "emperor paused", 5)
+    wait_for(lambda: open(f"/proc/{m.pid}/comm").read().strip() == "emperor paused")
     r = run_cli("--pause", str(pid))
     assert r.returncode == 0 and "already paused" in r.stdout
     assert run_cli("--resume", str(pid)).returncode == 0
     m.wait_log("paused -> running")
-    wait_for(lambda: open(f"/proc/{m.pid}/comm").read().strip() == "emperor running", 5)
+    wait_for(lambda: open(f"/proc/{m.pid}/comm").read().strip() == "emperor running")
     r = run_cli("--resume", str(pid))
     assert "already running" in r.stdout
     assert http_get(m.port).status == 200

@@ -42,14 +42,14 @@ def test_sighup_keeps_pid_and_socket_and_loads_new_code(master, tmp_path):
     assert r.body == b"v2" and r.header("X-Gen") == "1"
     assert listen_inode(m.port) == inode
     assert os.path.exists(f"/proc/{m.pid}") and "running" in m.log
-    wait_for(lambda: len(children(m.pid)) == 2, 10)
+    wait_for(lambda: len(children(m.pid)) == 2)
 
 
 def test_sighup_picks_up_edited_ini(master):
     m = master("processes = 1\n", versioned_app("v1"))
     m.ini.write_text(m.ini.read_text().replace("processes = 1", "processes = 3"))
     reload_and_wait(m)
-    wait_for(lambda: len(children(m.pid)) == 3, 10)
+    wait_for(lambda: len(children(m.pid)) == 3)
 
 
 def test_uwsgi_reloads_counts_generations(master):
@@ -103,7 +103,7 @@ def test_sigterm_is_a_brutal_reload(master, tmp_path):
     assert slow.done(10)
     assert slow.error is not None, "the in-flight request should have been cut"
     m.wait_log("generation 1 loaded")
-    wait_for(lambda: http_get(m.port).header("X-Gen") == "1", 10)
+    wait_for(lambda: http_get(m.port).header("X-Gen") == "1")
     assert listen_inode(m.port) == inode
 
 
@@ -129,7 +129,7 @@ def test_sigusr2_logs_worker_status_and_keeps_serving(master, tmp_path):
     slow = InFlight(m.port, "/slow?1.5", tmp_path / "slow")
     m.signal(signal.SIGUSR2)
     m.wait_log("worker status (SIGUSR2)")
-    wait_for(lambda: "GET /slow running" in m.log, 5)
+    wait_for(lambda: "GET /slow running" in m.log)
     assert http_get(m.port).status == 200
     assert slow.result().status == 200
     assert os.path.exists(f"/proc/{m.pid}")
@@ -174,7 +174,7 @@ def application(environ, start_response):
     for i in range(4):  # the kernel wakes a busy worker's idle threads first: the main one comes last
         slow.append(threading.Thread(target=http_get, args=(m.port, f"/slow?{names}"), kwargs={"timeout": 15}))
         slow[-1].start()
-        wait_for(lambda: len(names.read_text().split()) == i + 1, 5)
+        wait_for(lambda: len(names.read_text().split()) == i + 1)
         if names.read_text().split()[-1] == "MainThread":
             break
     assert names.read_text().split()[-1] == "MainThread"
@@ -210,7 +210,7 @@ def test_sigurg_restores_snapshot_instantly(master, tmp_path):
     assert http_get(m.port).body == b"v2"
     m.signal(signal.SIGURG)
     m.wait_log("restored generation 0")
-    wait_for(lambda: http_get(m.port).body == b"v1", 5)
+    wait_for(lambda: http_get(m.port).body == b"v1")
     for _ in range(10):
         assert http_get(m.port).body == b"v1"
 
@@ -339,7 +339,9 @@ def test_reload_fast_with_huge_descriptor_limit(master):
         resource.setrlimit(resource.RLIMIT_NOFILE, old)
     assert str(target) in open(f"/proc/{m.pid}/limits").read()
     t0 = time.monotonic()
-    reload_and_wait(m, timeout=10)
+    reload_and_wait(m, timeout=20)
+    # the timing is the behaviour: a reload takes well under a second here; a loop over the
+    # descriptors up to the limit, in the master, the preflight and each worker, would not
     assert time.monotonic() - t0 < 5
 
 

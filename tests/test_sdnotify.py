@@ -188,7 +188,7 @@ def test_health_exit_codes(emperor, appdir, tmp_path):
     port, bad = free_port(), free_port()
     e = emperor(vassals={"app.ini": vassal_ini(port, appdir), "typo.ini": vassal_ini(bad, appdir, "threads = x\n")})
     wait_for(lambda: answers(port))
-    r = wait_for(lambda: (lambda r: r if r.returncode == 0 else None)(run_cli("health", str(e.dir))), timeout=5)
+    r = wait_for(lambda: (lambda r: r if r.returncode == 0 else None)(run_cli("health", str(e.dir))), timeout=30)
     assert r.stdout == "ok: 2 vassals: 1 running, 1 config error\n"   # a config error is not a failure
     (e.dir / "crash.ini").write_text(vassal_ini(bad, appdir).replace("wsgiapp:", "crashapp:"))
     e.wait_log("crash.ini: starting -> backoff")

@@ -27,7 +27,7 @@ from emperor.emperor import summary
 from emperor.wire import control
 from emperor.cli.status import event_text, vassal_lines
 
-pytestmark = pytest.mark.timeout(40)
+pytestmark = pytest.mark.timeout(60)
 
 @pytest.fixture(scope="module")
 def stack(three_vassal_emperor):
@@ -92,11 +92,12 @@ def test_a_stuck_master_costs_a_status_half_a_second_and_not_the_others(stack):
         took = time.monotonic() - t0
         t0 = time.monotonic()
         assert control.query(stack.control, "restart nope.ini")["ok"] is False
-        assert time.monotonic() - t0 < 0.1
+        assert time.monotonic() - t0 < 0.4   # it waits for no master's stats (that would be 0.5 s)
     finally:
         os.kill(pid, signal.SIGCONT)
         idle.close()
-    assert 0.4 <= took < 1.0, took
+    # the timing is the behaviour: the stuck master costs its STATS_TIMEOUT (0.5 s), not more
+    assert 0.4 <= took < 1.5, took
     assert doc["vassals"]["good.ini"]["state"] == "running" and doc["vassals"]["good.ini"]["stats"] is None
     assert status_doc(stack)["vassals"]["good.ini"]["stats"]["pid"] == pid
 
@@ -150,7 +151,7 @@ def test_no_emperor_is_one_line_and_exit_1(tmp_path):
 
 
 def test_restart_clears_the_backoff_and_starts_now(stack):
-    wait_for(lambda: status_doc(stack)["vassals"]["crash.ini"]["state"] == "backoff", timeout=5)
+    wait_for(lambda: status_doc(stack)["vassals"]["crash.ini"]["state"] == "backoff")
     starts = status_doc(stack)["vassals"]["crash.ini"]["starts"]
     r = run_cli("restart", "crash.ini", cwd=stack.base)
     assert r.returncode == 0 and r.stdout == "emperor: crash.ini: restart requested, now starting\n"
@@ -205,9 +206,9 @@ def test_live_view_at_80x24_and_ctrl_c_leaves_a_clean_terminal(stack):
         assert "running" in good and " 0/2 " in good
         # refreshed about once a second: the emperor's uptime moves
         first = lines[0]
-        wait_for(lambda: tmux.screen().splitlines()[0] != first, timeout=3)
+        wait_for(lambda: tmux.screen().splitlines()[0] != first, timeout=5)   # a bound: the refresh
         tmux.keys("C-c")
-        after = wait_for(lambda: (s := tmux.screen()) and "\nEXIT=" in s and s, timeout=5)
+        after = wait_for(lambda: (s := tmux.screen()) and "\nEXIT=" in s and s)
         assert "\nEXIT=0\n" in after
         assert tmux.show("#{alternate_on}") == "0" and tmux.show("#{cursor_flag}") == "1"
         assert "VASSAL" not in after and "config error" not in after   # the view went with its screen

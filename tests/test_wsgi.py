@@ -45,10 +45,10 @@ def ask(srv, data: bytes):
         return c.response()
 
 
-def marker(srv, rid: str, timeout: float = 3.0) -> str:
+def marker(srv, rid: str, timeout: float = 10.0) -> str:
     path = Path(srv.dir) / rid
     wait_for(path.exists, timeout)
-    return path.read_text() if path.exists() else ""
+    return path.read_text()
 
 
 # -- environ --
@@ -205,8 +205,8 @@ def test_close_is_called_when_the_client_disconnects_mid_response(srv):
         c.send(get_request("/close-slow?id=close-gone"))
         c.sock.recv(1000)
     start = time.monotonic()
-    assert marker(srv, "close-gone", timeout=4) == "closed\n"
-    assert time.monotonic() - start < 1.5  # the 2 s response was cut short
+    assert marker(srv, "close-gone", timeout=15) == "closed\n"
+    assert time.monotonic() - start < 5  # the timing is the behaviour: the 10 s response was cut short
     assert_workers_intact(srv)
 
 

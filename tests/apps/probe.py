@@ -137,7 +137,7 @@ def application(environ, start_response):
         return Closing(environ, [b"a", b"b"], fail_at=1)
     if path == "/close-slow":
         start_response("200 OK", [("Content-Type", "text/plain")])
-        return Closing(environ, [b"x" * 65536] * 400, delay=0.005)
+        return Closing(environ, [b"x" * 65536] * 400, delay=0.025)   # 10 s unless cut short
     if path == "/file":
         f = open(q["path"], "rb")
         size = os.fstat(f.fileno()).st_size
