@@ -6,14 +6,16 @@ kill_tree, write_vassal) are re-exported unchanged.
 """
 from __future__ import annotations
 
+import shutil
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
 import pytest
 
-from support import (HELLO_APP, ROOT, VASSAL_APP, Proc, assert_no_traceback_of_ours, descendants, free_port,
-                     kill_tree, three_vassals, wait_for, wait_port, write_vassal)
+from support import (HELLO_APP, ROOT, VASSAL_APP, FakeSystemd, Proc, assert_no_traceback_of_ours, descendants,
+                     free_port, kill_tree, three_vassals, wait_for, wait_port, write_vassal)
 
 __all__ = ["HELLO_APP", "ROOT", "Proc", "descendants", "free_port", "kill_tree", "wait_for", "wait_port",
            "write_vassal"]
@@ -152,3 +154,19 @@ def three_vassal_emperor(module_emperor, tmp_path_factory):
         return p
 
     return start
+
+
+@pytest.fixture
+def shortdir():
+    d = Path(tempfile.mkdtemp(prefix="emp-sd-"))   # AF_UNIX paths must stay short
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def systemd(shortdir):
+    """A FakeSystemd on a short path; .env is what NOTIFY_SOCKET must say."""
+    fake = FakeSystemd(str(shortdir / "notify"))
+    fake.env = str(shortdir / "notify")
+    yield fake
+    fake.close()

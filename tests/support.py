@@ -86,6 +86,14 @@ def vassal_ini(port: int, appdir: Path, extra: str = "") -> str:
             f"env = VASSAL=%n\n" + textwrap.dedent(extra))
 
 
+def serving(emperor_proc, name: str, port: int, appdir: Path, extra: str = "", timeout: float = 20.0) -> Path:
+    """Write vassal `name` (vassal_ini) into a running emperor's directory; return its path once it answers."""
+    path = emperor_proc.dir / name
+    path.write_text(vassal_ini(port, appdir, extra))
+    body_when(port, lambda b: b.startswith(name[:-4] + " "), timeout)
+    return path
+
+
 def three_vassals(base: Path) -> int:
     """base/vassals.d with good.ini (healthy, 2 workers), bad.ini (config error) and crash.ini (its
     application raises at import: a crash loop), their code in base/app; returns good.ini's port."""
@@ -316,6 +324,43 @@ def held_import(marker: Path, go: Path) -> str:
             f"deadline = time.monotonic() + 60\n"
             f"while not os.path.exists({str(go)!r}) and time.monotonic() < deadline:\n"
             f"    time.sleep(0.01)\n")
+
+# ---------- systemd's notify socket ----------
+class FakeSystemd:
+    """An AF_UNIX datagram socket that collects what the emperor sends."""
+
+    def __init__(self, address: str | bytes) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(address)
+        self.sock.settimeout(0.1)
+        self.messages: list[tuple[float, dict[str, str]]] = []
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                data = self.sock.recv(65536)
+            except (socket.timeout, BlockingIOError):
+                return
+            fields = dict(line.split("=", 1) for line in data.decode().splitlines() if "=" in line)
+            self.messages.append((time.monotonic(), fields))
+
+    def wait(self, key: str, value: str = "1", timeout: float = 30.0, count: int = 1) -> dict[str, str]:
+        def found():
+            self._drain()
+            hits = [m for _, m in self.messages if m.get(key) == value]
+            return hits[count - 1] if len(hits) >= count else None
+        try:
+            return wait_for(found, timeout, interval=0.01)
+        except TimeoutError:
+            raise TimeoutError(f"no {key}={value} (#{count}) in {self.messages}") from None
+
+    def keys(self) -> list[str]:
+        self._drain()
+        return [k for _, m in self.messages for k in m if k != "STATUS"]
+
+    def close(self) -> None:
+        self.sock.close()
+
 
 # ---------- HTTP over raw sockets ----------
 class Closed(EOFError, ConnectionError):

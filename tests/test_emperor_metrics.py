@@ -1,6 +1,6 @@
 """`emperor run --metrics HOST:PORT`: Prometheus text from the emperor's loop, checked line by line.
 
-The same three vassals as tests/test_status.py (support.three_vassals: healthy,
+The same three vassals as tests/test_cli_status.py (support.three_vassals: healthy,
 config error, crash-looping), plus one with its own `stats` socket, which must keep uWSGI's
 shape for uwsgitop while the emperor reads it too.
 """
