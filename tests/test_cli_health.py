@@ -13,7 +13,7 @@ from emperor.cli import health
 pytestmark = pytest.mark.timeout(60)
 
 
-def test_health_exit_codes(emperor, appdir, tmp_path):
+def test_health_fails_only_without_an_emperor_or_on_a_crash_loop(emperor, appdir, tmp_path):
     assert run_cli("health", str(tmp_path / "vassals")).returncode == 1  # nobody there: one line
     (appdir / "crashapp.py").write_text("raise RuntimeError('broken at import')\n")
     port, bad = free_port(), free_port()
@@ -35,7 +35,7 @@ def test_health_exit_codes(emperor, appdir, tmp_path):
     assert r.returncode == 1 and r.stderr.count("\n") == 1 and "no emperor for" in r.stderr
 
 
-def test_health_check_rules():
+def test_health_rules_draining_stopping_unready_and_crash_loops_fail():
     def doc(state="running", ready=True, **vassals):
         return {"pid": 7, "state": state, "ready": ready, "vassals": vassals}
     ok = {"state": "running", "backoff": 0}

@@ -174,7 +174,7 @@ def test_bundled_vassal_answers_as_pid_1_non_root_and_is_healthy(container):
     assert r.returncode == 0 and r.stdout.startswith("ok: 1 vassal: 1 running"), r.stdout + r.stderr
 
 
-def test_mounted_directory_add_touch_remove(container, shared_dir):
+def test_a_mounted_directory_is_watched_through_the_bind_mount(container, shared_dir):
     """Through a bind mount: a new file starts within a second or two (inotify, not the 30 s rescan)."""
     vassals = shared_dir / "vassals"
     c = container(volumes={str(vassals): VASSALS, str(shared_dir / "app"): "/srv/testapp:ro"})

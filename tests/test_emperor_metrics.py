@@ -112,7 +112,7 @@ def test_requests_served_are_counted_per_worker(stack):
     assert 0 < value(fams, "emperor_vassal_avg_response_seconds", vassal="good.ini") < 0.5
 
 
-def test_other_paths_and_methods(stack):
+def test_metrics_answer_404_elsewhere_405_to_other_methods_and_head(stack):
     r = scrape(stack.metrics, "/nope")
     assert r.status == 404
     r = scrape(stack.metrics, "/metrics", "POST")

@@ -120,7 +120,7 @@ def test_notifier_ready_timeout_and_status_lines():
     assert n.sent[-1] == "STOPPING=1\nSTATUS=stopping (SIGTERM)" and not n.ready
 
 
-def test_notify_socket_addresses(shortdir):
+def test_notify_socket_is_a_path_or_abstract_and_anything_else_is_ignored(shortdir):
     assert sdnotify.address("@abc") == b"\0abc"
     assert sdnotify.address("/run/systemd/notify") == "/run/systemd/notify"
     assert sdnotify.address("") is None and sdnotify.address(None) is None

@@ -18,22 +18,18 @@ def test_serves_hello_with_two_workers(master):
     assert len(children(m.pid)) == 2
 
 
-def test_request_log_line(master):
+def test_each_request_is_logged_with_its_status_and_size(master):
     m = master("", HELLO_APP)
     http_get(m.port, "/some/path?x=1")
     log = m.wait_log("GET /some/path?x=1 => 200")
     assert "bytes in" in log
 
 
-def test_disable_logging(master):
+def test_disable_logging_logs_no_request(master):
     m = master("disable-logging = true\n", HELLO_APP)
     assert http_get(m.port, "/quiet").status == 200
     time.sleep(0.5)   # an absence is the behaviour: no request line comes, however long one waits
     assert "/quiet" not in m.log
-
-
-def one_line_error(log: str) -> list[str]:
-    return [l for l in log.splitlines() if l.strip()]
 
 
 def test_missing_module_is_one_clear_line(master):
@@ -56,7 +52,7 @@ raise RuntimeError("database is down")
     assert_no_traceback_of_ours(log)  # the traceback is the application's own
 
 
-def test_port_already_taken(master):
+def test_a_port_already_taken_is_one_line_and_exit_non_zero(master):
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     s.listen(1)
@@ -77,13 +73,13 @@ def test_config_error_names_file_and_line(master):
     assert "Traceback" not in m.log
 
 
-def test_unreadable_file(procs, tmp_path):
+def test_a_missing_vassal_file_is_one_line_and_exit_non_zero(procs, tmp_path):
     p = procs([sys.executable, "-m", "emperor", "master", str(tmp_path / "missing.ini")], tmp_path)
     assert p.wait(15) != 0
     assert "missing.ini" in p.log and "Traceback" not in p.log
 
 
-def test_uwsgi_socket_serves(master):
+def test_a_uwsgi_socket_speaks_the_uwsgi_protocol(master):
     from emperor.worker.protocols.uwsgi import encode_vars
     port2 = free_port()
     master(f"socket = 127.0.0.1:{port2}\n", HELLO_APP)
@@ -120,7 +116,7 @@ def test_unix_http_socket_with_vacuum(procs, tmp_path):
     assert not sock_path.exists()
 
 
-def test_env_pythonpath_and_wsgi_file(procs, tmp_path):
+def test_env_pythonpath_and_wsgi_file_reach_the_application(procs, tmp_path):
     lib = tmp_path / "lib"
     lib.mkdir()
     (lib / "helper.py").write_text("VALUE = 'from-pythonpath'\n")

@@ -132,7 +132,7 @@ def test_sigurg_restores_snapshot_instantly(master, tmp_path):
         assert http_get(m.port).body == b"v1"
 
 
-def test_touch_reload(master, tmp_path):
+def test_touching_the_touch_reload_file_reloads(master, tmp_path):
     trigger = tmp_path / "deploy.trigger"
     trigger.write_text("")
     m = master(f"touch-reload = {trigger}\n", versioned_app("v"))

@@ -24,7 +24,7 @@ def test_sigint_stops_everything_exit_0(master):
         socket.create_connection(("127.0.0.1", m.port), timeout=1).close()
 
 
-def test_sigquit_stops_too(master):
+def test_sigquit_stops_everything_exit_0(master):
     m = master("", HELLO_APP)
     m.signal(signal.SIGQUIT)
     assert m.wait(10) == 0

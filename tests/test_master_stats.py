@@ -38,7 +38,7 @@ def test_stats_document_has_uwsgi_shape(master):
     assert sum(w["requests"] for w in doc["workers"]) == 5
 
 
-def test_stats_http(master):
+def test_stats_http_serves_the_document_over_http(master):
     sport = free_port()
     m = master(f"stats = 127.0.0.1:{sport}\nstats-http = true\n", HELLO_APP)
     r = http_get(sport)

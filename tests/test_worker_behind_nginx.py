@@ -192,7 +192,7 @@ def echo(port: int, method: str, target: str, **kw) -> dict:
     return json.loads(r.body)
 
 
-def test_get_method_path_query(stack):
+def test_method_path_and_query_reach_the_environ(stack):
     seen = echo(stack, "GET", "/hello/world?a=1&b=two%20words&c=%E2%9C%93")
     assert seen["method"] == "GET"
     assert bytes.fromhex(seen["path_hex"]) == b"/hello/world"
@@ -204,7 +204,7 @@ def test_get_method_path_query(stack):
     assert seen["headers"]["HTTP_HOST"] == "127.0.0.1"  # Debian's params: $host, no port
 
 
-def test_percent_encoded_path(stack):
+def test_a_percent_encoded_path_arrives_decoded(stack):
     seen = echo(stack, "GET", "/caf%C3%A9/a%20b/100%25?x=%2F")
     # nginx decodes $document_uri; WSGI carries the bytes as latin-1 code points
     assert bytes.fromhex(seen["path_hex"]) == "/café/a b/100%".encode()
@@ -213,12 +213,12 @@ def test_percent_encoded_path(stack):
 
 
 @pytest.mark.parametrize("method", ["PUT", "DELETE", "PATCH", "OPTIONS"])
-def test_other_methods(stack, method):
+def test_other_methods_reach_the_application(stack, method):
     seen = echo(stack, method, "/m")
     assert seen["method"] == method
 
 
-def test_custom_headers(stack):
+def test_custom_headers_reach_the_environ(stack):
     seen = echo(stack, "GET", "/h", headers={
         "X-Custom-Thing": "some value, with: punctuation",
         "X-Request-Id": "abc-123",
@@ -234,7 +234,7 @@ def test_custom_headers(stack):
     assert h["HTTP_USER_AGENT"] == "emperor-test/1.0"
 
 
-def test_post_small_body(stack):
+def test_a_small_post_body_arrives_whole(stack):
     body = b'{"name": "emperor", "n": 42}'
     seen = echo(stack, "POST", "/submit?x=1", body=body, headers={"Content-Type": "application/json"})
     assert seen["method"] == "POST"
@@ -245,7 +245,7 @@ def test_post_small_body(stack):
     assert seen["body_sha256"] == hashlib.sha256(body).hexdigest()
 
 
-def test_post_large_body(stack):
+def test_a_large_post_body_arrives_whole(stack):
     body = os.urandom(1 << 20)  # 1 MiB: nginx spools it to its client_body temp file first
     seen = echo(stack, "POST", "/upload", body=body, headers={"Content-Type": "application/octet-stream"})
     assert seen["content_length"] == str(len(body))
@@ -253,7 +253,7 @@ def test_post_large_body(stack):
     assert seen["body_sha256"] == hashlib.sha256(body).hexdigest()
 
 
-def test_post_chunked_body(stack):
+def test_a_chunked_post_body_arrives_whole_with_its_length(stack):
     parts = [b"first chunk;", os.urandom(70000), b"", b"last"]
     whole = b"".join(parts)
     seen = echo(stack, "POST", "/chunked", body=iter([p for p in parts if p]), chunked=True,
@@ -292,7 +292,7 @@ def test_flask_chunked_upload_behind_nginx(stacks):
     assert json.loads(r.body) == {"len": len(whole), "sha256": hashlib.sha256(whole).hexdigest()}
 
 
-def test_large_response(stack):
+def test_a_large_response_arrives_whole(stack):
     n = 2 << 20
     r = http_request(stack, "GET", f"/big?{n}", timeout=20)
     assert r.status == 200
@@ -300,7 +300,7 @@ def test_large_response(stack):
     assert r.body == bytes(range(256)) * (n // 256)
 
 
-def test_many_requests_keepalive_client(stack):
+def test_many_requests_on_one_client_connection_each_arrive_whole(stack):
     """One client connection to nginx, many upstream connections: every answer is whole."""
     with Client(stack, timeout=20) as c:
         for i in range(200):

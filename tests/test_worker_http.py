@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from support import Client, children, get_request, one, running_master
-from conftest import free_port
+from support import children, Client, free_port, get_request, one, running_master
 
 
 @pytest.fixture(scope="module")

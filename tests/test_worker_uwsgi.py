@@ -8,8 +8,7 @@ import time
 
 import pytest
 
-from support import Client, children, get_request, one, running_master
-from conftest import free_port
+from support import children, Client, free_port, get_request, one, running_master
 from emperor.worker.protocols.uwsgi import encode_vars
 
 VARS = {

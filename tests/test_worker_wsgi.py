@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from support import Client, children, get_request, one, running_master, wait_for
-from conftest import free_port
+from support import children, Client, free_port, get_request, one, running_master, wait_for
 
 
 @pytest.fixture(scope="module")
