@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import sysconfig
 import textwrap
 import threading
 import time
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -280,6 +283,45 @@ def running_master(directory: Path, body: str, http_port: int, name: str = "app.
     finally:
         p.kill()  # frozen first: killed workers are not respawned behind our back
 
+
+def tool(name: str) -> str | None:
+    """A console script from the active environment (a venv's bin/) or PATH."""
+    for d in (sysconfig.get_path("scripts"), str(Path(sys.executable).parent)):
+        p = Path(d) / name
+        if p.is_file() and os.access(p, os.X_OK):
+            return str(p)
+    return shutil.which(name)
+
+
+class Tmux:
+    """A private tmux server (its own socket), one window `t` of width x height running `command`
+    (a shell by default) in cwd. kill() kills the server and what runs in it, by PID."""
+
+    def __init__(self, cwd: Path, width: int = 80, height: int = 24, command: str = "bash --norc --noprofile") -> None:
+        self.sock = f"emperor-test-{uuid.uuid4().hex[:8]}"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TMUX")}
+        env.update(PYTHONPATH=str(ROOT), LANG="C.UTF-8")
+        self.run("-f", "/dev/null", "new-session", "-d", "-s", "t", "-x", str(width), "-y", str(height),
+                 "-c", str(cwd), command, env=env)
+        self.pid = int(self.run("display-message", "-p", "#{pid}").strip())
+
+    def run(self, *args: str, env=None) -> str:
+        return subprocess.run(["tmux", "-u", "-L", self.sock, *args], env=env, capture_output=True,
+                              text=True, timeout=10, check=True).stdout
+
+    def keys(self, *keys: str) -> None:
+        self.run("send-keys", "-t", "t", *keys)
+
+    def screen(self) -> str:
+        return self.run("capture-pane", "-p", "-J", "-t", "t")
+
+    def show(self, what: str) -> str:
+        return self.run("display-message", "-p", "-t", "t", what).strip()
+
+    def kill(self) -> None:
+        kill_tree(self.pid)
+        path = Path(os.environ.get("TMUX_TMPDIR", "/tmp")) / f"tmux-{os.getuid()}" / self.sock
+        path.unlink(missing_ok=True)
 
 # ---------- logs ----------
 PACKAGE = ROOT / "emperor"

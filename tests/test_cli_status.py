@@ -13,15 +13,13 @@ import shutil
 import signal
 import socket
 import stat
-import subprocess
 import sys
 import time
-import uuid
-from pathlib import Path
 
 import pytest
 
-from support import ROOT, InFlight, alive, children, http_get, run_cli, wait_for
+from support import alive, children, http_get, InFlight, run_cli, Tmux, wait_for
+
 from emperor import paths
 from emperor.emperor import summary
 from emperor.wire import control
@@ -161,33 +159,6 @@ def test_restart_clears_the_backoff_and_starts_now(stack):
 
 
 # ---------- the live view, in a terminal ----------
-class Tmux:
-    """A private tmux server (its own socket), one 80x24 window running a shell."""
-
-    def __init__(self, cwd: Path) -> None:
-        self.sock = f"emperor-test-{uuid.uuid4().hex[:8]}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TMUX")}
-        env.update(PYTHONPATH=str(ROOT), LANG="C.UTF-8")
-        self.run("-f", "/dev/null", "new-session", "-d", "-s", "t", "-x", "80", "-y", "24",
-                 "-c", str(cwd), "bash --norc --noprofile", env=env)
-
-    def run(self, *args: str, env=None) -> str:
-        return subprocess.run(["tmux", "-u", "-L", self.sock, *args], env=env, capture_output=True,
-                              text=True, timeout=5, check=True).stdout
-
-    def keys(self, *keys: str) -> None:
-        self.run("send-keys", "-t", "t", *keys)
-
-    def screen(self) -> str:
-        return self.run("capture-pane", "-p", "-J", "-t", "t")
-
-    def show(self, what: str) -> str:
-        return self.run("display-message", "-p", "-t", "t", what).strip()
-
-    def kill(self) -> None:
-        subprocess.run(["tmux", "-L", self.sock, "kill-server"], capture_output=True, timeout=5)
-
-
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 def test_live_view_at_80x24_and_ctrl_c_leaves_a_clean_terminal(stack):
     tmux = Tmux(stack.base)

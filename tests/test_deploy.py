@@ -14,28 +14,19 @@ import signal
 import socket
 import subprocess
 import sys
-import sysconfig
 import threading
 from pathlib import Path
 
 import pytest
 
-from support import ROOT, free_port, wait_for
+from support import ROOT, free_port, tool, wait_for
+
 from emperor.config import load_config
 
 pytestmark = pytest.mark.timeout(60)
 
 K8S = ROOT / "deploy" / "kubernetes"
 UNIT = ROOT / "deploy" / "systemd" / "emperor.service"
-
-
-def tool(name: str) -> str | None:
-    """A console script from the active environment (a venv's bin/) or PATH."""
-    for d in (sysconfig.get_path("scripts"), str(Path(sys.executable).parent)):
-        p = Path(d) / name
-        if p.is_file() and os.access(p, os.X_OK):
-            return str(p)
-    return shutil.which(name)
 
 
 def manifests() -> dict[str, dict]:

@@ -4,12 +4,11 @@ from __future__ import annotations
 import json
 import shutil
 import socket
-import subprocess
-import uuid
 
 import pytest
 
-from support import HELLO_APP, STATS_TOP_KEYS, STATS_WORKER_KEYS, free_port, http_get, wait_for
+from support import HELLO_APP, STATS_TOP_KEYS, STATS_WORKER_KEYS, Tmux, free_port, http_get, tool, wait_for
+
 
 def read_stats(port: int) -> dict:
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
@@ -46,27 +45,24 @@ def test_stats_http_serves_the_document_over_http(master):
 
 
 @pytest.mark.skipif(not shutil.which("tmux"), reason="tmux is not installed")
-def test_real_uwsgitop_reads_master_stats(master):
-    uwsgitop = shutil.which("uwsgitop")
+def test_real_uwsgitop_reads_master_stats(master, tmp_path):
+    uwsgitop = tool("uwsgitop")
     if not uwsgitop:
         pytest.skip("uwsgitop is not installed (pip install uwsgitop)")
     sport = free_port()
     m = master(f"stats = 127.0.0.1:{sport}\nprocesses = 2\n", HELLO_APP)
     for _ in range(3):
         http_get(m.port)
-    session = f"ut-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "120", "-y", "30",
-                    f"TERM=xterm {uwsgitop} 127.0.0.1:{sport}; sleep 30"], check=True)
+    tmux = Tmux(tmp_path, 120, 30, f"TERM=xterm {uwsgitop} 127.0.0.1:{sport}; sleep 30")
     try:
-        def screen():
-            return subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True,
-                                  text=True).stdout
+        screen = tmux.screen
+
         def worker_rows(text: str) -> list[list[str]]:
             return [l.split() for l in text.splitlines() if l.strip()[:2] in ("1 ", "2 ")]
 
         try:
             # curses may draw the header before the worker rows: wait for both
-            text = wait_for(lambda: (s := screen()) and "req: 3" in s and len(worker_rows(s)) == 2 and s, 10)
+            text = wait_for(lambda: (s := screen()) and "req: 3" in s and len(worker_rows(s)) == 2 and s, 30)
         except TimeoutError:
             raise AssertionError("uwsgitop screen:\n" + screen())
         assert text.startswith("uwsgi-2.0.31-emperor")
@@ -75,4 +71,4 @@ def test_real_uwsgitop_reads_master_stats(master):
         assert sorted(int(r[2]) for r in rows) == sorted(w["pid"] for w in doc["workers"])
         assert all(r[7] == "idle" for r in rows)
     finally:
-        subprocess.run(["tmux", "kill-session", "-t", session])
+        tmux.kill()
