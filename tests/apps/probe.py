@@ -1,4 +1,5 @@
-"""A WSGI app whose paths each exercise one part of the server (tests/test_http.py, test_wsgi.py).
+"""A WSGI app whose paths each exercise one part of the server (tests/test_worker_http.py,
+test_worker_wsgi.py, test_worker_uwsgi.py).
 
 Markers written on close() go to MARK_DIR (the vassal's `env`), one file per request
 id given as `?id=...`, so a test can tell that close() ran even after a disconnect.
