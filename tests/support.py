@@ -434,7 +434,7 @@ class Response:
 class Client:
     """One connection; `send` raw bytes, `response()` parses the next response."""
 
-    def __init__(self, port: int, timeout: float = 3.0, host: str = "127.0.0.1") -> None:
+    def __init__(self, port: int, timeout: float = 10.0, host: str = "127.0.0.1") -> None:
         self.sock = socket.create_connection((host, port), timeout=timeout)
         self.buf = b""
 
@@ -499,7 +499,7 @@ class Client:
             resp.body, self.buf = self.buf, b""
         return resp
 
-    def closed(self, timeout: float = 3.0) -> bool:
+    def closed(self, timeout: float = 10.0) -> bool:
         """True if the server closes the connection (EOF or reset) within `timeout` with nothing more sent."""
         self.sock.settimeout(timeout)
         try:
@@ -538,7 +538,7 @@ def get_request(path: str, host: str = "t", version: str = "HTTP/1.1", extra: st
     return f"GET {path} {version}\r\nHost: {host}\r\n{extra}\r\n".encode()
 
 
-def one(port: int, data: bytes, head: bool = False, timeout: float = 3.0) -> tuple[Response, bool]:
+def one(port: int, data: bytes, head: bool = False, timeout: float = 10.0) -> tuple[Response, bool]:
     """Send `data` on a fresh connection: (first response, whether the server then closed)."""
     with Client(port, timeout) as c:
         c.send(data)
