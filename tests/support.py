@@ -259,6 +259,21 @@ def run_cli(*args: str, cwd: Path = ROOT, env: dict | None = None, timeout: floa
                           text=True, timeout=timeout)
 
 
+# What `emperor status` and `emperor health` say when the emperor did not answer within their own
+# 2-3 s; on a loaded machine a running emperor can take that long.
+NO_ANSWER = ("(no answer on ", "the emperor does not answer on ")
+
+
+def ask_cli(*args: str, cwd: Path = ROOT, tries: int = 3, **kw) -> subprocess.CompletedProcess:
+    """run_cli for a question to a running emperor: asked again (up to `tries` times in all) when
+    the command line gave up waiting for its answer. Not for commands that change something."""
+    for _ in range(tries):
+        r = run_cli(*args, cwd=cwd, **kw)
+        if not any(m in r.stderr for m in NO_ANSWER):
+            break
+    return r
+
+
 def write_vassal(directory: Path, name: str, body: str) -> Path:
     path = directory / name
     path.write_text(textwrap.dedent(body).lstrip())

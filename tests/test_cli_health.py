@@ -6,7 +6,8 @@ import signal
 
 import pytest
 
-from support import answers, free_port, run_cli, vassal_ini, wait_for
+from support import answers, ask_cli, free_port, run_cli, vassal_ini, wait_for
+
 
 from emperor.cli import health
 
@@ -19,19 +20,19 @@ def test_health_fails_only_without_an_emperor_or_on_a_crash_loop(emperor, appdir
     port, bad = free_port(), free_port()
     e = emperor(vassals={"app.ini": vassal_ini(port, appdir), "typo.ini": vassal_ini(bad, appdir, "threads = x\n")})
     wait_for(lambda: answers(port))
-    r = wait_for(lambda: (lambda r: r if r.returncode == 0 else None)(run_cli("health", str(e.dir))), timeout=30)
+    r = wait_for(lambda: (lambda r: r if r.returncode == 0 else None)(ask_cli("health", str(e.dir))), timeout=30)
     assert r.stdout == "ok: 2 vassals: 1 running, 1 config error\n"   # a config error is not a failure
     (e.dir / "crash.ini").write_text(vassal_ini(bad, appdir).replace("wsgiapp:", "crashapp:"))
     e.wait_log("crash.ini: starting -> backoff")
-    assert run_cli("health", str(e.dir)).returncode == 0                       # first backoffs: may recover
-    r = run_cli("health", str(e.dir), "--max-backoff", "1")
+    assert ask_cli("health", str(e.dir)).returncode == 0                       # first backoffs: may recover
+    r = ask_cli("health", str(e.dir), "--max-backoff", "1")
     assert r.returncode == 1 and r.stdout == ""
     assert r.stderr.startswith("emperor health: crash.ini keeps failing (backoff ")
     assert "RuntimeError: broken at import" in r.stderr and r.stderr.count("\n") == 1
-    assert run_cli("health", str(e.dir), "--live", "--max-backoff", "1").returncode == 0
+    assert ask_cli("health", str(e.dir), "--live", "--max-backoff", "1").returncode == 0
     e.signal(signal.SIGTERM)
     assert e.wait(10) == 0
-    r = run_cli("health", str(e.dir))
+    r = ask_cli("health", str(e.dir))
     assert r.returncode == 1 and r.stderr.count("\n") == 1 and "no emperor for" in r.stderr
 
 

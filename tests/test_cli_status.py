@@ -18,7 +18,8 @@ import time
 
 import pytest
 
-from support import alive, children, http_get, InFlight, run_cli, Tmux, wait_for
+from support import alive, ask_cli, children, http_get, InFlight, run_cli, Tmux, wait_for
+
 
 from emperor import paths
 from emperor.emperor import summary
@@ -33,14 +34,14 @@ def stack(three_vassal_emperor):
 
 
 def status_doc(stack) -> dict:
-    return control.query(stack.control)
+    return control.query(stack.control, timeout=10)
 
 
 # ---------- the document ----------
 def test_json_matches_the_live_processes(stack):
     for _ in range(3):
         http_get(stack.port, expect=200)
-    r = run_cli("status", "--json", cwd=stack.base)
+    r = ask_cli("status", "--json", cwd=stack.base)
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     assert doc["pid"] == stack.pid and doc["state"] == "running" and doc["directory"] == str(stack.dir)
@@ -102,7 +103,7 @@ def test_a_stuck_master_costs_a_status_half_a_second_and_not_the_others(stack):
 
 # ---------- what a person sees ----------
 def test_once_prints_one_frame(stack):
-    r = run_cli("status", "--once", cwd=stack.base)
+    r = ask_cli("status", "--once", cwd=stack.base)
     assert r.returncode == 0 and r.stderr == ""
     lines = r.stdout.splitlines()
     assert lines[0].startswith(f"emperor {stack.pid} · up ")
@@ -118,7 +119,7 @@ def test_status_name_shows_its_workers_and_the_request_in_flight(stack, tmp_path
     slow = InFlight(stack.port, "/slow?5", tmp_path / "slow")
     # its age must have grown to 0.4 s: letting it is the behaviour (the age shown is counted)
     time.sleep(max(0.0, slow.started_at + 0.4 - time.time()))
-    r = run_cli("status", "good.ini", "--once", cwd=stack.base)
+    r = ask_cli("status", "good.ini", "--once", cwd=stack.base)
     shown_by = time.time()
     assert slow.result().status == 200
     assert r.returncode == 0, r.stderr
@@ -134,7 +135,7 @@ def test_status_name_shows_its_workers_and_the_request_in_flight(stack, tmp_path
 
 
 def test_status_of_an_unknown_name_is_one_line_and_exit_1(stack):
-    r = run_cli("status", "nope.ini", "--once", cwd=stack.base)
+    r = ask_cli("status", "nope.ini", "--once", cwd=stack.base)
     assert r.returncode == 1 and r.stdout == ""
     assert r.stderr.splitlines() == ["emperor: no vassal named 'nope.ini' (vassals: bad.ini, crash.ini, good.ini)"]
 
@@ -167,7 +168,10 @@ def test_live_view_at_80x24_and_ctrl_c_leaves_a_clean_terminal(stack):
         tmux.keys(f"{sys.executable} -m emperor status; echo EXIT=$?", "Enter")
         wanted = ("good.ini", "running", "bad.ini", "config error", "crash.ini", "backoff",
                   'processes: expected an integer, got "four"', "RuntimeError: broken at import")
-        screen = wait_for(lambda: (s := tmux.screen()) and all(w in s for w in wanted) and s, timeout=15)
+        try:
+            screen = wait_for(lambda: (s := tmux.screen()) and all(w in s for w in wanted) and s, timeout=30)
+        except TimeoutError:
+            raise AssertionError("the live view never showed all of it:\n" + tmux.screen()) from None
         assert tmux.show("#{alternate_on}") == "1"
         lines = screen.splitlines()
         assert all(len(l) <= 80 for l in lines), screen   # -J joins wrapped lines: nothing wrapped

@@ -70,7 +70,7 @@ def stack(three_vassal_emperor):
 
 
 def test_metrics_are_valid_prometheus_text_about_every_vassal(stack):
-    wait_for(lambda: control.query(stack.control)["vassals"]["crash.ini"]["starts"] >= 2)
+    wait_for(lambda: control.query(stack.control, timeout=10)["vassals"]["crash.ini"]["starts"] >= 2)
     r = scrape(stack.metrics)
     assert r.status == 200 and r.header("Content-Type") == "text/plain; version=0.0.4; charset=utf-8"
     fams = parse(r.body.decode())
@@ -127,7 +127,7 @@ def test_a_scraper_that_sends_nothing_holds_nobody_up(stack):
     with socket.create_connection(("127.0.0.1", stack.metrics)):
         t0 = time.monotonic()
         assert scrape(stack.metrics).status == 200
-        assert control.query(stack.control)["pid"] == stack.pid
+        assert control.query(stack.control, timeout=10)["pid"] == stack.pid
         assert time.monotonic() - t0 < 1.5   # a scraper that holds the loop would cost its 2 s timeout
 
 
@@ -146,7 +146,7 @@ def test_own_stats_socket_keeps_uwsgi_shape_and_feeds_the_emperor(stack, tmp_pat
         raw = json.loads(data)
         assert all(k in raw for k in STATS_TOP_KEYS)
         assert all(k in w for w in raw["workers"] for k in STATS_WORKER_KEYS)
-        v = control.query(stack.control)["vassals"]["own.ini"]
+        v = control.query(stack.control, timeout=10)["vassals"]["own.ini"]
         assert v["stats_address"] == f"127.0.0.1:{sport}"
         assert v["stats"]["pid"] == raw["pid"] == v["pid"] and v["stats"]["requests"] == 1
         assert value(parse(scrape(stack.metrics).body.decode()), "emperor_vassal_requests_total", vassal="own.ini") == 1

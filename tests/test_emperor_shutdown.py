@@ -9,8 +9,9 @@ import time
 
 import pytest
 
-from support import (alive, answers, descendants, free_port, http_get, InFlight, refuses, run_cli, serving,
+from support import (alive, answers, ask_cli, descendants, free_port, http_get, InFlight, refuses, serving,
                      vassal_ini, wait_for)
+
 
 from emperor.paths import control_socket
 from emperor.wire.control import query
@@ -137,11 +138,11 @@ def test_shutdown_delay_keeps_accepting_and_reports_draining(emperor, appdir, sy
     e = emperor("--shutdown-delay", str(delay), env={"NOTIFY_SOCKET": systemd.env},
                 vassals={"app.ini": vassal_ini(port, appdir)})
     systemd.wait("READY", timeout=15)
-    assert run_cli("health", str(e.dir)).returncode == 0
+    assert ask_cli("health", str(e.dir)).returncode == 0
     t0 = time.monotonic()
     e.signal(signal.SIGTERM)
     systemd.wait("STOPPING")
-    doc = query(control_socket(str(e.dir)))
+    doc = query(control_socket(str(e.dir)), timeout=10)
     assert doc["state"] == "draining" and doc["ready"] is False
     served = 0
     for _ in range(10):                           # new connections still served during the delay
@@ -149,9 +150,9 @@ def test_shutdown_delay_keeps_accepting_and_reports_draining(emperor, appdir, sy
         served += 1
         time.sleep(0.1)                           # spread over a second of it
     assert served > 5
-    r = run_cli("health", str(e.dir))
+    r = ask_cli("health", str(e.dir))
     assert r.returncode == 1 and "draining" in r.stderr
-    assert run_cli("health", str(e.dir), "--live").returncode == 0
+    assert ask_cli("health", str(e.dir), "--live").returncode == 0
     assert e.wait(delay + 10) == 0
     assert time.monotonic() - t0 >= delay
     assert not answers(port)

@@ -33,7 +33,7 @@ def test_ready_once_vassals_serve_reloading_ready_around_sighup_stopping_at_sigt
     assert answers(port), "READY=1 came before the vassal served"
     assert ready["STATUS"] == "1 vassal: 1 running"
     assert " notify=- " in http_get(port, expect=200).text, "NOTIFY_SOCKET leaked into the vassal's environment"
-    assert query(control_socket(str(e.dir)))["ready"] is True
+    assert query(control_socket(str(e.dir)), timeout=10)["ready"] is True
 
     before = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
     e.signal(signal.SIGHUP)
