@@ -116,7 +116,7 @@ def test_once_prints_one_frame(stack):
 
 
 def test_status_name_shows_its_workers_and_the_request_in_flight(stack, tmp_path):
-    slow = InFlight(stack.port, "/slow?5", tmp_path / "slow")
+    slow = InFlight(stack.port, "/slow?8", tmp_path / "slow")   # long enough for status to see it, retried
     # its age must have grown to 0.4 s: letting it is the behaviour (the age shown is counted)
     time.sleep(max(0.0, slow.started_at + 0.4 - time.time()))
     r = ask_cli("status", "good.ini", "--once", cwd=stack.base)

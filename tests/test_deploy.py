@@ -216,7 +216,7 @@ def configmap_update(tmp_path, emperor) -> str:
     t.start()
     wait_for(lambda: served[0] >= 10)         # the load runs
     projection.write(files("two"))
-    log = e.wait_log("hello.ini: reloading -> running (generation 1 ready)", timeout=10)
+    log = e.wait_log("hello.ini: reloading -> running (generation 1 ready)", timeout=30)
     assert "hello.ini: running -> reloading (file changed)" in log
     after = served[0]
     wait_for(lambda: served[0] >= after + 10)  # and goes on against the new generation
