@@ -24,6 +24,8 @@ TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
 APPS = TESTS / "apps"
 
+
+# ---------- applications and vassals ----------
 HELLO_APP = """
 import os
 def application(environ, start_response):
@@ -65,6 +67,7 @@ def versioned_app(version: str) -> str:
     /reload by asking for one."""
     return VERSIONED_APP.format(version=version)
 
+
 # The application of the emperor's vassals: its body says which vassal, generation, MARK and
 # NOTIFY_SOCKET it sees and which process answers; /slow?SECONDS is slow (and announced, see
 # STARTED); IMPORT_DELAY slows its import.
@@ -81,6 +84,18 @@ def application(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [body.encode()]
 """
+
+
+def held_import(marker: Path, go: Path) -> str:
+    """Module code that announces its import (`marker` appears, whole, holding the importing PID)
+    and then holds the import until `go` exists (60 s at most)."""
+    return (f"import os, time\n"
+            f"with open({str(marker)!r} + '.tmp', 'w') as f:\n"
+            f"    f.write(str(os.getpid()))\n"
+            f"os.replace({str(marker)!r} + '.tmp', {str(marker)!r})\n"
+            f"deadline = time.monotonic() + 60\n"
+            f"while not os.path.exists({str(go)!r}) and time.monotonic() < deadline:\n"
+            f"    time.sleep(0.01)\n")
 
 
 def vassal_ini(port: int, appdir: Path, extra: str = "") -> str:
@@ -338,6 +353,7 @@ class Tmux:
         path = Path(os.environ.get("TMUX_TMPDIR", "/tmp")) / f"tmux-{os.getuid()}" / self.sock
         path.unlink(missing_ok=True)
 
+
 # ---------- logs ----------
 PACKAGE = ROOT / "emperor"
 _FRAME = re.compile(r'^\s*File "([^"]+)", line \d+', re.M)
@@ -360,7 +376,6 @@ def assert_no_traceback_of_ours(log: str) -> None:
     assert not frames, "a traceback through the emperor package:\n" + "\n".join(frames)
 
 
-
 def log_lines(log: str, text: str) -> list[str]:
     """The lines of `log` that contain `text`, in order."""
     return [line for line in log.splitlines() if text in line]
@@ -370,17 +385,6 @@ def stamp(line: str) -> float:
     """The time a log line was written (its `YYYY-MM-DD HH:MM:SS.mmm` prefix), as time.time()."""
     return time.mktime(time.strptime(line[:19], "%Y-%m-%d %H:%M:%S")) + int(line[20:23]) / 1000
 
-
-def held_import(marker: Path, go: Path) -> str:
-    """Module code that announces its import (`marker` appears, whole, holding the importing PID)
-    and then holds the import until `go` exists (60 s at most)."""
-    return (f"import os, time\n"
-            f"with open({str(marker)!r} + '.tmp', 'w') as f:\n"
-            f"    f.write(str(os.getpid()))\n"
-            f"os.replace({str(marker)!r} + '.tmp', {str(marker)!r})\n"
-            f"deadline = time.monotonic() + 60\n"
-            f"while not os.path.exists({str(go)!r}) and time.monotonic() < deadline:\n"
-            f"    time.sleep(0.01)\n")
 
 # ---------- systemd's notify socket ----------
 class FakeSystemd:
