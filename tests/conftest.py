@@ -1,139 +1,56 @@
-"""Fixtures that run real masters on 127.0.0.1 and always kill what they started, by PID."""
+"""Fixtures that run real masters and emperors on 127.0.0.1 and always kill what they started, by PID.
+
+Plain helpers are in tests/support.py; the names tests have always imported from
+here (ROOT, HELLO_APP, Proc, free_port, wait_for, wait_port, descendants,
+kill_tree, write_vassal) are re-exported unchanged.
+"""
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
+import shutil
 import sys
+import tempfile
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-APPS = Path(__file__).resolve().parent / "apps"
+from support import (HELLO_APP, ROOT, VASSAL_APP, FakeSystemd, Proc, assert_no_traceback_of_ours, descendants,
+                     free_port, kill_tree, three_vassals, wait_for, wait_port, write_vassal)
+
+__all__ = ["HELLO_APP", "ROOT", "Proc", "descendants", "free_port", "kill_tree", "wait_for", "wait_port",
+           "write_vassal"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+class Started:
+    """What a test started: start(argv, cwd, env=None, log=None) -> Proc; kill_all() by PID."""
 
+    def __init__(self) -> None:
+        self.procs: list[Proc] = []
 
-def wait_port(port: int, timeout: float = 10.0, host: str = "127.0.0.1") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection((host, port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.02)
-    raise TimeoutError(f"nothing listens on {host}:{port}")
+    def start(self, argv, cwd, env=None, log=None) -> Proc:
+        p = Proc(argv, cwd, env, log)
+        self.procs.append(p)
+        return p
 
-
-def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise TimeoutError(f"condition not met within {timeout}s")
-
-
-def descendants(pid: int) -> list[int]:
-    """All live descendants of pid, from /proc (children files)."""
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        try:
-            tasks = os.listdir(f"/proc/{p}/task")
-        except OSError:
-            continue
-        for t in tasks:
-            try:
-                with open(f"/proc/{p}/task/{t}/children") as f:
-                    kids = [int(x) for x in f.read().split()]
-            except OSError:
-                kids = []
-            out += kids
-            todo += kids
-    return out
-
-
-def kill_tree(pid: int) -> None:
-    """Freeze the root first so it cannot respawn what is killed next, then kill all."""
-    try:
-        os.kill(pid, signal.SIGSTOP)
-    except ProcessLookupError:
-        pass
-    for p in [pid] + descendants(pid):
-        try:
-            os.kill(p, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-
-class Proc:
-    """A process under test: its output goes to a file the test can read."""
-
-    def __init__(self, argv: list[str], cwd: Path, env: dict | None = None, log: Path | None = None):
-        self.log_path = log or cwd / "proc.log"
-        self._log = open(self.log_path, "ab")
-        e = dict(os.environ)
-        extra = (env or {}).get("PYTHONPATH")
-        e.update(env or {})
-        if env is not None and "PYTHONPATH" in env and extra is None:
-            e.pop("PYTHONPATH")  # {"PYTHONPATH": None}: only what the interpreter itself finds
-        else:
-            e["PYTHONPATH"] = os.pathsep.join(filter(None, [extra, str(ROOT), os.environ.get("PYTHONPATH")]))
-        self.popen = subprocess.Popen(argv, cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT, env=e)
-        self.pid = self.popen.pid
-
-    @property
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def wait_log(self, text: str, timeout: float = 10.0, count: int = 1) -> str:
-        wait_for(lambda: self.log.count(text) >= count, timeout)
-        return self.log
-
-    def signal(self, sig: int) -> None:
-        os.kill(self.pid, sig)
-
-    def wait(self, timeout: float = 10.0) -> int:
-        return self.popen.wait(timeout)
-
-    def kill(self) -> None:
-        kill_tree(self.pid)
-        try:
-            self.popen.wait(5)
-        except subprocess.TimeoutExpired:
-            pass
-        self._log.close()
+    def kill_all(self) -> None:
+        for p in self.procs:
+            p.kill()
 
 
 @pytest.fixture
 def procs():
     """Start processes through this; every one of them (and its children) is killed at teardown."""
-    started: list[Proc] = []
-
-    def start(argv, cwd, env=None, log=None) -> Proc:
-        p = Proc(argv, cwd, env, log)
-        started.append(p)
-        return p
-
-    yield start
-    for p in started:
-        p.kill()
+    started = Started()
+    yield started.start
+    started.kill_all()
 
 
-def write_vassal(directory: Path, name: str, body: str) -> Path:
-    path = directory / name
-    path.write_text(textwrap.dedent(body).lstrip())
-    return path
+@pytest.fixture(scope="module")
+def module_procs():
+    """`procs` for module-scoped fixtures: killed at the end of the module."""
+    started = Started()
+    yield started.start
+    started.kill_all()
 
 
 @pytest.fixture
@@ -152,7 +69,7 @@ def master(tmp_path, procs):
         path.write_text(text)
         p = procs([sys.executable, "-m", "emperor", "master", str(path)], tmp_path, env=env)
         if wait:
-            p.wait_log("running (workers ready)", timeout=15)
+            p.wait_log("running (workers ready)", timeout=30)
         p.port = port
         p.ini = path
         return p
@@ -160,9 +77,107 @@ def master(tmp_path, procs):
     return start
 
 
-HELLO_APP = """
-import os
-def application(environ, start_response):
-    start_response("200 OK", [("Content-Type", "text/plain"), ("X-Gen", os.environ.get("UWSGI_RELOADS", "0")), ("X-Pid", str(os.getpid()))])
-    return [b"Hello, World!"]
-"""
+@pytest.fixture
+def appdir(tmp_path):
+    """tmp_path/app holding wsgiapp.py, the vassals' application (support.VASSAL_APP)."""
+    d = tmp_path / "app"
+    d.mkdir()
+    (d / "wsgiapp.py").write_text(VASSAL_APP)
+    return d
+
+
+def _emperors(start_proc, base: Path):
+    """start(*args, directory=None, vassals=None, argv0=None, env=None, named=True, wait=True) -> Proc:
+    `emperor run DIR --grace 5 *args` over `directory` (default base/vassals, created if missing),
+    after writing `vassals` ({name: body}) into it. named=False runs it from the directory's parent
+    without naming it (so it must be vassals.d). wait: until it logs that it is watching. The Proc
+    has .dir; its log is base/emperor.log (emperor-2.log ... for more in one test)."""
+    started: list[Proc] = []
+
+    def start(*args: str, directory: Path | None = None, vassals: dict[str, str] | None = None,
+              argv0: list[str] | None = None, env: dict | None = None, named: bool = True,
+              wait: bool = True) -> Proc:
+        d = directory or base / "vassals"
+        d.mkdir(exist_ok=True)
+        for name, body in (vassals or {}).items():
+            (d / name).write_text(body)
+        argv = (argv0 or [sys.executable]) + ["-m", "emperor", "run", *([str(d)] if named else []),
+                                              "--grace", "5", *args]
+        log = base / ("emperor.log" if not started else f"emperor-{len(started) + 1}.log")
+        p = start_proc(argv, base if named else d.parent, env=env, log=log)
+        p.dir = d
+        started.append(p)
+        if wait:
+            p.wait_log("[emperor] watching", timeout=30)
+        return p
+
+    return start, started
+
+
+def _check_emperor_logs(started: list[Proc]) -> None:
+    for p in started:
+        assert "unexpected transition" not in p.log
+        assert_no_traceback_of_ours(p.log)
+
+
+@pytest.fixture
+def emperor(tmp_path, procs):
+    """emperor(*args, directory=, vassals=, argv0=, env=, named=, wait=) -> a running emperor (see
+    _emperors); at teardown its log must show no unexpected transition and no traceback of ours."""
+    start, started = _emperors(procs, tmp_path)
+    yield start
+    _check_emperor_logs(started)
+
+
+@pytest.fixture(scope="module")
+def module_emperor(tmp_path_factory, module_procs):
+    """`emperor` for module-scoped fixtures."""
+    start, started = _emperors(module_procs, tmp_path_factory.mktemp("emperor"))
+    yield start
+    _check_emperor_logs(started)
+
+
+@pytest.fixture(scope="module")
+def three_vassal_emperor(module_emperor, tmp_path_factory):
+    """start(*args) -> an emperor over support.three_vassals (good, bad, crash), run from the
+    directory above its vassals.d without naming it, once good.ini serves and crash.ini backs
+    off. The Proc has .port (good.ini's), .base (its working directory) and .control."""
+    from emperor.paths import control_socket
+
+    def start(*args: str) -> Proc:
+        base = tmp_path_factory.mktemp("stack")
+        port = three_vassals(base)
+        p = module_emperor(*args, directory=base / "vassals.d", named=False)
+        p.port, p.base, p.control = port, base, control_socket(str(p.dir))
+        p.wait_log("good.ini: starting -> running", timeout=30)
+        p.wait_log("crash.ini: starting -> backoff", timeout=30)
+        return p
+
+    return start
+
+
+@pytest.fixture
+def shortdir():
+    d = Path(tempfile.mkdtemp(prefix="emp-sd-"))   # AF_UNIX paths must stay short
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def systemd(shortdir):
+    """A FakeSystemd on a short path; .env is what NOTIFY_SOCKET must say."""
+    fake = FakeSystemd(str(shortdir / "notify"))
+    fake.env = str(shortdir / "notify")
+    yield fake
+    fake.close()
+
+
+@pytest.fixture
+def runtime(monkeypatch):
+    """A runtime dir of our own: the emperors started here and the commands see only each other."""
+    d = tempfile.mkdtemp(prefix="emp-", dir="/tmp")
+    monkeypatch.setenv("EMPEROR_RUNTIME_DIR", d)   # XDG_RUNTIME_DIR would not do for root
+    monkeypatch.delenv("EMPEROR_DIRECTORY", raising=False)
+    monkeypatch.delenv("EMPEROR_CONTROL", raising=False)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)

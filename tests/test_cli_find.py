@@ -9,65 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import sys
-import tempfile
-import textwrap
-from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, Proc, free_port
+from support import cli, start_emperor, vassals
 
 pytestmark = pytest.mark.timeout(60)
-
-APP = """
-def application(environ, start_response):
-    start_response("200 OK", [("Content-Type", "text/plain")])
-    return [b"ok"]
-"""
-
-
-@pytest.fixture
-def runtime(monkeypatch):
-    """A runtime dir of our own: the emperors started here and the commands see only each other."""
-    d = tempfile.mkdtemp(prefix="emp-", dir="/tmp")
-    monkeypatch.setenv("EMPEROR_RUNTIME_DIR", d)   # XDG_RUNTIME_DIR would not do for root
-    monkeypatch.delenv("EMPEROR_DIRECTORY", raising=False)
-    monkeypatch.delenv("EMPEROR_CONTROL", raising=False)
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
-
-
-def vassals(directory: Path, *names: str, port: int | None = None) -> dict[str, int]:
-    """Vassal files serving a hello app, each on its own port (or all on `port`)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    app = directory.parent / "app"
-    app.mkdir(exist_ok=True)
-    (app / "hello.py").write_text(textwrap.dedent(APP))
-    ports = {}
-    for name in names:
-        ports[name] = port or free_port()
-        (directory / name).write_text(f"[uwsgi]\nhttp-socket = 127.0.0.1:{ports[name]}\nchdir = {app}\n"
-                                      "module = hello:application\nprocesses = 1\n")
-    return ports
-
-
-def start_emperor(procs, cwd: Path, *args: str, running: tuple[str, ...] = (), env: dict | None = None,
-                  log: str = "emperor.log") -> Proc:
-    e = procs([sys.executable, "-m", "emperor", "run", *args], cwd, env=env, log=cwd / log)
-    for name in running:
-        e.wait_log(f"{name}: starting -> running", timeout=20)
-    return e
-
-
-def cli(*args: str, cwd: Path, env: dict | None = None, timeout: float = 15) -> subprocess.CompletedProcess:
-    e = dict(os.environ, PYTHONPATH=str(ROOT), COLUMNS="80", LINES="24")
-    e.update(env or {})
-    return subprocess.run([sys.executable, "-m", "emperor", *args], cwd=cwd, env=e, capture_output=True,
-                          text=True, timeout=timeout)
-
 
 def shown_emperor(r: subprocess.CompletedProcess) -> int:
     """The PID in the first line of `status --once` (`emperor 1234 · up 3s · ...`)."""

@@ -5,8 +5,8 @@ import re
 
 import pytest
 
-from conftest import ROOT
-from test_cli_find import cli
+from support import ROOT
+from support import cli
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -8,9 +8,9 @@ import threading
 
 import pytest
 
-from conftest import HELLO_APP, wait_for
-from test_cli_find import runtime, start_emperor, vassals  # noqa: F401 (runtime is a fixture)
-from test_master import get, worker_pids
+from support import HELLO_APP, wait_for
+from support import start_emperor, vassals
+from support import http_get, worker_pids
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -26,7 +26,7 @@ def test_a_foreground_master_says_at_start_that_sigterm_reloads_it(master):
     m.signal(signal.SIGTERM)                                 # ... and it is true
     m.wait_log("running -> reloading (SIGTERM: brutal)")
     m.wait_log("-> running (generation 1 ready)")
-    assert get(m.port)[0].status == 200
+    assert http_get(m.port).status == 200
     assert m.log.count(NOTICE) == 1                          # said once, not at every reload
     m.signal(signal.SIGINT)
     assert m.wait(10) == 0
@@ -59,7 +59,7 @@ def application(environ, start_response):
 
     def stuck() -> None:
         try:
-            get(m.port, "/stuck", timeout=8)
+            http_get(m.port, "/stuck", timeout=8)
         except (http.client.HTTPException, OSError, socket.timeout):
             pass
 
@@ -68,5 +68,5 @@ def application(environ, start_response):
     m.wait_log("killed by SIGKILL; respawning")   # the master has reaped it: nothing more to say about it
     t.join()
     wait_for(lambda: worker_pids(m.pid) and worker_pids(m.pid) != before, 5)
-    assert get(m.port)[0].status == 200
+    assert http_get(m.port).status == 200
     assert m.log.count("HARAKIRI") == 1, m.log

@@ -1,104 +1,107 @@
-"""`emperor run --pidfile`, `--reload/--stop` through it, what ps shows, and what a refused pidfile says.
-
-Real emperors and masters, killed by PID at teardown (`procs`); the emperors use a
-private runtime dir (the `runtime` fixture of test_cli_find).
-"""
+"""pidfile and the uWSGI-style convenience commands --reload/--stop/--pause/--resume."""
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 
 import pytest
 
-from conftest import HELLO_APP, wait_for
-from test_cli_find import cli, runtime, start_emperor, vassals  # noqa: F401 (runtime is a fixture)
-from test_master import get
-
-pytestmark = pytest.mark.timeout(60)
+from support import http_get, run_cli, versioned_app, wait_for
 
 
-def ps(pid: int, field: str) -> str:
-    return subprocess.run(["ps", "-ww", "-o", f"{field}=", "-p", str(pid)], capture_output=True, text=True,
-                          timeout=5).stdout.strip()
+@pytest.fixture
+def served(master, tmp_path):
+    pid = tmp_path / "app.pid"
+    m = master(f"pidfile = {pid}\n", versioned_app("v"))
+    wait_for(lambda: pid.exists())
+    return m, pid
 
 
-def test_run_pidfile_reloads_and_stops_the_whole_emperor(tmp_path, procs, runtime):
-    ports = vassals(tmp_path / "vassals", "a.ini", "b.ini")
-    pidfile = tmp_path / "emperor.pid"
-    e = start_emperor(procs, tmp_path, str(tmp_path / "vassals"), "--pidfile", "emperor.pid",
-                      running=("a.ini", "b.ini"))
-    wait_for(pidfile.exists, 5)
-    assert pidfile.read_text() == f"{e.pid}\n"
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".pid-")] == []   # written atomically
-    # what ps shows: the emperor and its directory (not python -m ... --pidfile ...)
-    assert ps(e.pid, "args") == f"emperor run {tmp_path / 'vassals'}"
-    assert ps(e.pid, "comm") == "emperor"
-
-    r = cli("--reload", str(pidfile), cwd=tmp_path)
-    assert r.returncode == 0 and r.stdout == f"emperor: sent SIGHUP to emperor {e.pid} (reload every vassal)\n"
-    for name in ("a.ini", "b.ini"):
-        e.wait_log(f"{name}: running -> reloading (SIGHUP)")
-        e.wait_log(f"{name}: reloading -> running")
-    assert all(get(port)[0].status == 200 for port in ports.values())
-
-    # pausing is a master's: said so, and nothing is sent
-    r = cli("--pause", str(pidfile), cwd=tmp_path)
-    assert r.returncode == 1 and r.stderr.splitlines() == [
-        f"emperor: {pidfile}: PID {e.pid} is not an emperor master: it is an emperor "
-        f"(emperor run {tmp_path / 'vassals'})"]
-    assert "SIGTSTP" not in e.log
-
-    r = cli("--stop", str(pidfile), cwd=tmp_path)
-    assert r.returncode == 0 and r.stdout == f"emperor: sent SIGINT to emperor {e.pid} (stop every vassal)\n"
-    assert e.wait(10) == 0
-    assert "every vassal has stopped: bye" in e.log
-    assert not pidfile.exists()
+def test_pidfile_written_atomically_with_master_pid(served):
+    m, pid = served
+    assert pid.read_text().strip() == str(m.pid)
 
 
-def test_a_pidfile_that_cannot_be_written_is_one_line_and_no_vassal_starts(tmp_path, procs, runtime):
-    vassals(tmp_path / "vassals", "a.ini")
-    e = start_emperor(procs, tmp_path, "vassals", "--pidfile", str(tmp_path / "no" / "such" / "emperor.pid"))
-    assert e.wait(10) == 1
-    assert e.log.splitlines()[-1] == f"emperor: --pidfile {tmp_path / 'no/such/emperor.pid'}: No such file or directory"
-    assert "a.ini" not in e.log
-
-
-def test_refusals_say_what_the_process_is(tmp_path, master):
-    one = tmp_path / "one.pid"
-    one.write_text("1\n")
-    r = cli("--reload", str(one), cwd=tmp_path)
-    assert r.returncode == 1 and len(r.stderr.splitlines()) == 1, r.stderr
-    assert r.stderr.startswith(f"emperor: {one}: PID 1 is not an emperor master or an emperor: it is ")
-    assert "does not hold a PID" not in r.stderr
-
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
-    try:
-        other = tmp_path / "other.pid"
-        other.write_text(f"{sleeper.pid}\n")
-        r = cli("--stop", str(other), cwd=tmp_path)
-        assert r.returncode == 1 and r.stderr == (
-            f"emperor: {other}: PID {sleeper.pid} is not an emperor master or an emperor: "
-            f"it is {sys.executable} -c import time; time.sleep(30)\n")
-        assert sleeper.poll() is None
-    finally:
-        sleeper.kill()
-        sleeper.wait()
-
-    m = master("processes = 1\n", HELLO_APP)
-    worker = int(open(f"/proc/{m.pid}/task/{m.pid}/children").read().split()[0])
-    wpid = tmp_path / "worker.pid"
-    wpid.write_text(f"{worker}\n")
-    r = cli("--pause", str(wpid), cwd=tmp_path)
-    assert r.returncode == 1 and r.stderr == (
-        f"emperor: {wpid}: PID {worker} is not an emperor master: it is an emperor worker "
-        f"(emperor worker 1 {m.ini})\n")
-    assert "stale" not in r.stderr
-    # a master is still a master
-    mpid = tmp_path / "master.pid"
-    mpid.write_text(f"{m.pid}\n")
-    r = cli("--reload", str(mpid), cwd=tmp_path)
-    assert r.returncode == 0 and r.stdout == f"emperor: sent SIGHUP to master {m.pid} (reload)\n"
+def test_reload_pidfile_sends_sighup(served):
+    m, pid = served
+    r = run_cli("--reload", str(pid))
+    assert r.returncode == 0, r.stderr
     m.wait_log("generation 1 ready")
-    m.signal(signal.SIGINT)
+
+
+def test_pause_and_resume_pidfile(served):
+    m, pid = served
+    assert run_cli("--pause", str(pid)).returncode == 0
+    m.wait_log("running -> paused")
+    assert run_cli("--resume", str(pid)).returncode == 0
+    m.wait_log("paused -> running")
+
+
+def test_stop_pidfile_stops_and_removes_pidfile(served):
+    m, pid = served
+    assert run_cli("--stop", str(pid)).returncode == 0
     assert m.wait(10) == 0
+    assert not pid.exists()
+
+
+@pytest.mark.parametrize("content,message", [
+    (None, "no such pidfile"),
+    ("", "pidfile is empty"),
+    ("garbage\n", "does not hold a PID"),
+    ("999999999\n", "stale pidfile: no process"),
+])
+def test_bad_pidfiles_are_refused(tmp_path, content, message):
+    path = tmp_path / "bad.pid"
+    if content is not None:
+        path.write_text(content)
+    r = run_cli("--reload", str(path))
+    assert r.returncode != 0
+    assert message in r.stderr
+    assert "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_stale_pidfile_naming_another_process_sends_nothing(tmp_path):
+    """PIDs get reused: a pidfile naming a live process that is not a master is refused."""
+    victim = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])  # any live non-master
+    try:
+        path = tmp_path / "reused.pid"
+        path.write_text(f"{victim.pid}\n")
+        r = run_cli("--stop", str(path))
+        assert r.returncode != 0 and "is not an emperor master" in r.stderr
+        assert victim.poll() is None
+    finally:
+        victim.kill()
+        victim.wait()
+
+
+def test_pause_and_resume_are_idempotent(served):
+    """SIGTSTP toggles; the commands read the master's state first and never undo each other."""
+    m, pid = served
+    assert run_cli("--pause", str(pid)).returncode == 0
+    m.wait_log("running -> paused")
+    wait_for(lambda: open(f"/proc/{m.pid}/comm").read().strip() == "emperor paused")
+    r = run_cli("--pause", str(pid))
+    assert r.returncode == 0 and "already paused" in r.stdout
+    assert run_cli("--resume", str(pid)).returncode == 0
+    m.wait_log("paused -> running")
+    wait_for(lambda: open(f"/proc/{m.pid}/comm").read().strip() == "emperor running")
+    r = run_cli("--resume", str(pid))
+    assert "already running" in r.stdout
+    assert http_get(m.port).status == 200
+
+
+def test_a_worker_pid_is_never_taken_for_a_master(served, tmp_path):
+    # A stale pidfile may hold a PID that is now one of our workers; they inherit the
+    # master's command line (`... emperor master FILE`), so the command line is not enough.
+    from emperor.master.pidfile import PidfileError, read_master_pid
+
+    m, _ = served
+    with open(f"/proc/{m.pid}/task/{m.pid}/children") as f:
+        worker = int(f.read().split()[0])
+    stale = tmp_path / "stale.pid"
+    stale.write_text(f"{worker}\n")
+    with pytest.raises(PidfileError, match="is not an emperor master"):
+        read_master_pid(str(stale))
+    r = run_cli("--reload", str(stale))
+    assert r.returncode == 1 and "is not an emperor master" in r.stderr

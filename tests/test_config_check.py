@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import ROOT
+from support import ROOT
 
 HEAD = "[uwsgi]\nhttp-socket = 127.0.0.1:{port}\nmodule = not_importable_at_all\n"
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from support import ROOT
 
 CORPUS = Path(__file__).parent / "corpus"
 pytestmark = pytest.mark.timeout(300)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from support import ROOT
 from emperor.config import ConfigError, catalog, load_config, logic, optdoc, read_vassal
 from emperor.config.expand import UWSGI_VERSION
 from emperor.config.options import (ALIAS_NOTES, EMPEROR_ONLY, INCLUDE_KEYS, NOOP_ALIASES, NOOPS, OPTIONS,

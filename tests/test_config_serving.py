@@ -13,7 +13,7 @@ from urllib.request import urlopen
 
 import pytest
 
-from conftest import ROOT, free_port, wait_for
+from support import ROOT, free_port, wait_for
 
 pytestmark = pytest.mark.timeout(60)
 

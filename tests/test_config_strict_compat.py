@@ -11,7 +11,7 @@ from urllib.request import urlopen
 
 import pytest
 
-from conftest import ROOT, free_port, wait_for
+from support import ROOT, free_port, wait_for
 from emperor.emperor import process as emp
 from emperor.emperor.watch import Changes
 from emperor.states import VassalState as S

@@ -7,9 +7,9 @@ built once per module. Every container has a unique name and is removed
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import threading
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, free_port, wait_for
+from support import ROOT, answers, body_when, free_port, http_get, wait_for
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -125,33 +125,13 @@ def vassal_ini(extra: str = "") -> str:
             "env = VASSAL=%n\nprocesses = 2\n" + extra)
 
 
-def http_get(port: int, path: str = "/", timeout: float = 10.0) -> tuple[int, str]:
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        s.sendall(f"GET {path} HTTP/1.0\r\nHost: x\r\n\r\n".encode())
-        data = b""
-        while chunk := s.recv(65536):
-            data += chunk
-    if not data:
-        raise ConnectionError("closed without a response")
-    head, _, body = data.partition(b"\r\n\r\n")
-    return int(head.split()[1]), body.decode()
-
-
-def body_when(port: int, predicate=lambda b: True, timeout: float = 10.0) -> str:
-    def attempt():
-        try:
-            status, body = http_get(port, timeout=2)
-        except (OSError, ValueError, IndexError):
-            return None
-        return body if status == 200 and predicate(body) else None
-    return wait_for(attempt, timeout, interval=0.05)
-
-
-def answers(port: int) -> bool:
-    try:
-        return http_get(port, timeout=1)[0] == 200
-    except (OSError, ValueError, IndexError):
-        return False
+def busy_workers(c: Container, vassal: str = "app.ini") -> int:
+    """Workers inside a request, from the scoreboard, as `emperor status --json` shows it."""
+    r = c.exec("emperor", "status", "--json")
+    if r.returncode != 0:
+        return 0
+    v = json.loads(r.stdout)["vassals"].get(vassal) or {}
+    return (v.get("stats") or {}).get("busy", 0)
 
 
 def proc_states(c: Container) -> dict[int, str]:
@@ -194,7 +174,7 @@ def test_bundled_vassal_answers_as_pid_1_non_root_and_is_healthy(container):
     assert r.returncode == 0 and r.stdout.startswith("ok: 1 vassal: 1 running"), r.stdout + r.stderr
 
 
-def test_mounted_directory_add_touch_remove(container, shared_dir):
+def test_a_mounted_directory_is_watched_through_the_bind_mount(container, shared_dir):
     """Through a bind mount: a new file starts within a second or two (inotify, not the 30 s rescan)."""
     vassals = shared_dir / "vassals"
     c = container(volumes={str(vassals): VASSALS, str(shared_dir / "app"): "/srv/testapp:ro"})
@@ -202,17 +182,18 @@ def test_mounted_directory_add_touch_remove(container, shared_dir):
     path = vassals / "app.ini"
     t0 = time.monotonic()
     path.write_text(vassal_ini())
-    assert body_when(c.port, timeout=10) == "app gen=0"
-    assert time.monotonic() - t0 < 3.0, "inotify through the bind mount looks broken: only the rescan saw it"
+    assert body_when(c.port, timeout=30) == "app gen=0"
+    # the timing is the behaviour: inotify, not the safety rescan that comes 30 s after the start
+    assert time.monotonic() - t0 < 10, "inotify through the bind mount looks broken: only the rescan saw it"
     t0 = time.monotonic()
     os.utime(path)
-    assert body_when(c.port, lambda b: b == "app gen=1", timeout=10) == "app gen=1"
-    assert time.monotonic() - t0 < 3.0
+    assert body_when(c.port, lambda b: b == "app gen=1", timeout=30) == "app gen=1"
+    assert time.monotonic() - t0 < 10
     c.wait_log("app.ini: running -> reloading (file changed)")
     t0 = time.monotonic()
     path.unlink()
-    wait_for(lambda: not answers(c.port), timeout=10, interval=0.1)
-    assert time.monotonic() - t0 < 3.0
+    wait_for(lambda: not answers(c.port), timeout=30, interval=0.1)
+    assert time.monotonic() - t0 < 10
     log = c.wait_log("app.ini: stopping -> gone")
     assert "Permission denied" not in log
     assert c.running()
@@ -227,20 +208,22 @@ def test_stop_drains_an_in_flight_request_and_exits_0(container, shared_dir):
 
     def slow() -> None:
         try:
-            result["response"] = http_get(c.port, "/slow", timeout=20)
+            r = http_get(c.port, "/slow", timeout=20)
+            result["response"] = (r.status, r.text)
         except OSError as e:
             result["error"] = e
 
     t = threading.Thread(target=slow)
     t.start()
-    time.sleep(0.7)                      # the request is in flight: the app sleeps 3 s
+    wait_for(lambda: busy_workers(c) >= 1, timeout=20, interval=0.1)   # in flight: the app sleeps 3 s
     t0 = time.monotonic()
     podman("stop", "-t", "30", c.name, timeout=60)
     elapsed = time.monotonic() - t0
     t.join(10)
     assert result.get("response") == (200, "app gen=0"), result
     assert c.exit_code() == 0
-    assert elapsed < 10, f"podman stop took {elapsed:.1f}s (the grace is 30 s)"
+    # the timing is the behaviour: the emperor left once the request was done (3 s), not at the 30 s stop timeout
+    assert elapsed < 20, f"podman stop took {elapsed:.1f}s (the grace is 30 s)"
     log = c.logs()
     assert "SIGTERM: stopping every vassal gracefully" in log and "every vassal has stopped: bye" in log
     assert "SIGKILL" not in log
@@ -253,10 +236,8 @@ def test_orphans_are_reaped_by_pid_1(container):
     r = c.exec("sh", "-c", "for i in 1 2 3; do sleep 0.5 >/dev/null 2>&1 & done; exit 0")
     assert r.returncode == 0, r.stderr
     c.wait_log("reaped orphan", count=3, timeout=10)
-    time.sleep(0.3)
-    states = proc_states(c)
+    states = wait_for(lambda: (st := proc_states(c)) and "Z" not in st.values() and st, timeout=10)
     assert 1 in states
-    assert [pid for pid, s in states.items() if s == "Z"] == []
 
 
 def test_shutdown_delay_keeps_serving_and_reports_unhealthy(container):
@@ -268,7 +249,7 @@ def test_shutdown_delay_keeps_serving_and_reports_unhealthy(container):
     r = c.exec("emperor", "health")
     assert r.returncode == 1 and "draining" in r.stderr, r.stdout + r.stderr
     assert podman("healthcheck", "run", c.name, check=False).returncode != 0
-    assert http_get(c.port)[0] == 200   # still accepting new connections during the delay
+    assert http_get(c.port).status == 200   # still accepting new connections during the delay
     r = podman("wait", c.name, timeout=30)
     assert r.stdout.strip() == "0"
     assert c.exit_code() == 0

@@ -14,29 +14,19 @@ import signal
 import socket
 import subprocess
 import sys
-import sysconfig
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, free_port, wait_for
+from support import ROOT, free_port, tool, wait_for
+
 from emperor.config import load_config
 
 pytestmark = pytest.mark.timeout(60)
 
 K8S = ROOT / "deploy" / "kubernetes"
 UNIT = ROOT / "deploy" / "systemd" / "emperor.service"
-
-
-def tool(name: str) -> str | None:
-    """A console script from the active environment (a venv's bin/) or PATH."""
-    for d in (sysconfig.get_path("scripts"), str(Path(sys.executable).parent)):
-        p = Path(d) / name
-        if p.is_file() and os.access(p, os.X_OK):
-            return str(p)
-    return shutil.which(name)
 
 
 def manifests() -> dict[str, dict]:
@@ -182,7 +172,7 @@ class Projection:
             shutil.rmtree(self.dir / old)
 
 
-def configmap_update(tmp_path, procs) -> str:
+def configmap_update(tmp_path, emperor) -> str:
     """Two vassals from the shipped ConfigMap under load; an update edits one. Returns the log."""
     cm = manifests()["ConfigMap"]
     hello = Path(ROOT / "examples" / "hello")
@@ -200,8 +190,7 @@ def configmap_update(tmp_path, procs) -> str:
     vdir.mkdir()
     projection = Projection(vdir)
     projection.write(files("one"))
-    e = procs([sys.executable, "-m", "emperor", "run", str(vdir), "--grace", "5"], tmp_path,
-              log=tmp_path / "emperor.log")
+    e = emperor(directory=vdir)
     for name in ports:
         e.wait_log(f"{name}: starting -> running", timeout=15)
 
@@ -225,11 +214,12 @@ def configmap_update(tmp_path, procs) -> str:
 
     t = threading.Thread(target=load, daemon=True)
     t.start()
-    time.sleep(0.3)
+    wait_for(lambda: served[0] >= 10)         # the load runs
     projection.write(files("two"))
-    log = e.wait_log("hello.ini: reloading -> running (generation 1 ready)", timeout=10)
+    log = e.wait_log("hello.ini: reloading -> running (generation 1 ready)", timeout=30)
     assert "hello.ini: running -> reloading (file changed)" in log
-    time.sleep(0.5)
+    after = served[0]
+    wait_for(lambda: served[0] >= after + 10)  # and goes on against the new generation
     stop.set()
     t.join(10)
     assert failures == [] and served[0] > 10
@@ -239,13 +229,13 @@ def configmap_update(tmp_path, procs) -> str:
     return log
 
 
-def test_configmap_update_reloads_the_edited_vassal_gracefully(tmp_path, procs):
-    log = configmap_update(tmp_path, procs)
+def test_configmap_update_reloads_the_edited_vassal_gracefully(tmp_path, emperor):
+    log = configmap_update(tmp_path, emperor)
     # neither vassal stopped or restarted: the edit became a graceful reload
     assert "other.ini: running -> stopping" not in log and log.count("other.ini: new -> starting") == 1
     assert log.count("hello.ini: new -> starting") == 1
 
 
-def test_configmap_update_spares_the_unchanged_vassals(tmp_path, procs):
-    log = configmap_update(tmp_path, procs)
+def test_configmap_update_spares_the_unchanged_vassals(tmp_path, emperor):
+    log = configmap_update(tmp_path, emperor)
     assert "other.ini: running -> reloading" not in log

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from apps.rawhttp import Client
-from conftest import APPS, ROOT, free_port, wait_for
+from support import Client
+from support import APPS, ROOT, free_port, wait_for
 
 pytestmark = pytest.mark.timeout(90)
 

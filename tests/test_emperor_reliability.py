@@ -17,12 +17,11 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, free_port, wait_for
+from support import ROOT, free_port, wait_for
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -403,7 +402,7 @@ def test_logto_in_a_world_writable_directory_does_not_follow_a_symlink(tmp_path,
 def test_a_sigstopped_worker_shows_as_stopped(tmp_path, procs, appdir):
     """Choice: a worker someone SIGSTOPs is left alone (it holds no request, and SIGCONT brings
     it back), but the stats, status and uwsgitop show it as `stopped`, not `idle`."""
-    from apps.rawhttp import worker_pids
+    from support import worker_pids
     port, sport = free_port(), free_port()
     path = tmp_path / "app.ini"
     path.write_text(ini(port, appdir, f"processes = 2\nstats = 127.0.0.1:{sport}\n"))

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from apps.rawhttp import Client, get, one, running_master, worker_pids
-from conftest import free_port
+from support import Client, get_request as get, one, running_master, worker_pids
+from support import free_port
 from emperor.worker.protocols.http import HTTPError, find_head
 
 pytestmark = pytest.mark.timeout(30)

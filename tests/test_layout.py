@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, free_port, wait_port
+from support import ROOT, free_port, wait_port
 
 PACKAGE = ROOT / "emperor"
 FLOORS = {"cli": 4, "emperor": 3, "master": 2, "worker": 1}

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from apps.rawhttp import worker_pids
-from conftest import APPS, free_port, wait_for
+from support import worker_pids
+from support import APPS, free_port, wait_for
 from emperor.config import ConfigError, load_config
 from emperor.master.cheaper import Backlog, Busyness, Spare, Spare2, View
 

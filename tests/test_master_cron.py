@@ -18,10 +18,9 @@ from pathlib import Path
 
 import pytest
 
-import subprocess
 import sys
 
-from conftest import HELLO_APP, descendants, free_port, wait_for
+from support import HELLO_APP, descendants, free_port, wait_for
 from emperor.attached import matches, next_match, parse_cron
 from emperor.config import ConfigError, load_config
 from emperor.master.cron import MAX_CRONS, MAX_RUNNING, Cron

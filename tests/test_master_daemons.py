@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import HELLO_APP, ROOT, descendants, free_port, wait_for
+from support import HELLO_APP, ROOT, descendants, free_port, wait_for
 from emperor.config import ConfigError, load_config
 from emperor.master.daemons import MAX_DAEMONS, Daemons
 from emperor.master.loop import Loop
@@ -158,7 +158,7 @@ def test_a_daemon_that_dies_is_restarted_after_1_2_4_seconds_and_status_shows_it
     m.wait_log("exited 4 after", count=3, timeout=5)
     log = m.log
     for wait in (1, 2, 4):
-        assert f'daemon "exit 3" (pid ' in log and f"exited 3 after" in log and f"restarting in {wait}s" in log
+        assert 'daemon "exit 3" (pid ' in log and "exited 3 after" in log and f"restarting in {wait}s" in log
     assert [line.rsplit("restarting in ", 1)[1] for line in log.splitlines() if "exited 4 after" in line][:3] \
         == ["1s", "2s", "2s"]
     assert 'daemon "exit 3" restarted (restart 2)' in log

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from apps.rawhttp import worker_pids
-from conftest import APPS, ROOT, free_port, wait_for
+from support import worker_pids
+from support import APPS, ROOT, free_port, wait_for
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from apps.rawhttp import worker_pids
-from conftest import APPS, free_port, wait_for
+from support import worker_pids
+from support import APPS, free_port, wait_for
 from emperor.config import load_config
 from emperor.wire.scoreboard import Scoreboard
 from emperor.worker.process import Worker

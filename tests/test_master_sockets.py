@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import APPS, descendants, free_port, wait_for, wait_port
+from support import APPS, descendants, free_port, wait_for, wait_port
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from apps.rawhttp import Client
-from conftest import ROOT, free_port, wait_for
+from support import Client
+from support import ROOT, free_port, wait_for
 
 pytestmark = pytest.mark.timeout(90)
 

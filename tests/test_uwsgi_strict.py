@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from apps.rawhttp import Client, get, one, running_master, worker_pids
-from conftest import free_port
+from support import Client, get_request as get, one, running_master, worker_pids
+from support import free_port
 from emperor.worker.protocols.uwsgi import encode_vars
 
 pytestmark = pytest.mark.timeout(30)

@@ -5,17 +5,15 @@ Real masters on 127.0.0.1, raw sockets; "in flight" is the app's own marker file
 """
 from __future__ import annotations
 
-import os
 import signal
-import socket
 import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from apps.rawhttp import Client, worker_pids
-from conftest import APPS, free_port, wait_for
+from support import Client, worker_pids
+from support import APPS, free_port, wait_for
 
 
 def gate_master(procs, tmp_path: Path, body: str, port: int | None = None):

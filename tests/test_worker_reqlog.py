@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import APPS, free_port, wait_for
+from support import APPS, free_port, wait_for
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -1,4 +1,5 @@
-"""A WSGI app whose paths each exercise one part of the server (tests/test_http.py, test_wsgi.py).
+"""A WSGI app whose paths each exercise one part of the server (tests/test_worker_http.py,
+test_worker_wsgi.py, test_worker_uwsgi.py).
 
 Markers written on close() go to MARK_DIR (the vassal's `env`), one file per request
 id given as `?id=...`, so a test can tell that close() ran even after a disconnect.
@@ -137,7 +138,7 @@ def application(environ, start_response):
         return Closing(environ, [b"a", b"b"], fail_at=1)
     if path == "/close-slow":
         start_response("200 OK", [("Content-Type", "text/plain")])
-        return Closing(environ, [b"x" * 65536] * 400, delay=0.005)
+        return Closing(environ, [b"x" * 65536] * 400, delay=0.025)   # 10 s unless cut short
     if path == "/file":
         f = open(q["path"], "rb")
         size = os.fstat(f.fileno()).st_size

@@ -10,21 +10,20 @@ from pathlib import Path
 
 import pytest
 
-from apps.rawhttp import Client, get, one, running_master, wait_for, worker_pids
-from conftest import free_port
+from support import children, Client, free_port, get_request, one, running_master, wait_for
 
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory):
     d = tmp_path_factory.mktemp("wsgi")
     with running_master(d, "processes = 2\nsocket-timeout = 2\n", free_port()) as p:
-        p.workers = worker_pids(p.pid)
+        p.workers = children(p.pid)
         yield p
 
 
 def assert_workers_intact(srv) -> None:
-    assert worker_pids(srv.pid) == srv.workers, "a worker died or was replaced"
-    r, _ = one(srv.port, get("/pid", extra="Connection: close\r\n"))
+    assert children(srv.pid) == srv.workers, "a worker died or was replaced"
+    r, _ = one(srv.port, get_request("/pid", extra="Connection: close\r\n"))
     assert r.status == 200 and int(r.body) in srv.workers
 
 
@@ -45,10 +44,10 @@ def ask(srv, data: bytes):
         return c.response()
 
 
-def marker(srv, rid: str, timeout: float = 3.0) -> str:
+def marker(srv, rid: str, timeout: float = 10.0) -> str:
     path = Path(srv.dir) / rid
     wait_for(path.exists, timeout)
-    return path.read_text() if path.exists() else ""
+    return path.read_text()
 
 
 # -- environ --
@@ -82,13 +81,13 @@ def test_environ_has_the_cgi_and_wsgi_keys(srv):
 
 
 def test_environ_of_a_get_has_no_body_length_and_an_empty_query(srv):
-    env = json.loads(ask(srv, get("/environ")).body)
+    env = json.loads(ask(srv, get_request("/environ")).body)
     assert env["REQUEST_METHOD"] == "GET" and env["QUERY_STRING"] == ""
     assert env.get("CONTENT_LENGTH", "") in ("", "0")
 
 
 def test_path_info_is_percent_decoded_as_latin1(srv):
-    env = json.loads(ask(srv, get("/environ/a%20b%2Fc/%C3%A9%ff?q=%C3%A9")).body)
+    env = json.loads(ask(srv, get_request("/environ/a%20b%2Fc/%C3%A9%ff?q=%C3%A9")).body)
     assert env["PATH_INFO"] == "/environ/a b/c/\xc3\xa9\xff"
     assert env["QUERY_STRING"] == "q=%C3%A9"  # the query string stays raw
     assert env["REQUEST_URI"] == "/environ/a%20b%2Fc/%C3%A9%ff?q=%C3%A9"
@@ -155,7 +154,7 @@ def test_large_request_body_arrives_byte_exact(srv, framing):
 
 def test_write_callable_output_comes_before_the_returned_body(srv):
     with Client(srv.port) as c:
-        c.send(get("/write") + get("/pid"))
+        c.send(get_request("/write") + get_request("/pid"))
         r = c.response()
         assert r.body == b"written-then-returned"
         assert r.header("Transfer-Encoding") == "chunked"
@@ -164,7 +163,7 @@ def test_write_callable_output_comes_before_the_returned_body(srv):
 
 def test_app_content_length_larger_than_the_body_closes_the_connection(srv):
     with Client(srv.port) as c:
-        c.send(get("/short"))
+        c.send(get_request("/short"))
         with pytest.raises(EOFError):
             c.response()  # 5 of the announced 10 bytes, then the close
         assert c.buf == b"12345"
@@ -172,28 +171,28 @@ def test_app_content_length_larger_than_the_body_closes_the_connection(srv):
 
 def test_app_content_length_smaller_than_the_body_truncates_and_closes(srv):
     with Client(srv.port) as c:
-        c.send(get("/long") + get("/pid"))
+        c.send(get_request("/long") + get_request("/pid"))
         r = c.response()
         assert r.body == b"123"
         assert c.rest() == b""  # the second request is not served on this connection
 
 
 def test_invalid_content_length_from_the_app_is_a_500(srv):
-    r, closed = one(srv.port, get("/bad-length"))
+    r, closed = one(srv.port, get_request("/bad-length"))
     assert r.status == 500 and closed
 
 
 # -- close(), errors, exc_info --
 
 def test_close_is_called_after_a_normal_response(srv):
-    r = ask(srv, get("/close-normal?id=close-normal"))
+    r = ask(srv, get_request("/close-normal?id=close-normal"))
     assert r.body == b"ab"
     assert marker(srv, "close-normal") == "closed\n"
 
 
 def test_close_is_called_when_the_iterable_raises_and_the_connection_closes(srv):
     with Client(srv.port) as c:
-        c.send(get("/close-error?id=close-error") + get("/pid"))
+        c.send(get_request("/close-error?id=close-error") + get_request("/pid"))
         raw = c.rest()
     # the chunked body never gets its last chunk, the pipelined request is not served
     assert raw.startswith(b"HTTP/1.1 200 OK\r\n") and raw.endswith(b"\r\n\r\n1\r\na\r\n")
@@ -204,17 +203,17 @@ def test_close_is_called_when_the_iterable_raises_and_the_connection_closes(srv)
 
 def test_close_is_called_when_the_client_disconnects_mid_response(srv):
     with Client(srv.port) as c:
-        c.send(get("/close-slow?id=close-gone"))
+        c.send(get_request("/close-slow?id=close-gone"))
         c.sock.recv(1000)
     start = time.monotonic()
-    assert marker(srv, "close-gone", timeout=4) == "closed\n"
-    assert time.monotonic() - start < 1.5  # the 2 s response was cut short
+    assert marker(srv, "close-gone", timeout=15) == "closed\n"
+    assert time.monotonic() - start < 5  # the timing is the behaviour: the 10 s response was cut short
     assert_workers_intact(srv)
 
 
 def test_app_exception_before_headers_is_500_and_the_worker_survives(srv):
     for path in ("/error-before", "/error-after-start"):
-        r, closed = one(srv.port, get(path))
+        r, closed = one(srv.port, get_request(path))
         assert r.status == 500 and closed
     assert "boom before headers" in srv.wait_log("boom after start_response")
     assert_workers_intact(srv)
@@ -222,14 +221,14 @@ def test_app_exception_before_headers_is_500_and_the_worker_survives(srv):
 
 def test_start_response_again_with_exc_info_before_headers_replaces_the_status(srv):
     with Client(srv.port) as c:
-        c.send(get("/excinfo-before"))
+        c.send(get_request("/excinfo-before"))
         r = c.response()
         assert r.status == 503 and r.reason == "Replaced" and r.body == b"replaced"
 
 
 def test_start_response_with_exc_info_after_headers_reraises_and_closes(srv):
     with Client(srv.port) as c:
-        c.send(get("/excinfo-after"))
+        c.send(get_request("/excinfo-after"))
         raw = c.rest()
     assert raw.startswith(b"HTTP/1.1 200 OK\r\n") and raw.endswith(b"\r\n\r\n6\r\nfirst;\r\n")
     assert "KeyError: 'after headers'" in srv.wait_log("KeyError")
@@ -237,12 +236,12 @@ def test_start_response_with_exc_info_after_headers_reraises_and_closes(srv):
 
 
 def test_start_response_twice_without_exc_info_is_an_error(srv):
-    r, closed = one(srv.port, get("/start-twice"))
+    r, closed = one(srv.port, get_request("/start-twice"))
     assert r.status == 500 and closed
 
 
 def test_wsgi_errors_lines_reach_the_master_log(srv):
-    assert ask(srv, get("/errors?tag=t1")).body == b"logged"
+    assert ask(srv, get_request("/errors?tag=t1")).body == b"logged"
     log = srv.wait_log("second-line-t1")
     assert "wsgi-errors-line-t1" in log
 
@@ -261,7 +260,7 @@ def big_file(tmp_path_factory):
 def test_file_wrapper_serves_a_large_file_byte_exact(srv, big_file, route):
     path, digest, size = big_file
     with Client(srv.port, timeout=5) as c:
-        c.send(get(route + str(path)) + get("/pid"))
+        c.send(get_request(route + str(path)) + get_request("/pid"))
         r = c.response()
         assert r.status == 200 and int(r.header("Content-Length")) == size
         assert hashlib.sha256(r.body).hexdigest() == digest
@@ -271,7 +270,7 @@ def test_file_wrapper_serves_a_large_file_byte_exact(srv, big_file, route):
 def test_file_wrapper_head_sends_only_the_head(srv, big_file):
     path, _, size = big_file
     with Client(srv.port) as c:
-        c.send(f"HEAD /file?path={path} HTTP/1.1\r\nHost: t\r\n\r\n".encode() + get("/pid"))
+        c.send(f"HEAD /file?path={path} HTTP/1.1\r\nHost: t\r\n\r\n".encode() + get_request("/pid"))
         r = c.response(head=True)
         assert int(r.header("Content-Length")) == size
         assert int(c.response().body) in srv.workers

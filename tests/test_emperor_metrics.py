@@ -1,30 +1,25 @@
 """`emperor run --metrics HOST:PORT`: Prometheus text from the emperor's loop, checked line by line.
 
-The same three vassals as tests/test_status.py (healthy, config error,
-crash-looping), plus one with its own `stats` socket, which must keep uWSGI's
+The same three vassals as tests/test_cli_status.py (support.three_vassals: healthy,
+config error, crash-looping), plus one with its own `stats` socket, which must keep uWSGI's
 shape for uwsgitop while the emperor reads it too.
 """
 from __future__ import annotations
 
-import http.client
 import json
 import re
 import socket
-import subprocess
-import sys
 import time
 
 import pytest
 
-from conftest import ROOT, free_port, wait_for
+from support import STATS_TOP_KEYS, STATS_WORKER_KEYS, free_port, http_get, http_request, run_cli, wait_for
 from emperor.emperor import prometheus as metrics
 from emperor.emperor import summary
 from emperor.states import VassalState
 from emperor.wire import control
-from test_stats import REQUIRED_TOP, REQUIRED_WORKER
-from test_status import get, start_stack
 
-pytestmark = pytest.mark.timeout(40)
+pytestmark = pytest.mark.timeout(60)
 
 NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
 HELP = re.compile(rf"^# HELP ({NAME}) (.*)$")
@@ -59,13 +54,8 @@ def parse(text: str) -> dict[str, dict]:
     return families
 
 
-def scrape(port: int, path: str = "/metrics", method: str = "GET") -> tuple[http.client.HTTPResponse, bytes]:
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    c.request(method, path)
-    r = c.getresponse()
-    body = r.read()
-    c.close()
-    return r, body
+def scrape(port: int, path: str = "/metrics", method: str = "GET"):
+    return http_request(port, method, path)
 
 
 def value(families: dict, name: str, **labels: str) -> float:
@@ -73,21 +63,18 @@ def value(families: dict, name: str, **labels: str) -> float:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
+def stack(three_vassal_emperor):
     mport = free_port()
-    p = start_stack(tmp_path_factory.mktemp("metrics"), "--metrics", f"127.0.0.1:{mport}")
+    p = three_vassal_emperor("--metrics", f"127.0.0.1:{mport}")
     p.metrics = mport
-    yield p
-    p.kill()
-    for ours in ("emperor/control.py", "emperor/process.py", "emperor/prometheus.py"):
-        assert f'emperor/{ours}"' not in p.log   # no traceback of ours
+    return p
 
 
 def test_metrics_are_valid_prometheus_text_about_every_vassal(stack):
-    wait_for(lambda: control.query(stack.control)["vassals"]["crash.ini"]["starts"] >= 2, timeout=5)
-    r, body = scrape(stack.metrics)
-    assert r.status == 200 and r.getheader("Content-Type") == "text/plain; version=0.0.4; charset=utf-8"
-    fams = parse(body.decode())
+    wait_for(lambda: control.query(stack.control, timeout=10)["vassals"]["crash.ini"]["starts"] >= 2)
+    r = scrape(stack.metrics)
+    assert r.status == 200 and r.header("Content-Type") == "text/plain; version=0.0.4; charset=utf-8"
+    fams = parse(r.body.decode())
     assert set(metrics.METRICS) == set(fams)
     assert value(fams, "emperor_vassals") == 3
     assert abs(value(fams, "emperor_start_time_seconds") - time.time()) < 60
@@ -111,7 +98,7 @@ def test_metrics_are_valid_prometheus_text_about_every_vassal(stack):
 
 def test_requests_served_are_counted_per_worker(stack):
     def requests() -> tuple[float, float]:
-        fams = parse(scrape(stack.metrics)[1].decode())
+        fams = parse(scrape(stack.metrics).body.decode())
         per_worker = sum(v for k, v in fams["emperor_worker_requests_total"]["samples"].items()
                          if dict(k)["vassal"] == "good.ini")
         return per_worker, value(fams, "emperor_vassal_requests_total", vassal="good.ini")
@@ -119,30 +106,30 @@ def test_requests_served_are_counted_per_worker(stack):
     before, total = requests()
     assert before == total
     for _ in range(7):
-        get(stack.port)
+        http_get(stack.port, expect=200)
     after, total = requests()
     assert after == total == before + 7
-    fams = parse(scrape(stack.metrics)[1].decode())
+    fams = parse(scrape(stack.metrics).body.decode())
     assert 0 < value(fams, "emperor_vassal_avg_response_seconds", vassal="good.ini") < 0.5
 
 
-def test_other_paths_and_methods(stack):
-    r, body = scrape(stack.metrics, "/nope")
+def test_metrics_answer_404_elsewhere_405_to_other_methods_and_head(stack):
+    r = scrape(stack.metrics, "/nope")
     assert r.status == 404
-    r, body = scrape(stack.metrics, "/metrics", "POST")
-    assert r.status == 405 and r.getheader("Allow") == "GET, HEAD"
-    r, body = scrape(stack.metrics, "/metrics", "HEAD")
-    assert r.status == 200 and body == b"" and int(r.getheader("Content-Length")) > 1000
-    r, body = scrape(stack.metrics, "/metrics?name[]=x")
-    assert r.status == 200 and b"emperor_vassal_up" in body
+    r = scrape(stack.metrics, "/metrics", "POST")
+    assert r.status == 405 and r.header("Allow") == "GET, HEAD"
+    r = scrape(stack.metrics, "/metrics", "HEAD")
+    assert r.status == 200 and r.body == b"" and int(r.header("Content-Length")) > 1000
+    r = scrape(stack.metrics, "/metrics?name[]=x")
+    assert r.status == 200 and b"emperor_vassal_up" in r.body
 
 
 def test_a_scraper_that_sends_nothing_holds_nobody_up(stack):
     with socket.create_connection(("127.0.0.1", stack.metrics)):
         t0 = time.monotonic()
-        assert scrape(stack.metrics)[0].status == 200
-        assert control.query(stack.control)["pid"] == stack.pid
-        assert time.monotonic() - t0 < 0.5
+        assert scrape(stack.metrics).status == 200
+        assert control.query(stack.control, timeout=10)["pid"] == stack.pid
+        assert time.monotonic() - t0 < 1.5   # a scraper that holds the loop would cost its 2 s timeout
 
 
 def test_own_stats_socket_keeps_uwsgi_shape_and_feeds_the_emperor(stack, tmp_path):
@@ -151,19 +138,19 @@ def test_own_stats_socket_keeps_uwsgi_shape_and_feeds_the_emperor(stack, tmp_pat
     (stack.dir / "own.ini").write_text(f"[uwsgi]\nhttp-socket = 127.0.0.1:{port}\nchdir = {app}\n"
                                        f"module = wsgiapp:application\nstats = 127.0.0.1:{sport}\n")
     try:
-        stack.wait_log("own.ini: starting -> running", timeout=10)
-        get(port)
+        stack.wait_log("own.ini: starting -> running")
+        http_get(port, expect=200)
         with socket.create_connection(("127.0.0.1", sport), timeout=5) as s:   # what uwsgitop reads
             data = b""
             while chunk := s.recv(65536):
                 data += chunk
         raw = json.loads(data)
-        assert all(k in raw for k in REQUIRED_TOP)
-        assert all(k in w for w in raw["workers"] for k in REQUIRED_WORKER)
-        v = control.query(stack.control)["vassals"]["own.ini"]
+        assert all(k in raw for k in STATS_TOP_KEYS)
+        assert all(k in w for w in raw["workers"] for k in STATS_WORKER_KEYS)
+        v = control.query(stack.control, timeout=10)["vassals"]["own.ini"]
         assert v["stats_address"] == f"127.0.0.1:{sport}"
         assert v["stats"]["pid"] == raw["pid"] == v["pid"] and v["stats"]["requests"] == 1
-        assert value(parse(scrape(stack.metrics)[1].decode()), "emperor_vassal_requests_total", vassal="own.ini") == 1
+        assert value(parse(scrape(stack.metrics).body.decode()), "emperor_vassal_requests_total", vassal="own.ini") == 1
     finally:
         (stack.dir / "own.ini").unlink()
         stack.wait_log("own.ini: stopping -> gone", timeout=10)
@@ -175,9 +162,7 @@ def test_metrics_port_taken_is_one_line_and_exit_1(tmp_path):
         taken.listen(1)
         port = taken.getsockname()[1]
         (tmp_path / "vassals.d").mkdir()
-        r = subprocess.run([sys.executable, "-m", "emperor", "run", "--metrics", f"127.0.0.1:{port}"],
-                           cwd=tmp_path, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
-                           capture_output=True, text=True, timeout=10)
+        r = run_cli("run", "--metrics", f"127.0.0.1:{port}", cwd=tmp_path)
     assert r.returncode == 1
     assert r.stderr.splitlines()[-1] == f"emperor: --metrics 127.0.0.1:{port}: address already in use"
 

@@ -4,21 +4,10 @@ from __future__ import annotations
 import json
 import shutil
 import socket
-import subprocess
-import sys
-import time
-import uuid
 
 import pytest
 
-from conftest import HELLO_APP, free_port, wait_for
-from test_master import get
-
-REQUIRED_TOP = ["version", "listen_queue", "listen_queue_errors", "load", "pid", "uid", "gid", "cwd",
-                "sockets", "workers"]
-REQUIRED_WORKER = ["id", "pid", "accepting", "requests", "delta_requests", "exceptions", "harakiri_count",
-                   "signals", "status", "rss", "vsz", "running_time", "last_spawn", "respawn_count", "tx",
-                   "avg_rt", "apps", "cores"]
+from support import HELLO_APP, STATS_TOP_KEYS, STATS_WORKER_KEYS, Tmux, free_port, http_get, tool, wait_for
 
 
 def read_stats(port: int) -> dict:
@@ -33,14 +22,14 @@ def test_stats_document_has_uwsgi_shape(master):
     sport = free_port()
     m = master(f"stats = 127.0.0.1:{sport}\nprocesses = 2\n", HELLO_APP)
     for _ in range(5):
-        get(m.port)
+        http_get(m.port)
     doc = read_stats(sport)
-    for key in REQUIRED_TOP:
+    for key in STATS_TOP_KEYS:
         assert key in doc
     assert doc["pid"] == m.pid
     assert len(doc["workers"]) == 2
     for w in doc["workers"]:
-        for key in REQUIRED_WORKER:
+        for key in STATS_WORKER_KEYS:
             assert key in w, key
             if key not in ("status", "apps", "cores"):
                 assert isinstance(w[key], int), key
@@ -48,38 +37,32 @@ def test_stats_document_has_uwsgi_shape(master):
     assert sum(w["requests"] for w in doc["workers"]) == 5
 
 
-def test_stats_http(master):
+def test_stats_http_serves_the_document_over_http(master):
     sport = free_port()
     m = master(f"stats = 127.0.0.1:{sport}\nstats-http = true\n", HELLO_APP)
-    import http.client
-    c = http.client.HTTPConnection("127.0.0.1", sport, timeout=5)
-    c.request("GET", "/")
-    r = c.getresponse()
-    assert r.status == 200 and json.loads(r.read())["pid"] == m.pid
+    r = http_get(sport)
+    assert r.status == 200 and json.loads(r.body)["pid"] == m.pid
 
 
 @pytest.mark.skipif(not shutil.which("tmux"), reason="tmux is not installed")
-def test_real_uwsgitop_reads_master_stats(master):
-    uwsgitop = shutil.which("uwsgitop")
+def test_real_uwsgitop_reads_master_stats(master, tmp_path):
+    uwsgitop = tool("uwsgitop")
     if not uwsgitop:
         pytest.skip("uwsgitop is not installed (pip install uwsgitop)")
     sport = free_port()
     m = master(f"stats = 127.0.0.1:{sport}\nprocesses = 2\n", HELLO_APP)
     for _ in range(3):
-        get(m.port)
-    session = f"ut-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "120", "-y", "30",
-                    f"TERM=xterm {uwsgitop} 127.0.0.1:{sport}; sleep 30"], check=True)
+        http_get(m.port)
+    tmux = Tmux(tmp_path, 120, 30, f"TERM=xterm {uwsgitop} 127.0.0.1:{sport}; sleep 30")
     try:
-        def screen():
-            return subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True,
-                                  text=True).stdout
+        screen = tmux.screen
+
         def worker_rows(text: str) -> list[list[str]]:
             return [l.split() for l in text.splitlines() if l.strip()[:2] in ("1 ", "2 ")]
 
         try:
             # curses may draw the header before the worker rows: wait for both
-            text = wait_for(lambda: (s := screen()) and "req: 3" in s and len(worker_rows(s)) == 2 and s, 10)
+            text = wait_for(lambda: (s := screen()) and "req: 3" in s and len(worker_rows(s)) == 2 and s, 30)
         except TimeoutError:
             raise AssertionError("uwsgitop screen:\n" + screen())
         assert text.startswith("uwsgi-2.0.31-emperor")
@@ -88,4 +71,4 @@ def test_real_uwsgitop_reads_master_stats(master):
         assert sorted(int(r[2]) for r in rows) == sorted(w["pid"] for w in doc["workers"])
         assert all(r[7] == "idle" for r in rows)
     finally:
-        subprocess.run(["tmux", "kill-session", "-t", session])
+        tmux.kill()

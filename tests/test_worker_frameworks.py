@@ -1,24 +1,14 @@
 """Django and Flask applications run unchanged under a master (issue 2)."""
 from __future__ import annotations
 
-import http.client
 import json
 import sys
 
 import pytest
 
-from conftest import ROOT, free_port
+from support import ROOT, free_port, http_request
 
 APPS = ROOT / "tests" / "apps"
-
-
-def request(port, method, path, body=None, headers=None):
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    c.request(method, path, body=body, headers=headers or {})
-    r = c.getresponse()
-    data = r.read()
-    c.close()
-    return r, data
 
 
 def start(procs, tmp_path, body: str):
@@ -34,24 +24,24 @@ def test_django_project_runs_unchanged(procs, tmp_path):
     pytest.importorskip("django")
     port = start(procs, tmp_path, f"chdir = {APPS}/djangosite\nmodule = mysite.wsgi:application\n"
                                   "env = DJANGO_SETTINGS_MODULE=mysite.settings\nenv = MYSITE_FLAVOUR=vanilla\n")
-    r, body = request(port, "GET", "/")
-    assert r.status == 200 and body == b"django says hi"
-    r, body = request(port, "POST", "/echo/?a=1&b=two", body=b"payload=x", headers={
+    r = http_request(port, "GET", "/")
+    assert r.status == 200 and r.body == b"django says hi"
+    r = http_request(port, "POST", "/echo/?a=1&b=two", body=b"payload=x", headers={
         "Content-Type": "application/x-www-form-urlencoded", "X-Custom": "yes"})
-    doc = json.loads(body)
+    doc = json.loads(r.body)
     assert doc == {"method": "POST", "path": "/echo/", "query": {"a": "1", "b": "two"},
                    "body": "payload=x", "header": "yes", "env": "vanilla"}
-    r, _ = request(port, "GET", "/missing")
+    r = http_request(port, "GET", "/missing")
     assert r.status == 404
 
 
 def test_flask_app_runs_unchanged(procs, tmp_path):
     pytest.importorskip("flask")
     port = start(procs, tmp_path, f"pythonpath = {APPS}/flaskapp\nmodule = app\ncallable = app\n")
-    r, body = request(port, "GET", "/")
-    assert body == b"flask says hi"
-    r, body = request(port, "POST", "/items/7?x=y", body=json.dumps({"k": [1, 2]}),
+    r = http_request(port, "GET", "/")
+    assert r.body == b"flask says hi"
+    r = http_request(port, "POST", "/items/7?x=y", body=json.dumps({"k": [1, 2]}).encode(),
                       headers={"Content-Type": "application/json"})
-    assert json.loads(body) == {"item": 7, "data": {"k": [1, 2]}, "args": {"x": "y"}}
-    r, body = request(port, "GET", "/stream")
-    assert body == b"part0\npart1\npart2\n"
+    assert json.loads(r.body) == {"item": 7, "data": {"k": [1, 2]}, "args": {"x": "y"}}
+    r = http_request(port, "GET", "/stream")
+    assert r.body == b"part0\npart1\npart2\n"

@@ -9,7 +9,6 @@ The application echoes, as JSON, what it saw in the WSGI environ.
 from __future__ import annotations
 
 import hashlib
-import http.client
 import json
 import os
 import shutil
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import descendants, free_port, wait_port
+from support import Client, descendants, free_port, http_request, wait_port
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -187,24 +186,13 @@ def stack(stacks):
     return stacks(ECHO_APP)
 
 
-def request(port: int, method: str, target: str, body=None, headers: dict | None = None,
-            chunked: bool = False) -> tuple[int, bytes, http.client.HTTPResponse]:
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
-    try:
-        c.request(method, target, body=body, headers=headers or {}, encode_chunked=chunked)
-        r = c.getresponse()
-        return r.status, r.read(), r
-    finally:
-        c.close()
-
-
 def echo(port: int, method: str, target: str, **kw) -> dict:
-    status, data, _ = request(port, method, target, **kw)
-    assert status == 200, data[:500]
-    return json.loads(data)
+    r = http_request(port, method, target, timeout=20, **kw)
+    assert r.status == 200, r.body[:500]
+    return json.loads(r.body)
 
 
-def test_get_method_path_query(stack):
+def test_method_path_and_query_reach_the_environ(stack):
     seen = echo(stack, "GET", "/hello/world?a=1&b=two%20words&c=%E2%9C%93")
     assert seen["method"] == "GET"
     assert bytes.fromhex(seen["path_hex"]) == b"/hello/world"
@@ -216,7 +204,7 @@ def test_get_method_path_query(stack):
     assert seen["headers"]["HTTP_HOST"] == "127.0.0.1"  # Debian's params: $host, no port
 
 
-def test_percent_encoded_path(stack):
+def test_a_percent_encoded_path_arrives_decoded(stack):
     seen = echo(stack, "GET", "/caf%C3%A9/a%20b/100%25?x=%2F")
     # nginx decodes $document_uri; WSGI carries the bytes as latin-1 code points
     assert bytes.fromhex(seen["path_hex"]) == "/café/a b/100%".encode()
@@ -225,12 +213,12 @@ def test_percent_encoded_path(stack):
 
 
 @pytest.mark.parametrize("method", ["PUT", "DELETE", "PATCH", "OPTIONS"])
-def test_other_methods(stack, method):
+def test_other_methods_reach_the_application(stack, method):
     seen = echo(stack, method, "/m")
     assert seen["method"] == method
 
 
-def test_custom_headers(stack):
+def test_custom_headers_reach_the_environ(stack):
     seen = echo(stack, "GET", "/h", headers={
         "X-Custom-Thing": "some value, with: punctuation",
         "X-Request-Id": "abc-123",
@@ -246,7 +234,7 @@ def test_custom_headers(stack):
     assert h["HTTP_USER_AGENT"] == "emperor-test/1.0"
 
 
-def test_post_small_body(stack):
+def test_a_small_post_body_arrives_whole(stack):
     body = b'{"name": "emperor", "n": 42}'
     seen = echo(stack, "POST", "/submit?x=1", body=body, headers={"Content-Type": "application/json"})
     assert seen["method"] == "POST"
@@ -257,7 +245,7 @@ def test_post_small_body(stack):
     assert seen["body_sha256"] == hashlib.sha256(body).hexdigest()
 
 
-def test_post_large_body(stack):
+def test_a_large_post_body_arrives_whole(stack):
     body = os.urandom(1 << 20)  # 1 MiB: nginx spools it to its client_body temp file first
     seen = echo(stack, "POST", "/upload", body=body, headers={"Content-Type": "application/octet-stream"})
     assert seen["content_length"] == str(len(body))
@@ -265,7 +253,7 @@ def test_post_large_body(stack):
     assert seen["body_sha256"] == hashlib.sha256(body).hexdigest()
 
 
-def test_post_chunked_body(stack):
+def test_a_chunked_post_body_arrives_whole_with_its_length(stack):
     parts = [b"first chunk;", os.urandom(70000), b"", b"last"]
     whole = b"".join(parts)
     seen = echo(stack, "POST", "/chunked", body=iter([p for p in parts if p]), chunked=True,
@@ -298,36 +286,33 @@ def test_flask_chunked_upload_behind_nginx(stacks):
     pytest.importorskip("flask")
     port = stacks(FLASK_APP)
     whole = b"x" * 50000 + b"end"
-    status, data, _ = request(port, "POST", "/upload", body=iter([whole[:20000], whole[20000:]]),
-                              chunked=True, headers={"Content-Type": "application/octet-stream"})
-    assert status == 200, data
-    assert json.loads(data) == {"len": len(whole), "sha256": hashlib.sha256(whole).hexdigest()}
+    r = http_request(port, "POST", "/upload", body=[whole[:20000], whole[20000:]], chunked=True,
+                     headers={"Content-Type": "application/octet-stream"}, timeout=20)
+    assert r.status == 200, r.body
+    assert json.loads(r.body) == {"len": len(whole), "sha256": hashlib.sha256(whole).hexdigest()}
 
 
-def test_large_response(stack):
+def test_a_large_response_arrives_whole(stack):
     n = 2 << 20
-    status, data, r = request(stack, "GET", f"/big?{n}")
-    assert status == 200
-    assert len(data) == n == int(r.getheader("Content-Length"))
-    assert data == bytes(range(256)) * (n // 256)
+    r = http_request(stack, "GET", f"/big?{n}", timeout=20)
+    assert r.status == 200
+    assert len(r.body) == n == int(r.header("Content-Length"))
+    assert r.body == bytes(range(256)) * (n // 256)
 
 
-def test_many_requests_keepalive_client(stack):
+def test_many_requests_on_one_client_connection_each_arrive_whole(stack):
     """One client connection to nginx, many upstream connections: every answer is whole."""
-    c = http.client.HTTPConnection("127.0.0.1", stack, timeout=20)
-    try:
-        deadline = time.monotonic() + 20
+    with Client(stack, timeout=20) as c:
         for i in range(200):
-            assert time.monotonic() < deadline
-            c.request("POST", f"/n/{i}?i={i}", body=str(i).encode())
-            r = c.getresponse()
-            seen = json.loads(r.read())
+            body = str(i).encode()
+            c.send(f"POST /n/{i}?i={i} HTTP/1.1\r\nHost: 127.0.0.1:{stack}\r\n"
+                   f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            r = c.response()
+            seen = json.loads(r.body)
             assert r.status == 200
             assert bytes.fromhex(seen["path_hex"]) == f"/n/{i}".encode()
             assert seen["query"] == f"i={i}"
             assert seen["body_head"] == str(i)
-    finally:
-        c.close()
 
 
 def test_proxy_pass_over_kept_alive_upstream_connections(stacks):
@@ -346,6 +331,6 @@ def test_proxy_pass_over_kept_alive_upstream_connections(stacks):
             assert seen["body_sha256"] == hashlib.sha256(body).hexdigest()
         ports.add(seen["remote_port"])
     assert len(ports) <= 3, ports          # a few pooled connections, not one per request
-    time.sleep(4.5)
+    time.sleep(4.5)   # the behaviour: an idle spell longer than emperor's socket-timeout (4 s)
     seen = echo(port, "POST", "/after-idle", body=b"x" * 5000)
     assert seen["body_len"] == 5000

@@ -1,0 +1,136 @@
+"""The master's workers (emperor/master/generations.py): respawned when killed, killed by
+harakiri, retired at max-requests, serving with threads."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+
+import pytest
+
+from support import HELLO_APP, STARTED, children, http_get, InFlight, wait_for
+
+
+def test_killed_worker_is_respawned(master):
+    m = master("processes = 2\n", HELLO_APP)
+    victim = children(m.pid)[0]
+    os.kill(victim, signal.SIGKILL)
+    wait_for(lambda: victim not in children(m.pid) and len(children(m.pid)) == 2)
+    m.wait_log("killed by SIGKILL; respawning")
+    assert http_get(m.port).status == 200
+
+
+def test_harakiri_kills_a_stuck_request(master):
+    app = """
+import time
+
+
+def application(environ, start_response):
+    if environ["PATH_INFO"] == "/stuck":
+        time.sleep(30)
+    start_response("200 OK", [])
+    return [b"ok"]
+"""
+    m = master("harakiri = 1\nprocesses = 1\n", app)
+    before = children(m.pid)
+    with pytest.raises((ConnectionError, socket.timeout)):
+        http_get(m.port, "/stuck", timeout=20)
+    log = m.wait_log("HARAKIRI")
+    assert "GET /stuck" in log
+    wait_for(lambda: children(m.pid) and children(m.pid) != before)
+    assert http_get(m.port).status == 200
+
+
+def test_max_requests_retires_worker(master):
+    m = master("max-requests = 3\nprocesses = 1\n", HELLO_APP)
+    pids = set()
+    for _ in range(7):
+        r = http_get(m.port)
+        pids.add(r.header("X-Pid"))
+    assert len(pids) >= 2
+    assert "max-requests (3) reached" in m.log
+
+
+def test_a_retiring_worker_leaves_the_queue_to_its_successors(master, tmp_path):
+    """A worker at max-requests stops accepting: connections queued meanwhile are not its to
+    answer (it used to take the whole backlog and serve it alone while its siblings idled)."""
+    app = STARTED + """
+import os, time
+
+
+def application(environ, start_response):
+    if environ["PATH_INFO"] == "/slow":
+        started(environ)
+        time.sleep(1.0)
+    start_response("200 OK", [("X-Pid", str(os.getpid()))])
+    return [b"ok"]
+"""
+    m = master("max-requests = 1\nprocesses = 2\n", app)
+    first = set(children(m.pid))
+    results: list = []
+
+    def ask(path: str) -> None:
+        r = http_get(m.port, path)
+        results.append((path, r.status, int(r.header("X-Pid"))))
+
+    # both workers are inside their last request: what comes now waits in the backlog
+    slow = [InFlight(m.port, "/slow", tmp_path / f"slow-{i}") for i in (1, 2)]
+    queued = [threading.Thread(target=ask, args=("/",)) for _ in range(6)]
+    for t in queued:
+        t.start()
+    for t in queued:
+        t.join(10)
+    for r in slow:
+        results.append(("/slow", r.result().status, int(r.result().header("X-Pid"))))
+    assert sorted(p for p, _, _ in results) == ["/"] * 6 + ["/slow"] * 2
+    assert all(status == 200 for _, status, _ in results)
+    assert {pid for p, _, pid in results if p == "/slow"} == first
+    assert not {pid for p, _, pid in results if p == "/"} & first
+
+
+def test_threads_serve_concurrently(master, tmp_path):
+    # each request waits inside the application until all four are in: served one after the
+    # other, none would ever see the others arrive
+    app = f"""
+import os, time
+
+
+def application(environ, start_response):
+    here = os.path.join({str(tmp_path)!r}, "arrived")
+    os.makedirs(here, exist_ok=True)
+    open(os.path.join(here, str(time.monotonic_ns())), "w").close()
+    deadline = time.monotonic() + 10
+    while len(os.listdir(here)) < 4 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    start_response("200 OK", [])
+    return [b"together" if len(os.listdir(here)) >= 4 else b"alone"]
+"""
+    m = master("processes = 1\nthreads = 4\n", app)
+    results = []
+
+    def one():
+        r = http_get(m.port, timeout=30)
+        results.append((r.status, r.body))
+
+    ts = [threading.Thread(target=one) for _ in range(4)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(30)
+    assert results == [(200, b"together")] * 4
+
+
+def test_a_ready_read_after_the_stop_began_changes_nothing(tmp_path):
+    # The race seen when the emperor is SIGKILLed right after start: the master stops
+    # (its channel hit EOF) and only then reads a worker's READY from before the kill.
+    from emperor.config import load_config
+    from emperor.master.generations import Generation, Workers
+    from emperor.wire.scoreboard import Scoreboard
+
+    (tmp_path / "a.ini").write_text("[uwsgi]\nhttp-socket = 127.0.0.1:0\nmodule = x\n")
+    w = Workers(load_config(str(tmp_path / "a.ini")), 0, log=lambda m: None, become_worker=lambda g, s: None)
+    w.current = Generation(0, Scoreboard(1, 1), [4_000_000])
+    w.stopping = True
+    assert w.worker_ready(4_000_000) is False
+    assert w.current.ready == set()
