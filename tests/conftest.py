@@ -181,3 +181,16 @@ def runtime(monkeypatch):
     monkeypatch.delenv("EMPEROR_CONTROL", raising=False)
     yield d
     shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def uwsgi_binary() -> str:
+    """Real uWSGI 2.0.31 (./scripts/test installs it into .venv), for tests that run the same
+    application under both; skipped, saying why, where it could not be built."""
+    from support import tool
+
+    path = tool("uwsgi")
+    if path is None:
+        pytest.skip("real uWSGI is not installed (./scripts/test builds it where a C compiler and "
+                    "Python's headers exist)")
+    return path
