@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the system tools that the tests and benchmarks use, on Debian:
-#   nginx (nginx-light where it exists, else nginx), wrk, tmux.
+#   nginx (nginx-light where it exists, else nginx), wrk, tmux, podman and runc (the container
+#   tests; scripts/container-base.sh then makes the Dockerfile's base image available).
 # Idempotent and quiet: when everything is present it only runs a few `command -v`.
 # `apt-get update` runs only if an install fails or the package lists are empty.
 # Needs root (or sudo) for apt-get. Python packages are not installed here:
@@ -12,6 +13,8 @@ declare -A WANT=(
     [nginx]="nginx-light nginx"
     [wrk]="wrk"
     [tmux]="tmux"
+    [podman]="podman"
+    [runc]="runc"
 )
 
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }

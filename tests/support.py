@@ -331,7 +331,9 @@ class Tmux:
     def __init__(self, cwd: Path, width: int = 80, height: int = 24, command: str = "bash --norc --noprofile") -> None:
         self.sock = f"emperor-test-{uuid.uuid4().hex[:8]}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("TMUX")}
-        env.update(PYTHONPATH=str(ROOT), LANG="C.UTF-8")
+        # "$EMPEROR" is the command: a typed line as long wherever the clone is (a line of exactly
+        # the terminal's width would make capture-pane -J join the next one onto it)
+        env.update(PYTHONPATH=str(ROOT), LANG="C.UTF-8", EMPEROR=f"{sys.executable} -m emperor")
         self.run("-f", "/dev/null", "new-session", "-d", "-s", "t", "-x", str(width), "-y", str(height),
                  "-c", str(cwd), command, env=env)
         self.pid = int(self.run("display-message", "-p", "#{pid}").strip())

@@ -166,7 +166,7 @@ def test_live_view_at_80x24_and_ctrl_c_leaves_a_clean_terminal(stack):
     tmux = Tmux(stack.base)
     try:
         assert tmux.show("#{window_width}x#{window_height}") == "80x24"
-        tmux.keys(f"{sys.executable} -m emperor status; echo EXIT=$?", "Enter")
+        tmux.keys("$EMPEROR status; echo EXIT=$?", "Enter")
         wanted = ("good.ini", "running", "bad.ini", "config error", "crash.ini", "backoff",
                   'processes: expected an integer, got "four"', "RuntimeError: broken at import")
         try:
@@ -238,7 +238,7 @@ def test_live_view_wraps_an_error_after_its_address_not_after_backoff(tmp_path, 
     e.wait_log("b.ini: starting -> backoff")
     tmux = Tmux(tmp_path)
     try:
-        tmux.keys(f"{sys.executable} -m emperor status", "Enter")
+        tmux.keys("$EMPEROR status", "Enter")
         bind = f"cannot bind http socket 127.0.0.1:{port}:"
 
         def wrapped() -> list[str] | None:

@@ -1,7 +1,7 @@
 """The image built from the Dockerfile, run with podman: the emperor as PID 1 in a container.
 
 Skipped with a clear message when podman is missing or cannot build (run
-../shared/container/setup-podman.sh first; scripts/test does). The image is
+./scripts/container-base.sh first; ./scripts/test does). The image is
 built once per module. Every container has a unique name and is removed
 (`podman rm -f`) at teardown.
 """
@@ -47,16 +47,18 @@ def podman(*args: str, timeout: float = 60, check: bool = True) -> subprocess.Co
 @pytest.fixture(scope="module")
 def image():
     if not shutil.which("podman"):
-        pytest.skip("podman is not installed: run ../shared/container/setup-podman.sh (scripts/test does)")
+        pytest.skip("podman is not installed: run ./scripts/container-base.sh (./scripts/test does)")
     info = subprocess.run(["podman", "info"], capture_output=True, text=True, timeout=60)
     if info.returncode != 0:
-        pytest.skip(f"podman does not work on this machine: {info.stderr.strip()[-300:]}")
+        pytest.skip(f"podman does not work on this machine ({info.stderr.strip()[-300:]}): "
+                    "run ./scripts/container-base.sh")
     r = subprocess.run(["podman", "build", "--format", "docker", "-t", IMAGE, str(ROOT)],
                        capture_output=True, text=True, timeout=900)
     if r.returncode != 0:
         out = r.stdout + r.stderr
         if "python:3.11-slim" in out and any(w in out.lower() for w in ("pull", "registry", "resolv", "manifest")):
-            pytest.skip("the base image python:3.11-slim is unavailable: run ../shared/container/setup-podman.sh")
+            pytest.skip("the base image python:3.11-slim is unavailable: run ./scripts/container-base.sh "
+                        "(it pulls it, or builds a stand-in where no registry is reachable)")
         pytest.fail(f"podman build failed:\n{out[-4000:]}")
     return IMAGE
 
