@@ -11,8 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import signal
 import subprocess
 import sys
 import textwrap
@@ -21,13 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from support import Client, descendants, free_port, http_request, wait_port
+from support import NGINX, Client, free_port, http_request, nginx_conf, stop_nginx, wait_port
 
 pytestmark = pytest.mark.timeout(90)
-
-NGINX = shutil.which("nginx") or next(
-    (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/local/nginx/sbin/nginx")
-     if os.access(p, os.X_OK)), None)
 
 ECHO_APP = r'''
 import hashlib, json
@@ -60,78 +54,6 @@ def application(environ, start_response):
                               ("Content-Length", str(len(body)))])
     return [body]
 '''
-
-# The stock params, for systems whose nginx ships none (Debian's is preferred).
-UWSGI_PARAMS = """
-uwsgi_param  QUERY_STRING       $query_string;
-uwsgi_param  REQUEST_METHOD     $request_method;
-uwsgi_param  CONTENT_TYPE       $content_type;
-uwsgi_param  CONTENT_LENGTH     $content_length;
-uwsgi_param  REQUEST_URI        $request_uri;
-uwsgi_param  PATH_INFO          $document_uri;
-uwsgi_param  DOCUMENT_ROOT      $document_root;
-uwsgi_param  SERVER_PROTOCOL    $server_protocol;
-uwsgi_param  REQUEST_SCHEME     $scheme;
-uwsgi_param  HTTPS              $https if_not_empty;
-uwsgi_param  REMOTE_ADDR        $remote_addr;
-uwsgi_param  REMOTE_PORT        $remote_port;
-uwsgi_param  SERVER_PORT        $server_port;
-uwsgi_param  SERVER_NAME        $server_name;
-"""
-
-
-def nginx_conf(prefix: Path, port: int, upstream_port: int, mode: str = "uwsgi") -> str:
-    params = Path("/etc/nginx/uwsgi_params")  # Debian's, as deployments include it
-    if not params.is_file():
-        params = prefix / "uwsgi_params"
-        params.write_text(UWSGI_PARAMS)
-    user = "user root;" if os.geteuid() == 0 else ""
-    temps = "\n".join(f"    {kind}_temp_path {prefix}/tmp/{kind};"
-                      for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
-    upstream = ""
-    location = f"include {params};\n                    uwsgi_pass 127.0.0.1:{upstream_port};"
-    if mode == "proxy-keepalive":  # what the README recommends: pooled HTTP/1.1 upstream connections
-        upstream = (f"upstream backend {{ server 127.0.0.1:{upstream_port}; keepalive 8; "
-                    f"keepalive_timeout 3s; }}")
-        location = 'proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection "";'
-    return textwrap.dedent(f"""\
-        {user}
-        worker_processes 1;
-        events {{ worker_connections 128; }}
-        http {{
-            access_log off;
-        {temps}
-            client_max_body_size 16m;
-            {upstream}
-            server {{
-                listen 127.0.0.1:{port};
-                server_name localhost;
-                location / {{
-                    {location}
-                    uwsgi_read_timeout 20s;
-                }}
-            }}
-        }}
-        """)
-
-
-def stop_nginx(pid: int) -> None:
-    """SIGKILL nginx's master first, then its workers.
-
-    Killing the workers first (as conftest.kill_tree does) races with the master,
-    which respawns a worker that then outlives it.
-    """
-    try:
-        os.kill(pid, signal.SIGSTOP)
-    except ProcessLookupError:
-        return
-    kids = descendants(pid)
-    for p in [pid] + kids:
-        try:
-            os.kill(p, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
 
 def start_stack(tmp_path: Path, procs, app_source: str, started: list, mode: str = "uwsgi") -> int:
     """nginx -> uwsgi_pass (or `mode`) -> an emperor master serving `app_source`; returns nginx's port."""
