@@ -131,6 +131,8 @@ class Core:
             if self.conns and self.reading and now >= self.next_sweep:
                 self.sweep(now)
                 self.next_sweep = now + 1.0
+                if self.logbuf:
+                    self.flush_log()  # a transfer the sweep cut (offload.stalled): its line now, not at the next event
             if self.accept_again is not None and now >= self.accept_again:
                 self.accept_again = None
                 self.apply_orders()
@@ -161,10 +163,13 @@ class Core:
                 elif fd in listeners and self.accepting and not (w.stopping or w.paused):
                     self.on_accept(listeners[fd], timeout_s)
             if self.logbuf:
-                text = "".join(self.logbuf)
-                if not w.reqlog.write(text):
-                    logmod.write_raw(text)
-                self.logbuf.clear()
+                self.flush_log()
+
+    def flush_log(self) -> None:
+        text = "".join(self.logbuf)
+        if not self.worker.reqlog.write(text):
+            logmod.write_raw(text)
+        self.logbuf.clear()
 
     def sweep(self, now: float) -> None:
         for conn in [c for c in self.conns.values() if c.deadline <= now]:
