@@ -119,6 +119,7 @@ class Config:
         self.static_gzip_ext: list[str] = []
         self.file_serve_mode: str | None = None
         self.offload_threads: int = 0
+        self.honour_range: bool = False  # accepted: ranges are always honoured here
         # hooks (emperor/master/hooks.py): "action:argument" per phase, in file order
         self.hook_as_root: list[str] = []
         self.hook_as_user: list[str] = []
@@ -274,6 +275,7 @@ _OPTIONS: dict[str, _Opt] = {
     "static-gzip-ext": _Opt("static_gzip_ext", _nonempty, True, ("static-gzip-suffix",)),
     "file-serve-mode": _Opt("file_serve_mode", _file_serve_mode),
     "offload-threads": _Opt("offload_threads", _int(), aliases=("offload-thread",)),
+    "honour-range": _Opt("honour_range", _bool),
     # -- hooks: uWSGI's Hooks doc, core/hooks.c --
     "hook-as-root": _Opt("hook_as_root", _str, True),
     "hook-as-user": _Opt("hook_as_user", _str, True),
