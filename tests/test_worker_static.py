@@ -412,3 +412,18 @@ def test_through_nginx_x_accel_redirect(master, tree, nginx):
     assert (status, body) == (200, CSS) and "x-accel-redirect" not in h
     assert curl(port, "/static/big.bin")[2] == (tree / "static" / "big.bin").read_bytes()
     assert curl(port, f"{tree}/static/a.css")[0] == 404  # internal: not for clients
+
+
+def test_a_vassal_with_no_application_serves_its_files(procs, tmp_path, tree):
+    """`need-app = false` with only static-map: the files are served; anything else gets what
+    uWSGI answers without an application (plugins/python/wsgi_handlers.c: 500, and "no python
+    application found" in the log)."""
+    import sys
+    port = free_port()
+    (tmp_path / "static.ini").write_text(f"[uwsgi]\nhttp-socket = 127.0.0.1:{port}\nneed-app = false\n"
+                                         f"static-map = /static={tree / 'static'}\n")
+    m = procs([sys.executable, "-m", "emperor", "master", str(tmp_path / "static.ini")], tmp_path)
+    m.wait_log("running (workers ready)", timeout=15)
+    assert curl(port, "/static/a.css")[0:3:2] == (200, CSS)
+    assert curl(port, "/other")[0] == 500
+    m.wait_log("no python application found")
