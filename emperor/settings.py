@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections import namedtuple
 
 from emperor.attached import checker, parse_cron, parse_daemon
-from emperor.values import (_address, _bool, _buffer_size, _chmod, _choice, _exec_hook, _int, _log_date, _logger,
-                            _megabytes, _nonempty, _octal, _processes, _spaced, _str, _threads)
+from emperor.values import (_address, _bool, _buffer_size, _chmod, _choice, _exec_hook, _expires_regexp,
+                            _expires_type, _file_serve_mode, _int, _log_date, _logger, _megabytes, _nonempty, _octal,
+                            _processes, _regexp, _spaced, _static_map, _str, _threads)
 
 
 class Config:
@@ -112,6 +113,29 @@ class Config:
         self.min_worker_lifetime: int = 0
         self.limit_as: int = 0
         self.reload_on_exception: bool = False
+        # static files and non-blocking file transfers (emperor/worker/static.py, offload.py)
+        self.static_map: list[str] = []
+        self.static_map2: list[str] = []
+        self.check_static: list[str] = []
+        self.check_static_docroot: bool = False
+        self.static_index: list[str] = []
+        self.static_skip_ext: list[str] = []
+        self.static_safe: list[str] = []
+        self.mimefile: list[str] = []
+        self.static_expires_type: list[str] = []
+        self.static_expires_type_mtime: list[str] = []
+        self.static_expires: list[str] = []
+        self.static_expires_mtime: list[str] = []
+        self.static_expires_uri: list[str] = []
+        self.static_expires_uri_mtime: list[str] = []
+        self.static_expires_path_info: list[str] = []
+        self.static_expires_path_info_mtime: list[str] = []
+        self.static_gzip: list[str] = []
+        self.static_gzip_all: bool = False
+        self.static_gzip_dir: list[str] = []
+        self.static_gzip_ext: list[str] = []
+        self.file_serve_mode: str | None = None
+        self.offload_threads: int = 0
         # hooks (emperor/master/hooks.py): "action:argument" per phase, in file order
         self.hook_as_root: list[str] = []
         self.hook_as_user: list[str] = []
@@ -255,6 +279,29 @@ _OPTIONS: dict[str, _Opt] = {
     "min-worker-lifetime": _Opt("min_worker_lifetime", _int()),
     "limit-as": _Opt("limit_as", _megabytes),
     "reload-on-exception": _Opt("reload_on_exception", _bool),
+    # -- static files: uWSGI's StaticFiles and OffloadSubsystem docs, core/static.c, core/protocol.c --
+    "static-map": _Opt("static_map", _static_map, True),
+    "static-map2": _Opt("static_map2", _static_map, True),
+    "check-static": _Opt("check_static", _nonempty, True, ("static-check",)),
+    "check-static-docroot": _Opt("check_static_docroot", _bool),
+    "static-index": _Opt("static_index", _nonempty, True),
+    "static-skip-ext": _Opt("static_skip_ext", _nonempty, True),
+    "static-safe": _Opt("static_safe", _nonempty, True),
+    "mimefile": _Opt("mimefile", _nonempty, True, ("mime-file",)),
+    "static-expires-type": _Opt("static_expires_type", _expires_type, True),
+    "static-expires-type-mtime": _Opt("static_expires_type_mtime", _expires_type, True),
+    "static-expires": _Opt("static_expires", _expires_regexp, True),
+    "static-expires-mtime": _Opt("static_expires_mtime", _expires_regexp, True),
+    "static-expires-uri": _Opt("static_expires_uri", _expires_regexp, True),
+    "static-expires-uri-mtime": _Opt("static_expires_uri_mtime", _expires_regexp, True),
+    "static-expires-path-info": _Opt("static_expires_path_info", _expires_regexp, True),
+    "static-expires-path-info-mtime": _Opt("static_expires_path_info_mtime", _expires_regexp, True),
+    "static-gzip": _Opt("static_gzip", _regexp, True),
+    "static-gzip-all": _Opt("static_gzip_all", _bool),
+    "static-gzip-dir": _Opt("static_gzip_dir", _nonempty, True, ("static-gzip-prefix",)),
+    "static-gzip-ext": _Opt("static_gzip_ext", _nonempty, True, ("static-gzip-suffix",)),
+    "file-serve-mode": _Opt("file_serve_mode", _file_serve_mode, aliases=("fileserve-mode",)),
+    "offload-threads": _Opt("offload_threads", _int(), aliases=("offload-thread",)),
     # -- hooks: uWSGI's Hooks doc, core/hooks.c --
     "hook-as-root": _Opt("hook_as_root", _str, True),
     "hook-as-user": _Opt("hook_as_user", _str, True),

@@ -208,3 +208,53 @@ def _logger(text: str) -> str:
     """`logger`/`req-logger`: emperor writes to a file (`file:PATH`) or the process's own log
     (`stdio`); another kind is kept as written, and config.load_config warns that it is ignored."""
     return text.strip()
+
+
+def _static_map(text: str) -> str:
+    """`static-map`/`static-map2 = MOUNTPOINT=PATH` (uWSGI's uwsgi_opt_static_map)."""
+    mount, eq, path = text.partition("=")
+    if not eq or not mount.strip() or not path.strip():
+        raise ValueError(f'expected "mountpoint=path", got "{text}"')
+    if not mount.strip().startswith("/"):
+        raise ValueError(f'the mountpoint must start with "/", got "{mount.strip()}"')
+    return f"{mount.strip()}={path.strip()}"
+
+
+def _expires_type(text: str) -> str:
+    """`static-expires-type(-mtime) = MIME/TYPE=SECONDS` (uWSGI's uwsgi_opt_add_dyn_dict)."""
+    mime, eq, secs = text.partition("=")
+    if not eq or not mime.strip():
+        raise ValueError(f'expected "mime/type=seconds", got "{text}"')
+    _int()(secs)
+    return f"{mime.strip()}={secs.strip()}"
+
+
+def _expires_regexp(text: str) -> str:
+    """`static-expires(-uri, -path-info)(-mtime) = REGEXP SECONDS` (uwsgi_opt_add_regexp_dyn_dict:
+    the regexp ends at the first space)."""
+    pattern, space, secs = text.strip().partition(" ")
+    if not space:
+        raise ValueError(f'expected "regexp seconds", got "{text}"')
+    _regexp(pattern)
+    _int()(secs)
+    return f"{pattern} {secs.strip()}"
+
+
+def _regexp(text: str) -> str:
+    try:
+        re.compile(text)
+    except re.error as e:
+        raise ValueError(f'bad regular expression "{text}": {e}') from None
+    return text
+
+
+def _file_serve_mode(text: str) -> object:
+    """uWSGI's uwsgi_opt_fileserve_mode: x-sendfile (Apache, lighttpd) or x-accel-redirect (nginx).
+    Any other word leaves uWSGI's default, the worker sending the file: so here, with a warning."""
+    word = text.strip().lower()
+    if word in ("x-sendfile", "xsendfile"):
+        return "x-sendfile"
+    if word in ("x-accel-redirect", "xaccelredirect", "nginx"):
+        return "x-accel-redirect"
+    return Noted(None, [("warning", f'"{text}" is not a mode uWSGI knows (x-sendfile, x-accel-redirect, '
+                                    "nginx): the worker sends the files itself, as uWSGI does then")])

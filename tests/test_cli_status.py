@@ -14,7 +14,6 @@ import shutil
 import signal
 import socket
 import stat
-import sys
 import threading
 import time
 

@@ -152,9 +152,8 @@ def test_multi_section_dev():
 def test_legacy_file_warns_for_each_unsupported_option():
     c = cfg("legacy_uwsgi.ini")
     assert c.http_sockets == [":9090"] and c.module == "legacy.app:app"
+    assert c.static_map == ["/static=/srv/legacy/static"] and c.offload_threads == 2  # honoured now
     assert c.warnings == [
-        'legacy_uwsgi.ini:6: option "static-map" is not supported by emperor; ignored',
-        'legacy_uwsgi.ini:7: option "offload-threads" is not supported by emperor; ignored',
         'legacy_uwsgi.ini:11: option "plugin = router_cache" is not supported by emperor; ignored',
     ]
 
@@ -597,8 +596,8 @@ def test_non_python_plugin_warns(tmp_path):
 
 def test_strict_makes_unknown_options_fatal(tmp_path):
     """uWSGI's strict refuses a key that is not an option, wherever it is (config.c
-    uwsgi_opt_get, uwsgi_configure); an option it knows (static-map) is not refused."""
-    e = error_of(tmp_path, "[uwsgi]\n" + MINIMAL + "vaccum = true\nstatic-map = /s=/srv/s\nstrict = true\n")
+    uwsgi_opt_get, uwsgi_configure); an option it knows (subscribe-to) is not refused."""
+    e = error_of(tmp_path, "[uwsgi]\n" + MINIMAL + "vaccum = true\nsubscribe-to = 127.0.0.1:7000:s\nstrict = true\n")
     assert str(e) == 'app.ini:4: unknown option "vaccum" refused by strict mode (did you mean "vacuum"?)'
 
 
@@ -609,7 +608,7 @@ def test_strict_from_an_included_file(tmp_path):
 
 
 def test_strict_false_only_warns(tmp_path):
-    c = load_text(tmp_path, "strict = false\nstatic-map = /s=/srv/s\n")
+    c = load_text(tmp_path, "strict = false\nstatic-cache-paths = 30\n")
     assert c.strict is False and len(c.warnings) == 1
 
 

@@ -23,14 +23,14 @@ def check(*args: str, cwd: Path, env: dict | None = None) -> subprocess.Complete
 def test_one_line_per_finding_and_a_summary(tmp_path):
     (tmp_path / "app.ini").write_text(
         "[uwsgi]\nhttp-socket = 127.0.0.1:8000 ; plain HTTP\nmodule = app\nmaster = true\n"
-        "static-map = /s=/srv\nvaccum = true\nif-env = NOPE\nprocesses = 8\nendif\nprocesses = %k\n")
+        "subscribe-to = 127.0.0.1:7000:s\nvaccum = true\nif-env = NOPE\nprocesses = 8\nendif\nprocesses = %k\n")
     r = check("app.ini", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines() == [
         "app.ini:2: http-socket: honoured (127.0.0.1:8000)",
         "app.ini:3: module: honoured (app)",
         "app.ini:4: master: no-op because emperor always runs a master",
-        "app.ini:5: static-map: unsupported: known to uWSGI, not supported by emperor; ignored",
+        "app.ini:5: subscribe-to: unsupported: known to uWSGI, not supported by emperor; ignored",
         'app.ini:6: vaccum: unknown: not a uWSGI option (did you mean "vacuum"?); ignored',
         "app.ini:7: if-env: logic (false)",
         "app.ini:8: processes: skipped (if-env = NOPE is false)",
@@ -66,14 +66,14 @@ def test_check_binds_nothing_and_imports_nothing(tmp_path):
 
 
 def test_json(tmp_path):
-    (tmp_path / "app.ini").write_text(HEAD.format(port=8000) + "static-map = /s=/srv\n")
+    (tmp_path / "app.ini").write_text(HEAD.format(port=8000) + "subscribe-to = 127.0.0.1:7000:s\n")
     r = check("--json", "app.ini", "missing.ini", cwd=tmp_path)
     assert r.returncode == 1
     doc = json.loads(r.stdout)
     assert (doc["starts"], doc["fails"]) == (1, 1)
     app, missing = doc["files"]
     assert app["starts"] is True and app["clean"] is False
-    assert app["warnings"] == ['app.ini:4: option "static-map" is not supported by emperor; ignored']
+    assert app["warnings"] == ['app.ini:4: option "subscribe-to" is not supported by emperor; ignored']
     assert app["findings"][1] == {"file": "app.ini", "line": 3, "option": "module", "verdict": "honoured",
                                   "detail": "not_importable_at_all"}
     assert missing["errors"] == ["missing.ini: cannot read file: No such file or directory"]
@@ -89,10 +89,10 @@ def test_the_environment_is_the_masters(tmp_path):
 
 
 def test_strict_compat(tmp_path):
-    (tmp_path / "app.ini").write_text(HEAD.format(port=8000) + "static-map = /s=/srv\n")
+    (tmp_path / "app.ini").write_text(HEAD.format(port=8000) + "subscribe-to = 127.0.0.1:7000:s\n")
     r = check("--strict-compat", "--problems", "app.ini", cwd=tmp_path)
     assert r.returncode == 1
-    assert r.stdout.splitlines()[0] == ('app.ini:4: static-map: error: option "static-map" is not '
+    assert r.stdout.splitlines()[0] == ('app.ini:4: subscribe-to: error: option "subscribe-to" is not '
                                         'supported by emperor (strict-compat)')
 
 

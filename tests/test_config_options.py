@@ -114,23 +114,23 @@ def test_generator_reads_a_uwsgi_checkout(tmp_path):
 # ---------------------------------------------------------------- verdicts
 
 def test_verdicts_of_each_kind(tmp_path):
-    r = read(tmp_path, "master = true\nstatic-map = /s=/srv\nvaccum = true\ncgi = /cgi-bin=/srv\n"
-                       "route = ^/x$ break:404\nbase = /srv\nchdir = %(base)\n")
+    r = read(tmp_path, "master = true\nsubscribe-to = 127.0.0.1:7000:s\nvaccum = true\ncgi = /cgi-bin=/srv\n"
+                       "cap = setgid\nbase = /srv\nchdir = %(base)\n")
     assert [f.text() for f in r.findings[2:]] == [
         "app.ini:4: master: no-op because emperor always runs a master",
-        "app.ini:5: static-map: unsupported: known to uWSGI, not supported by emperor; ignored",
+        "app.ini:5: subscribe-to: unsupported: known to uWSGI, not supported by emperor; ignored",
         'app.ini:6: vaccum: unknown: not a uWSGI option (did you mean "vacuum"?); ignored',
         "app.ini:7: cgi: unsupported: known to uWSGI (in its cgi plugin), not supported by emperor; ignored",
-        "app.ini:8: route: unsupported: known to uWSGI (in a uWSGI built with UWSGI_ROUTING), not supported "
+        "app.ini:8: cap: unsupported: known to uWSGI (in a uWSGI built with UWSGI_CAP), not supported "
         "by emperor; ignored",
         "app.ini:9: base: placeholder (= /srv)",
         "app.ini:10: chdir: honoured (/srv)",
     ]
     assert r.config.warnings == [
-        'app.ini:5: option "static-map" is not supported by emperor; ignored',
+        'app.ini:5: option "subscribe-to" is not supported by emperor; ignored',
         'app.ini:6: unknown option "vaccum" (did you mean "vacuum"?)',
         'app.ini:7: option "cgi" is not supported by emperor; ignored',
-        'app.ini:8: option "route" is not supported by emperor; ignored',
+        'app.ini:8: option "cap" is not supported by emperor; ignored',
     ]
 
 
@@ -156,7 +156,7 @@ def test_underscore_keys_are_honoured_with_a_note(tmp_path):
 def test_strict_refuses_only_what_uwsgi_does_not_know(tmp_path):
     """uwsgi.c `strict`: a key that is not an option is fatal; options uWSGI knows start, with
     warnings for those emperor does not support."""
-    r = read(tmp_path, "strict = true\nstatic-map = /s=/srv\nroute = ^/x$ break:404\nemperor-tyrant = true\n")
+    r = read(tmp_path, "strict = true\nsubscribe-to = 127.0.0.1:7000:s\nlegion = lg 127.0.0.1:4001 100 bf-cbc:abc\nemperor-tyrant = true\n")
     assert r.config is not None and r.config.strict is True and len(r.config.warnings) == 3
 
 
@@ -164,11 +164,11 @@ def test_strict_refuses_only_what_uwsgi_does_not_know(tmp_path):
 def test_strict_compat_refuses_unsupported_options(tmp_path, how):
     """`strict-compat = true` in the file, or `emperor run --strict-compat` for every vassal: an
     option uWSGI knows but emperor does not support is an error (a typo stays a warning)."""
-    body = "static-map = /s=/srv\nvaccum = 1\n" + ("strict-compat = true\n" if how == "file" else "")
+    body = "subscribe-to = 127.0.0.1:7000:s\nvaccum = 1\n" + ("strict-compat = true\n" if how == "file" else "")
     (tmp_path / "app.ini").write_text(HEAD + body)
     with pytest.raises(ConfigError) as info:
         load_config(str(tmp_path / "app.ini"), environ={}, strict_compat=how == "argument")
-    assert info.value.problems == ('app.ini:4: option "static-map" is not supported by emperor (strict-compat)',)
+    assert info.value.problems == ('app.ini:4: option "subscribe-to" is not supported by emperor (strict-compat)',)
 
 
 def test_emperor_only_options_are_honoured_and_not_uwsgis(tmp_path):

@@ -206,8 +206,8 @@ def test_env_option_does_not_feed_dollar(tmp_path):
 
 def test_unset_env_in_an_ignored_option_says_nothing(tmp_path):
     """Only values that are used are expanded: an unsupported option's $(VAR) is not looked at."""
-    c = load(tmp_path, "static-map = /$(MOUNT)media=/srv\n")
-    assert c.warnings == ['app.ini:4: option "static-map" is not supported by emperor; ignored']
+    c = load(tmp_path, "subscribe-to = 127.0.0.1:7000:$(MOUNT)media\n")
+    assert c.warnings == ['app.ini:4: option "subscribe-to" is not supported by emperor; ignored']
 
 
 def test_at_file_reads_a_file_without_one_trailing_newline(tmp_path):

@@ -55,33 +55,33 @@ def driven(tmp_path):
 
 def test_the_emperor_refuses_and_tells_its_masters(driven):
     vassal(driven.dir, "plain.ini")
-    vassal(driven.dir, "static.ini", "static-map = /s=/srv\n")
+    vassal(driven.dir, "static.ini", "subscribe-to = 127.0.0.1:7000:s\n")
     driven.apply(Changes(new=["plain.ini", "static.ini"]))
     assert driven.vassals["static.ini"].state is S.CONFIG_ERROR
     assert driven.vassals["static.ini"].last_error == \
-        'static.ini:5: option "static-map" is not supported by emperor (strict-compat)'
+        'static.ini:5: option "subscribe-to" is not supported by emperor (strict-compat)'
     [(path, env, _)] = driven.launched
     assert path.endswith("plain.ini") and env[handoff.STRICT_COMPAT] == "1"
 
 
 def test_a_master_reads_it_from_its_environment(tmp_path):
     """What the emperor passes reaches a master (and, the same way, its preflights)."""
-    path = vassal(tmp_path, "app.ini", "static-map = /s=/srv\n")
+    path = vassal(tmp_path, "app.ini", "subscribe-to = 127.0.0.1:7000:s\n")
     env = dict(os.environ, PYTHONPATH=str(ROOT), **{handoff.STRICT_COMPAT: "1"})
     r = subprocess.run([sys.executable, "-m", "emperor", "master", str(path)], cwd=tmp_path, env=env,
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 1
-    assert 'app.ini:5: option "static-map" is not supported by emperor (strict-compat)' in r.stderr
+    assert 'app.ini:5: option "subscribe-to" is not supported by emperor (strict-compat)' in r.stderr
 
 
 def test_emperor_run_strict_compat(tmp_path, procs):
     d = tmp_path / "vassals"
     d.mkdir()
-    vassal(d, "static.ini", "static-map = /s=/srv\n")
+    vassal(d, "static.ini", "subscribe-to = 127.0.0.1:7000:s\n")
     plain = vassal(d, "plain.ini")
     port = int(plain.read_text().split("127.0.0.1:")[1].split()[0])
     p = procs([sys.executable, "-m", "emperor", "run", str(d), "--strict-compat"], tmp_path)
-    p.wait_log('static.ini:5: option "static-map" is not supported by emperor (strict-compat)', timeout=20)
+    p.wait_log('static.ini:5: option "subscribe-to" is not supported by emperor (strict-compat)', timeout=20)
     wait_for(lambda: answers(port), timeout=20)
 
 

@@ -194,7 +194,7 @@ def test_out_of_descriptors_some_vassals_wait_and_none_is_stopped(emperor, appdi
     ports = [free_port() for _ in range(24)]
     for i, port in enumerate(ports):
         (e.dir / f"v{i:02d}.ini").write_text(ini(port, appdir, "processes = 1\n"))
-    log = e.wait_log("cannot start its master: Too many open files", timeout=30)
+    e.wait_log("cannot start its master: Too many open files", timeout=30)
     assert any(not refuses(p) for p in ports)
     subprocess.run(["prlimit", "--pid", str(e.pid), "--nofile=1024:1024"], check=True, timeout=10)
     e.signal(signal.SIGURG)   # clear every backoff

@@ -59,6 +59,7 @@ NOOPS: dict[str, tuple[str, bool | None]] = {
     "no-orphans": ("workers die with their master (PR_SET_PDEATHSIG)", True),
     "skip-atexit": ("workers leave with os._exit(): atexit handlers never run in workers", None),
     "skip-atexit-teardown": ("workers leave with os._exit(): atexit handlers never run in workers", None),
+    "honour-range": ("byte ranges are always honoured for static files and file responses", None),
     "log-master": ("each emperor process writes whole lines with one write(2) to the shared log, so "
                    "lines never interleave; uWSGI's one logging process is not needed for that", None),
     "plugins-dir": ("emperor loads no plugins: Python and HTTP are built in", None),

@@ -134,3 +134,9 @@ class CoreCounters:
             self.exceptions += 1
         CORE_END.pack_into(self.mm, self.off, self.requests, self.exceptions, self.tx,
                            self.rt_sum, 0.0)
+
+    def add_tx(self, sent: int) -> None:
+        """Bytes of a response that went out after its request ended (a file sent from the loop)."""
+        self.tx += sent
+        CORE_END.pack_into(self.mm, self.off, self.requests, self.exceptions, self.tx,
+                           self.rt_sum, 0.0)

@@ -70,9 +70,21 @@ def _activate_virtualenv(config: Config) -> None:
     os.environ["VIRTUAL_ENV"] = venv
 
 
+def _no_app(environ: dict, start_response: Callable) -> list[bytes]:
+    """`need-app = false` and no application (a vassal that only serves static files):
+    what uWSGI does then (plugins/python/wsgi_handlers.c: a 500, and this line in the log)."""
+    from emperor.log import log
+
+    log("--- no python application found, check your startup logs for errors ---")
+    start_response("500 Internal Server Error", [("Content-Type", "text/plain"), ("Content-Length", "21")])
+    return [b"Internal Server Error"]
+
+
 def load(config: Config) -> Callable:
     """Import and return the WSGI callable."""
     prepare_environment(config)
+    if not config.module and not config.wsgi_file:
+        return _no_app  # need-app = false (config.py requires one otherwise)
     if config.module:
         modname, _, attr = config.module.partition(":")
         attr = attr or config.callable

@@ -29,7 +29,7 @@ class Conn:
     """One client connection; non-blocking, with explicit waits bounded by socket-timeout."""
 
     __slots__ = ("sock", "fd", "buf", "listener", "peer", "remote", "base", "deadline", "timeout", "_poll", "closing",
-                 "tcp", "nodelay")
+                 "tcp", "nodelay", "offload")
 
     def __init__(self, sock: _socket.socket, listener: Listener, peer: Any, base: dict,
                  timeout: float) -> None:
@@ -47,6 +47,7 @@ class Conn:
         self.deadline = time.monotonic() + timeout
         self._poll: select.poll | None = None
         self.closing = 0   # > 0: refused and half-closed; this many more bytes are read and dropped
+        self.offload: Any = None  # a file response the core's loop is sending (offload.Transfer)
 
     def _wait(self, events: int, sent: int = 0) -> None:
         """Wait for the socket, at most socket-timeout without progress.
@@ -107,21 +108,23 @@ class Conn:
             view = view[n:]
         return total
 
-    def sendfile(self, f: Any, offset: int, count: int) -> int:
-        self.sock.setblocking(False)  # sendfile(2) takes no MSG_DONTWAIT
+    def sendfile(self, fd: int, offset: int, count: int) -> tuple[int, bool]:
+        """Up to `count` bytes of file `fd` from `offset`, as many as the socket takes now:
+        (bytes sent, whether the file ended before `count`). Never waits."""
+        if self.sock.gettimeout() != 0.0:
+            self.sock.setblocking(False)  # sendfile(2) takes no MSG_DONTWAIT
         sent = 0
         while sent < count:
             try:
-                n = os.sendfile(self.fd, f.fileno(), offset + sent, count - sent)
+                n = os.sendfile(self.fd, fd, offset + sent, count - sent)
             except BlockingIOError:
-                self._wait(select.POLLOUT, sent)
-                continue
+                return sent, False
             except OSError as e:
                 raise ClientGone(str(e), sent) from None
             if n == 0:
-                break
+                return sent, True
             sent += n
-        return sent
+        return sent, False
 
     def unread(self) -> bool:
         """Whether the client sent bytes we have not read yet."""

@@ -22,12 +22,13 @@ import time
 from emperor import log as logmod
 from emperor.sockets import HTTP, Listener
 from emperor.wire.scoreboard import CoreCounters
+from emperor.worker import offload
 from emperor.worker.conn import Conn, peer_name
 from emperor.worker.protocols import uwsgi as uwsgi_proto
 from emperor.worker.protocols.http import HTTPError, error_response, find_head, parse_head
 from emperor.worker.reqlog import Request
 from emperor.worker.streams import EMPTY_INPUT, EmptyInput, Input
-from emperor.worker.wsgi import run
+from emperor.worker.wsgi import Exchange, run
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing into every master image
 if TYPE_CHECKING:
@@ -97,9 +98,9 @@ class Core:
                 self.ep.register(l.fd, _EPOLL_ACCEPT)
         want_read = not w.paused
         if want_read != self.reading:
-            for fd in self.conns:
+            for fd, c in self.conns.items():
                 if want_read:
-                    self.ep.register(fd, select.EPOLLIN)
+                    self.ep.register(fd, select.EPOLLIN if c.offload is None else select.EPOLLOUT)
                 else:
                     self.ep.unregister(fd)
             self.reading = want_read
@@ -107,7 +108,7 @@ class Core:
                 now = time.monotonic()
                 for conn in self.conns.values():
                     conn.deadline = now + conn.timeout
-                for conn in [c for c in self.conns.values() if c.buf]:
+                for conn in [c for c in self.conns.values() if c.buf and c.offload is None]:
                     self.serve(conn)  # requests pipelined before the pause: no read event will come
         if w.stopping and not w.paused:
             # Closing an idle keep-alive connection races with a request the client
@@ -116,7 +117,8 @@ class Core:
             # linger is closed (the same race as any idle timeout, no more).
             limit = time.monotonic() + min(STOP_LINGER, w.config.socket_timeout)
             for conn in self.conns.values():
-                conn.deadline = min(conn.deadline, limit)
+                if conn.offload is None:  # a file still going out is a request in flight: it finishes
+                    conn.deadline = min(conn.deadline, limit)
             self.next_sweep = min(self.next_sweep, limit)
 
     def loop(self) -> None:
@@ -129,6 +131,8 @@ class Core:
             if self.conns and self.reading and now >= self.next_sweep:
                 self.sweep(now)
                 self.next_sweep = now + 1.0
+                if self.logbuf:
+                    self.flush_log()  # a transfer the sweep cut (offload.stalled): its line now, not at the next event
             if self.accept_again is not None and now >= self.accept_again:
                 self.accept_again = None
                 self.apply_orders()
@@ -150,20 +154,28 @@ class Core:
                 conn = self.conns.get(fd)
                 if conn is not None:
                     if self.reading:
-                        self.on_readable(conn)
+                        if conn.offload is None:
+                            self.on_readable(conn)
+                        else:
+                            offload.pump(self, conn)  # writable: more of a file response (offload.py)
                 elif fd == self.wake_fd:
                     w.on_wake(self)
                 elif fd in listeners and self.accepting and not (w.stopping or w.paused):
                     self.on_accept(listeners[fd], timeout_s)
             if self.logbuf:
-                text = "".join(self.logbuf)
-                if not w.reqlog.write(text):
-                    logmod.write_raw(text)
-                self.logbuf.clear()
+                self.flush_log()
+
+    def flush_log(self) -> None:
+        text = "".join(self.logbuf)
+        if not self.worker.reqlog.write(text):
+            logmod.write_raw(text)
+        self.logbuf.clear()
 
     def sweep(self, now: float) -> None:
         for conn in [c for c in self.conns.values() if c.deadline <= now]:
-            if conn.closing:
+            if conn.offload is not None:
+                offload.stalled(self, conn, now)
+            elif conn.closing:
                 self.close(conn)
             elif conn.unread():
                 # it came in time, while this core was busy with another request: not a timeout
@@ -215,7 +227,7 @@ class Core:
             # The request is usually there already: serve it before involving epoll,
             # and register only a connection that stays open.
             self.on_readable(conn)
-            if conn.fd in self.conns and self.reading:
+            if conn.fd in self.conns and self.reading and conn.offload is None:
                 self.ep.register(conn.fd, select.EPOLLIN)
             if limit <= 4 and (w.pending or w.stopping or w.paused):
                 return  # new orders (a signal's handler has run): read them before accepting more
@@ -224,7 +236,7 @@ class Core:
         """accept() failed for want of descriptors (or memory): a listener that stays readable
         would spin this loop. Shed our oldest idle connection, stop accepting for a moment,
         and say so in one line per pause, not one per attempt."""
-        idle = [c for c in self.conns.values() if not c.buf]
+        idle = [c for c in self.conns.values() if not c.buf and c.offload is None]
         if idle:
             self.close(min(idle, key=lambda c: c.deadline))
         self.scarce += 1
@@ -293,6 +305,8 @@ class Core:
             environ["REMOTE_ADDR"], environ["REMOTE_PORT"] = conn.remote
             out = self.handle(environ, conn, "HTTP/1.1", h.keep_alive and not w.stopping,
                               h.version == "HTTP/1.1")
+            if out is None:
+                return  # a file goes out from the loop; offload.finish goes on with what is pipelined
             if not (out and inp.drain(DRAIN_BYTES, DRAIN_SECONDS)):
                 self.close(conn)
                 return
@@ -320,11 +334,12 @@ class Core:
         version = environ["SERVER_PROTOCOL"]
         if version not in ("HTTP/1.0", "HTTP/1.1"):
             version = "HTTP/1.1"
-        self.handle(environ, conn, version, False, False)
-        self.close(conn)
+        if self.handle(environ, conn, version, False, False) is not None:
+            self.close(conn)  # else a file goes out from the loop, which closes it after
 
-    def handle(self, environ: dict, conn: Conn, version: str, keep_alive: bool, http11: bool) -> bool:
-        """Run one request; True if the connection may carry another."""
+    def handle(self, environ: dict, conn: Conn, version: str, keep_alive: bool, http11: bool) -> bool | None:
+        """Run one request; True if the connection may carry another; None if a file response
+        goes on from the loop (offload.py: it logs the request and goes on when it is sent)."""
         w = self.worker
         started = time.monotonic()
         method = environ["REQUEST_METHOD"]
@@ -338,10 +353,18 @@ class Core:
             w.requests_in_flight -= 1
         now = time.monotonic()
         self.counters.end(now, started, out.sent, out.failed)
+        if out.pending is not None:
+            offload.start(self, conn, out, environ, started)
+            w.count_request(out.raised)
+            return None
+        self.log_request(environ, conn, out, started, now)
+        w.count_request(out.raised)
+        return out.keep_alive
+
+    def log_request(self, environ: dict, conn: Conn, out: Exchange, started: float, now: float) -> None:
+        w = self.worker
         reqlog = w.reqlog
         if reqlog.active and reqlog.wanted(out.status, now - started, out.sent):
             self.logbuf.append(reqlog.line(Request(environ, out.status, out.sent, out.head_size, len(out.headers),
                                                    time.time() - (now - started), now - started, w.slot + 1,
                                                    self.index, out.cut), peer_name(conn)))
-        w.count_request(out.raised)
-        return out.keep_alive

@@ -16,4 +16,8 @@ WSGIApp = Callable
 
 def wrap(config: Config, app: WSGIApp) -> WSGIApp:
     """The application as the worker calls it: `app` inside the layers the config asks for."""
+    if config.static_map or config.static_map2 or config.check_static or config.check_static_docroot:
+        from emperor.worker.static import Static  # mimetypes and the table: only for a vassal that serves files
+
+        app = Static(config, app)
     return app

@@ -5,10 +5,16 @@ the response. Framing is decided once, when the head goes out: the app's own
 Content-Length, else a length we can compute (a list body), else chunked
 (HTTP/1.1), else close-delimited. Whatever happens, `close()` on the result is
 called and the connection is only reused if the exchange was clean.
+
+A regular file (`wsgi.file_wrapper`) is not sent here to the end: after the head
+and what sendfile(2) puts in the socket at once, the rest is left in
+`Exchange.pending`, and the worker's loop sends it as the client takes it
+(emperor/worker/offload.py), then calls the result's `close()`.
 """
 from __future__ import annotations
 
 import os
+import socket
 import stat
 import time
 import traceback
@@ -23,6 +29,9 @@ from emperor.worker.protocols.http import HTTPError, error_response, response
 from emperor.worker.streams import ClientGone, Errors
 
 _NO_BODY_STATUS = (204, 304)
+_NOWAIT = socket.MSG_DONTWAIT
+_MORE = getattr(socket, "MSG_MORE", 0)
+SMALL_FILE = 32 << 10  # a file response up to this size is read and sent with its head
 
 
 class FileWrapper:
@@ -69,7 +78,8 @@ class Exchange:
 
     __slots__ = ("conn", "version", "http11", "allow_chunked", "head_only", "expect_pending",
                  "status_line", "headers", "head_sent", "length", "left", "chunked", "close",
-                 "no_body", "status", "sent", "failed", "keep_alive", "cut", "raised", "head_size")
+                 "no_body", "status", "sent", "failed", "keep_alive", "cut", "raised", "head_size",
+                 "pending", "result")
 
     def __init__(self, conn: Any, version: str, keep_alive: bool, http11: bool, allow_chunked: bool,
                  head_only: bool, expect_pending: Any) -> None:
@@ -94,6 +104,8 @@ class Exchange:
         self.cut = ""                    # why the client did not get the whole response
         self.raised = False              # the application raised (a 500, or a cut response)
         self.head_size = 0
+        self.pending: tuple[int, int, int] | None = None  # a file's (descriptor, offset, bytes) still to send
+        self.result: Any = None          # the application's result while `pending` goes out
 
     def start_response(self, status: str, headers: list, exc_info: Any = None) -> Callable[[bytes], None]:
         if exc_info:
@@ -199,17 +211,51 @@ class Exchange:
             self.sent += self.conn.sendall(chunk)
 
     def send_file(self, f: Any, offset: int, size: int) -> None:
+        """The head, and what of the file the socket takes now; the rest is `pending`.
+
+        A small file goes out with its head in one send (one syscall, one TCP segment);
+        a larger one after the head, sent with MSG_MORE so that sendfile(2) fills its segment."""
         conn = self.conn
-        self.sent += conn.sendall(self.head(size))
+        head = self.head(size)
         count = size if self.length is None else min(self.length, size)
-        if not self.no_body and count:
-            sent = conn.sendfile(f, offset, count)
-            self.sent += sent
-            if sent < count:
-                self.close = True  # the file shrank under us
         self.left = 0
         if self.length is not None and count < self.length and not self.no_body:
             self.close = True
+        if self.no_body or not count:
+            self.sent += conn.sendall(head)
+            return
+        fd = f.fileno()
+        if count <= SMALL_FILE:
+            data = os.pread(fd, count, offset)
+            if len(data) < count:
+                self.close = True  # the file shrank under us
+                count = len(data)
+            n = self.send_head(head + data, len(head), 0)
+            sent, ended = n, False
+        else:
+            self.send_head(head, len(head), _MORE)
+            sent, ended = conn.sendfile(fd, offset, count)
+            self.sent += sent
+        if ended:
+            self.close = True  # the file shrank under us
+        elif sent < count:
+            self.pending = (fd, offset + sent, count - sent)
+
+    def send_head(self, data: bytes, head_size: int, flags: int) -> int:
+        """Send `data` (the head, maybe a small body after it) without waiting, save for the
+        head's end; returns how many body bytes went out."""
+        conn = self.conn
+        try:
+            n = conn.sock.send(data, _NOWAIT | flags)
+        except BlockingIOError:
+            n = 0
+        except OSError as e:
+            raise ClientGone(str(e), 0) from None
+        if n < head_size:
+            conn.sendall(memoryview(data)[n:head_size])
+            n = head_size
+        self.sent += n
+        return n - head_size
 
     def send_iterable(self, result: Any) -> None:
         conn = self.conn
@@ -263,6 +309,8 @@ def run(app: Callable, environ: dict, conn: Any, *, version: str, keep_alive: bo
             real = _real_file(result.filelike) if isinstance(result, FileWrapper) else None
             if real is not None:
                 ex.send_file(result.filelike, *real)
+                if ex.pending is not None:
+                    ex.result, result = result, None  # closed once the loop has sent the rest
             else:
                 ex.send_iterable(result)
             if ex.chunked and not ex.no_body:
@@ -282,16 +330,22 @@ def run(app: Callable, environ: dict, conn: Any, *, version: str, keep_alive: bo
         log("exception in the application:\n" + traceback.format_exc().rstrip())
         ex.fail(response(500, version=version), 500)
     finally:
-        close = getattr(result, "close", None)
-        if close is not None:
-            try:
-                close()
-            except Exception:
-                ex.failed = True
-                ex.close = True
-                log("exception in the application's close():\n" + traceback.format_exc().rstrip())
+        if result is not None:
+            close_result(ex, result)
     ex.keep_alive = not ex.close
     return ex
+
+
+def close_result(ex: Exchange, result: Any) -> None:
+    """PEP 3333: the result's close(), once its body is sent (or abandoned)."""
+    close = getattr(result, "close", None)
+    if close is not None:
+        try:
+            close()
+        except Exception:
+            ex.failed = True
+            ex.close = True
+            log("exception in the application's close():\n" + traceback.format_exc().rstrip())
 
 
 def _real_file(f: Any) -> tuple[int, int] | None:
