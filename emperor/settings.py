@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections import namedtuple
 
 from emperor.attached import checker, parse_cron, parse_daemon
-from emperor.values import (_address, _bool, _buffer_size, _chmod, _choice, _exec_hook, _expires_regexp,
+from emperor.values import (_address, _bool, _buffer_size, _chmod, _choice, _cidrs, _exec_hook, _expires_regexp,
                             _expires_type, _file_serve_mode, _int, _log_date, _logger, _megabytes, _nonempty, _octal,
-                            _processes, _regexp, _spaced, _static_map, _str, _threads)
+                            _processes, _regexp, _spaced, _static_map, _str, _threads, _tls_spec)
 
 
 class Config:
@@ -28,6 +28,7 @@ class Config:
         self.name: str = name
         self.section: str = section
         self.http_sockets: list[str] = []
+        self.https_sockets: list[str] = []   # ADDRESS,CERT,KEY[,CIPHERS[,CLIENT_CA]] (emperor/tls.py)
         self.uwsgi_sockets: list[str] = []
         self.module: str | None = None
         self.wsgi_file: str | None = None
@@ -57,6 +58,14 @@ class Config:
         self.listen: int = 100
         self.buffer_size: int = 4096
         self.socket_timeout: int = 4
+        self.http_timeout: int | None = None   # an HTTP(S) socket's own socket-timeout
+        # TLS (emperor/tls.py) and the PROXY protocol (emperor/worker/proxyproto.py)
+        self.sni: list[str] = []
+        self.sni_dir: str | None = None
+        self.sni_dir_ciphers: str | None = None
+        self.ssl_enable_tlsv1: bool = False
+        self.enable_proxy_protocol: bool = False
+        self.proxy_protocol_allow: list[list[str]] = []
         self.harakiri: int = 0
         self.max_requests: int = 0
         self.lazy_apps: bool = False
@@ -218,6 +227,7 @@ _Opt = namedtuple("_Opt", "field conv many aliases", defaults=(False, ()))
 _OPTIONS: dict[str, _Opt] = {
     "http-socket": _Opt("http_sockets", _address, True, ("http", "http11-socket")),
     "socket": _Opt("uwsgi_sockets", _address, True, ("uwsgi-socket",)),
+    "https-socket": _Opt("https_sockets", _tls_spec, True, ("https",)),
     "module": _Opt("module", _nonempty, aliases=("wsgi",)),
     "wsgi-file": _Opt("wsgi_file", _nonempty, aliases=("file",)),
     "callable": _Opt("callable", _nonempty),
@@ -246,6 +256,13 @@ _OPTIONS: dict[str, _Opt] = {
     "listen": _Opt("listen", _int()),
     "buffer-size": _Opt("buffer_size", _buffer_size),
     "socket-timeout": _Opt("socket_timeout", _int()),
+    "http-timeout": _Opt("http_timeout", _int(1)),
+    "sni": _Opt("sni", _tls_spec, True),
+    "sni-dir": _Opt("sni_dir", _nonempty),
+    "sni-dir-ciphers": _Opt("sni_dir_ciphers", _nonempty),
+    "ssl-enable-tlsv1": _Opt("ssl_enable_tlsv1", _bool),
+    "enable-proxy-protocol": _Opt("enable_proxy_protocol", _bool, aliases=("http-enable-proxy-protocol",)),
+    "proxy-protocol-allow": _Opt("proxy_protocol_allow", _cidrs, True),
     "harakiri": _Opt("harakiri", _int()),
     "max-requests": _Opt("max_requests", _int()),
     # -- adaptive workers and recycling: uWSGI's Cheaper doc and core/master_utils.c --

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from emperor.config import Config
 
 HTTP = "http"
+HTTPS = "https"   # HTTP over TLS (emperor/tls.py): served by the workers as HTTP
 UWSGI = "uwsgi"
 STATS = "stats"
 
@@ -28,12 +29,15 @@ class SocketError(Exception):
 class Listener:
     """A bound, listening socket and what it serves."""
 
-    __slots__ = ("kind", "address", "sock")
+    __slots__ = ("kind", "address", "sock", "tls", "proxy", "timeout")
 
     def __init__(self, kind: str, address: str, sock: socket.socket) -> None:
-        self.kind = kind          # HTTP or UWSGI
+        self.kind = kind          # HTTP, HTTPS or UWSGI
         self.address = address    # as written in the config (the identity across reloads)
         self.sock = sock
+        self.tls: object = None   # HTTPS: its ssl.SSLContext (emperor/tls.py attach)
+        self.proxy = False        # a PROXY protocol header may open its connections (worker/proxyproto.py)
+        self.timeout = 4.0        # socket-timeout, or http-timeout for an HTTP socket (set by the worker)
 
     def __repr__(self) -> str:
         return f"Listener({self.kind!r}, {self.address!r}, fd {self.sock.fileno()})"
@@ -144,6 +148,10 @@ def wanted(config: Config, private_stats: str | None = None) -> list[tuple[str, 
     `private_stats`: the emperor's stats socket for a vassal without `stats`.
     """
     out = [(HTTP, a) for a in config.http_sockets] + [(UWSGI, a) for a in config.uwsgi_sockets]
+    if config.https_sockets:
+        from emperor.tls import split_spec
+
+        out += [(HTTPS, split_spec(spec)[0]) for spec in config.https_sockets]
     stats = config.stats or private_stats
     if stats:
         out.append((STATS, stats))
@@ -227,6 +235,20 @@ def vacuum(listeners: list[Listener]) -> None:
                 os.unlink(l.address)
             except OSError:
                 pass
+
+
+def prepare(listeners: list[Listener], config: Config) -> None:
+    """What the serving sockets need once bound, before the master drops privileges:
+    TCP_DEFER_ACCEPT, and https-socket's certificates (emperor/tls.py). With no listener (a
+    reload's preflight), only whether every certificate loads."""
+    defer_accept(listeners, config.socket_timeout)
+    if config.https_sockets:
+        from emperor import tls
+
+        try:
+            tls.attach([l for l in listeners if l.kind == HTTPS], config)
+        except tls.TLSError as e:
+            raise SocketError(str(e)) from None
 
 
 def defer_accept(listeners: list[Listener], seconds: int) -> None:

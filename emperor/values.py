@@ -150,6 +150,34 @@ def _host_port(text: str) -> str:
     return text
 
 
+def _tls_spec(text: str) -> str:
+    """https-socket and sni: NAME,CERT,KEY[,CIPHERS[,CLIENT_CA]] (uwsgi.c uwsgi_opt_add_ssl_socket);
+    for https-socket NAME is an address. The files are read when the master starts."""
+    from emperor.tls import split_spec
+
+    name = split_spec(text)[0]
+    if ":" in name and "/" not in name:
+        _host_port(name)
+    return text.strip()
+
+
+def _cidrs(text: str) -> list[str]:
+    """Networks, comma- or space-separated: 10.0.0.0/8, 192.0.2.7, ::1, unix."""
+    import ipaddress
+
+    out = []
+    for item in re.split(r"[\s,]+", text.strip()):
+        if not item:
+            continue
+        if item != "unix":
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f'expected networks such as 10.0.0.0/8 or unix, got "{item}"') from None
+        out.append(item)
+    return out
+
+
 def _megabytes(text: str) -> int:
     """uWSGI's megabyte options ('256', '1.5'): a number of bytes."""
     m = re.match(r"\s*([0-9]+(?:\.[0-9]*)?)", text)

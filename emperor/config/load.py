@@ -161,7 +161,7 @@ class _Judge:
 
     def honour(self, e: Entry, name: str) -> None:
         opt = OPTIONS[name]
-        if name in ("socket", "http-socket", "module", "wsgi-file"):
+        if name in ("socket", "http-socket", "https-socket", "module", "wsgi-file"):
             self.seen.add("socket" if "socket" in name else "app")
         try:
             text = self.resolver.value(e)
@@ -233,9 +233,10 @@ class _Judge:
         self.sockets_as_bound(top)
         self.hooks_and_cheaper(top)
         self.loggers(top)
+        self.proxy_and_tls(top)
         if not self.reader.top_ok:   # nothing was read: "no socket" would only repeat that
             self.seen |= {"socket", "app"}
-        if not cfg.http_sockets and not cfg.uwsgi_sockets and "socket" not in self.seen:
+        if not (cfg.http_sockets or cfg.uwsgi_sockets or cfg.https_sockets) and "socket" not in self.seen:
             self.out.append(Finding(top, None, "", ERROR, "no socket or http-socket",
                                     f"{top}: no socket or http-socket", "vassal"))
         if cfg.need_app and not cfg.module and not cfg.wsgi_file and "app" not in self.seen:
@@ -274,6 +275,12 @@ class _Judge:
         cfg.uwsgi_sockets = [one(a, "socket") for a in cfg.uwsgi_sockets]
         if cfg.stats:
             cfg.stats = one(cfg.stats, "stats")
+
+    def proxy_and_tls(self, top: str) -> None:
+        if self.cfg.enable_proxy_protocol and self.cfg.https_sockets:
+            self.problem_at("enable-proxy-protocol", top, "read on http-socket only: an https-socket connection "
+                                                          "starts with TLS, its PROXY header is not looked for",
+                            WARNING)
 
     def loggers(self, top: str) -> None:
         """uWSGI's logger plugins (syslog, socket, zeromq...) are not emperor's: file:PATH and stdio are."""

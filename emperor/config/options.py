@@ -18,12 +18,17 @@ OPTIONS = settings._OPTIONS       # the honoured options
 # Not uWSGI 2.0 options: emperor's own, and two that follow uWSGI's naming (cheaper-idle: the
 # ticks an idle worker waits before the cheaper algorithm removes it; exec-master-start: as
 # the other exec-<phase> shortcuts, for hook-master-start).
-EMPEROR_ONLY = ("strict-compat", "snapshot", "snapshot-ttl", "graceful-removal", "cheaper-idle", "exec-master-start")
+EMPEROR_ONLY = ("strict-compat", "snapshot", "snapshot-ttl", "graceful-removal", "cheaper-idle", "exec-master-start",
+                "proxy-protocol-allow")
 
 # Aliases that are not uWSGI's (another option there, read as this one by emperor), and why.
 ALIAS_NOTES = {
     "http": "uWSGI starts its HTTP router here, a process proxying to the workers; "
             "emperor's workers serve HTTP on this address themselves",
+    "https": "uWSGI starts its HTTPS router here, a process proxying to the workers; emperor's "
+             "workers serve HTTPS on this address themselves",
+    "http-enable-proxy-protocol": "the HTTP router's option in uWSGI; here the workers' HTTP sockets read "
+                                  "the PROXY header themselves",
     "http11-socket": "keep-alive HTTP/1.1: emperor's http-socket keeps connections alive already",
     "uwsgi-socket": "the uwsgi protocol whatever `protocol` says, as socket is by default",
     "lazy": "uWSGI's lazy also makes a reload recycle only the workers, not the master",

@@ -35,6 +35,7 @@ def preflight(path: str) -> int:
             if family == sockets.socket.AF_UNIX:
                 continue  # binding would replace a live file; checked for real after execve
             sockets.bind(kind, address, 1).sock.close()
+        sockets.prepare([], config)   # a renewed certificate that cannot be loaded fails the reload, not the vassal
         drop_privileges(config.uid, config.gid)  # the app is imported as the master will import it
         load(config)
     except ConfigError as e:

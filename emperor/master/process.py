@@ -144,7 +144,7 @@ class Master:
         self.listeners = [l for l in listeners if l.kind != sockets.STATS]
         self.unavailable = Unavailable(self.listeners, self.loop)
         self.parts.append(self.unavailable)
-        sockets.defer_accept(self.listeners, config.socket_timeout)
+        sockets.prepare(self.listeners, config)   # TCP_DEFER_ACCEPT, TLS certificates
         for l in listeners:
             if l.kind == sockets.STATS:
                 self.stats.listen(l, self.loop)

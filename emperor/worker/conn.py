@@ -19,6 +19,8 @@ TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing into 
 if TYPE_CHECKING:
     from typing import Any
 
+    from emperor.tls import TLSSocket
+
 from emperor.sockets import Listener
 from emperor.worker.streams import ClientGone
 
@@ -29,11 +31,13 @@ class Conn:
     """One client connection; non-blocking, with explicit waits bounded by socket-timeout."""
 
     __slots__ = ("sock", "fd", "buf", "listener", "peer", "remote", "base", "deadline", "timeout", "_poll", "closing",
-                 "tcp", "nodelay", "offload")
+                 "tcp", "nodelay", "offload", "proxy", "tls")
 
-    def __init__(self, sock: _socket.socket, listener: Listener, peer: Any, base: dict,
+    def __init__(self, sock: _socket.socket | TLSSocket, listener: Listener, peer: Any, base: dict,
                  timeout: float) -> None:
-        self.sock = sock
+        self.sock: Any = sock    # a TLSSocket on an https-socket: the same recv/send calls
+        self.tls = listener.tls is not None
+        self.proxy = listener.proxy   # a PROXY header may come first (emperor/worker/proxyproto.py)
         self.fd = sock.fileno()
         self.buf = b""
         self.listener = listener
@@ -111,6 +115,8 @@ class Conn:
     def sendfile(self, fd: int, offset: int, count: int) -> tuple[int, bool]:
         """Up to `count` bytes of file `fd` from `offset`, as many as the socket takes now:
         (bytes sent, whether the file ended before `count`). Never waits."""
+        if self.tls:
+            return self._sendfile_tls(fd, offset, count)
         if self.sock.gettimeout() != 0.0:
             self.sock.setblocking(False)  # sendfile(2) takes no MSG_DONTWAIT
         sent = 0
@@ -125,6 +131,17 @@ class Conn:
                 return sent, True
             sent += n
         return sent, False
+
+    def _sendfile_tls(self, fd: int, offset: int, count: int) -> tuple[int, bool]:
+        """No sendfile(2) through TLS: the file is read and encrypted, a chunk at a time; a
+        TLS send returns once its ciphertext is in the kernel (emperor/tls.py)."""
+        data = os.pread(fd, min(count, 65536), offset)
+        if not data:
+            return 0, True
+        try:
+            return self.sock.send(data), False
+        except OSError as e:
+            raise ClientGone(str(e), 0) from None
 
     def unread(self) -> bool:
         """Whether the client sent bytes we have not read yet."""

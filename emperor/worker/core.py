@@ -20,7 +20,7 @@ import socket
 import time
 
 from emperor import log as logmod
-from emperor.sockets import HTTP, Listener
+from emperor.sockets import UWSGI, Listener
 from emperor.wire.scoreboard import CoreCounters
 from emperor.worker import offload
 from emperor.worker.conn import Conn, peer_name
@@ -82,7 +82,7 @@ class Core:
             # client knows: take them in and answer them before leaving, so a
             # stop never resets a request that was sent before it.
             for l in w.listeners:
-                self.on_accept(l, w.config.socket_timeout, limit=max(w.config.listen, 1))
+                self.on_accept(l, l.timeout, limit=max(w.config.listen, 1))
         if want_accept != self.accepting:
             for l in w.listeners:
                 if want_accept:
@@ -124,7 +124,6 @@ class Core:
     def loop(self) -> None:
         w = self.worker
         listeners = {l.fd: l for l in w.listeners}
-        timeout_s = w.config.socket_timeout
         self.apply_orders()
         while True:
             now = time.monotonic()
@@ -161,7 +160,7 @@ class Core:
                 elif fd == self.wake_fd:
                     w.on_wake(self)
                 elif fd in listeners and self.accepting and not (w.stopping or w.paused):
-                    self.on_accept(listeners[fd], timeout_s)
+                    self.on_accept(listeners[fd], listeners[fd].timeout)
             if self.logbuf:
                 self.flush_log()
 
@@ -222,7 +221,14 @@ class Core:
                 return
             # The bare C socket: no Python wrapper, no enum conversions, and left in
             # blocking mode (no ioctl) because every call passes MSG_DONTWAIT.
-            conn = Conn(_socket.socket(family, socket.SOCK_STREAM, 0, fd), listener, peer, base, timeout_s)
+            raw = _socket.socket(family, socket.SOCK_STREAM, 0, fd)
+            if listener.tls is None:
+                conn = Conn(raw, listener, peer, base, timeout_s)
+            else:   # https-socket (emperor/tls.py: ssl is imported only where it is used)
+                from emperor.tls import TLSSocket
+
+                conn = Conn(TLSSocket(listener.tls, raw, timeout_s),  # type: ignore[arg-type]  # its SSLContext
+                            listener, peer, base, timeout_s)
             self.conns[conn.fd] = conn
             # The request is usually there already: serve it before involving epoll,
             # and register only a connection that stays open.
@@ -269,7 +275,13 @@ class Core:
     def serve(self, conn: Conn) -> None:
         """Answer the complete requests buffered on `conn`."""
         try:
-            if conn.listener.kind == HTTP:
+            if conn.proxy:   # enable-proxy-protocol: its header first (emperor/worker/proxyproto.py)
+                from emperor.worker.proxyproto import take_header
+
+                if not take_header(conn, self.worker.proxy_allowed):  # type: ignore[arg-type]  # set with proxy
+                    return
+                conn.proxy = False
+            if conn.listener.kind != UWSGI:
                 self.serve_http(conn)
             else:
                 self.serve_uwsgi(conn)
@@ -348,7 +360,7 @@ class Core:
         w.requests_in_flight += 1
         try:
             out = run(w.app, environ, conn, version=version, keep_alive=keep_alive, http11=http11,
-                      allow_chunked=conn.listener.kind == HTTP)
+                      allow_chunked=conn.listener.kind != UWSGI)
         finally:
             w.requests_in_flight -= 1
         now = time.monotonic()

@@ -19,10 +19,12 @@ TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing into 
 if TYPE_CHECKING:
     from typing import Any
 
+    from emperor.worker.proxyproto import Allowed
+
 from emperor import log as logmod
 from emperor.config import Config
 from emperor.proc import die_with_parent, memory
-from emperor.sockets import Listener
+from emperor.sockets import HTTPS, UWSGI, Listener
 from emperor.states import WORKER_EDGES, Machine, WorkerState
 from emperor.wire import notify
 from emperor.wire.scoreboard import Scoreboard
@@ -87,14 +89,27 @@ class Worker:
         self.wakes = 0  # WAKE orders so far: each makes every core re-add its listeners (module docstring)
         self.cores: list[Core] = []
         self.bases = {l.fd: self._base(l) for l in listeners}
+        self.proxy_allowed: Allowed | None = None
+        if config.enable_proxy_protocol:   # emperor/worker/proxyproto.py
+            from emperor.worker.proxyproto import Allowed
+
+            self.proxy_allowed = Allowed([n for line in config.proxy_protocol_allow for n in line])
 
     def _base(self, l: Listener) -> dict:
+        """The listener's own environ, and its connections' timeout and PROXY header setting."""
+        http = l.kind != UWSGI
+        l.timeout = float(self.config.http_timeout or self.config.socket_timeout) if http \
+            else float(self.config.socket_timeout)
+        l.proxy = http and l.tls is None and self.config.enable_proxy_protocol
         if l.is_unix:
             name, port = "localhost", "0"
         else:
             name, port = l.sock.getsockname()[:2]
             name, port = str(name), str(port)
-        return base_environ(name, port, self.config.threads > 1)
+        base = base_environ(name, port, self.config.threads > 1, "https" if l.kind == HTTPS else "http")
+        if l.kind == HTTPS:
+            base["HTTPS"] = "on"
+        return base
 
     @property
     def stopping(self) -> bool:
