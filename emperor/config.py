@@ -25,6 +25,7 @@ import socket
 from collections import namedtuple
 from collections.abc import Mapping
 
+from emperor import routes
 from emperor.files import TrustRule, Unreadable, Untrusted, read_untrusted
 from emperor.settings import _CANONICAL, _OPTIONS, Config
 
@@ -267,6 +268,7 @@ def load_config(path: str, *, vassals_dir: str | None = None,
     cfg = Config(path=top, name=os.path.basename(top), section=section)
     lists: dict[str, list[Any]] = {}
     unsupported: list[_Entry] = []
+    route_lines: list[tuple[str, int]] = []   # where each of cfg.routes was written
     for e in entries:
         if e.key in _PLACEHOLDER_KEYS or e.key in _NO_EFFECT:
             continue
@@ -289,6 +291,8 @@ def load_config(path: str, *, vassals_dir: str | None = None,
             lists.setdefault(opt.field, []).append(value)
         else:
             setattr(cfg, opt.field, value)
+        if opt.field == "routes":
+            route_lines.append((e.file, e.line))
         cfg.origins[name] = (e.file, e.line)
     for fieldname, items in lists.items():
         setattr(cfg, fieldname, items)
@@ -316,6 +320,11 @@ def load_config(path: str, *, vassals_dir: str | None = None,
                 file, line = cfg.origins.get("hook-" + phase, (disp, None))
                 cfg.warnings.append(f'{file}:{line}: hook-{phase}: action "{action}" is not supported '
                                     f"by emperor ({', '.join(HOOK_ACTIONS)}); ignored")
+    for index, message, unsupported_here in routes.problems(cfg.routes):
+        file, line = route_lines[index]
+        if cfg.strict and unsupported_here:
+            raise ConfigError(f"{message} (strict mode)", file, line)
+        cfg.warnings.append(f"{file}:{line}: {cfg.routes[index][0]}: {message}")
     if not cfg.http_sockets and not cfg.uwsgi_sockets:
         raise ConfigError("no socket or http-socket", disp)
     if cfg.need_app and not cfg.module and not cfg.wsgi_file:

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from collections import namedtuple
 
-from emperor.values import (_address, _bool, _chmod, _choice, _exec_hook, _int, _logger, _megabytes, _nonempty,
-                            _octal, _spaced, _str)
+from emperor.routes import OPTIONS as ROUTE_OPTIONS
+from emperor.values import (_address, _bool, _chmod, _choice, _exec_hook, _header, _int, _logger, _megabytes,
+                            _nonempty, _octal, _route, _spaced, _str)
 
 
 class Config:
@@ -129,6 +130,10 @@ class Config:
         self.log_micros: bool = False
         self.req_logger: str | None = None
         self.logger: str | None = None
+        # internal routing and headers (emperor/worker/features.py puts them on)
+        self.routes: list[tuple[str, str]] = []  # (option, rule) in file order: route*, error-route*, final-route*
+        self.add_header: list[str] = []
+        self.del_header: list[str] = []
         self.warnings: list[str] = []
         self.origins: dict[str, tuple[str, int]] = {}
 
@@ -156,6 +161,9 @@ class Config:
             value = getattr(self, opt.field)
             for v in value if isinstance(value, list) else [value]:
                 if v is None:
+                    continue
+                if isinstance(v, tuple):   # (option, value): several options share one ordered list (routes)
+                    lines.append(f"{v[0]} = {v[1]}")
                     continue
                 text = ("true" if v else "false") if isinstance(v, bool) else str(v)
                 lines.append(f"{name} = {text}")
@@ -268,6 +276,11 @@ _OPTIONS: dict[str, _Opt] = {
     "log-micros": _Opt("log_micros", _bool),
     "req-logger": _Opt("req_logger", _logger),
     "logger": _Opt("logger", _logger),
+    # -- internal routing and headers: uWSGI's InternalRouting doc (core/routing.c),
+    #    Options.rst (add-header, del-header) --
+    **{name: _Opt("routes", _route(name), True) for name in ROUTE_OPTIONS},
+    "add-header": _Opt("add_header", _header, True),
+    "del-header": _Opt("del_header", _nonempty, True, ("rem-header",)),
     "lazy-apps": _Opt("lazy_apps", _bool, aliases=("lazy",)),
     "need-app": _Opt("need_app", _bool),
     "stats": _Opt("stats", _address, aliases=("stats-server",)),

@@ -8,6 +8,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
+from emperor import routes
+
 _INT_RE = re.compile(r"\s*([+-]?[0-9]+)")
 _FALSE = {"false", "off", "no", "0"}
 
@@ -106,3 +108,20 @@ def _logger(text: str) -> str:
     """`logger`/`req-logger`: emperor writes to a file (`file:PATH`) or the process's own log
     (`stdio`); another kind is kept as written, and config.load_config warns that it is ignored."""
     return text.strip()
+
+
+def _route(option: str) -> Callable[[str], tuple[str, str]]:
+    """A routing option: (option, rule) in Config.routes, so the chains keep the file's order;
+    a malformed rule is an error at its line, as uWSGI exits on it (emperor/routes.py)."""
+    def conv(text: str) -> tuple[str, str]:
+        routes.parse(option, text)
+        return option, text
+    return conv
+
+
+def _header(text: str) -> str:
+    """`add-header = Name: value`, as it goes on the wire."""
+    name, colon, _ = text.partition(":")
+    if not colon or not name or not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name):
+        raise ValueError(f'expected "Name: value", got "{text}"')
+    return text

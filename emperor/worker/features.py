@@ -15,5 +15,19 @@ WSGIApp = Callable
 
 
 def wrap(config: Config, app: WSGIApp) -> WSGIApp:
-    """The application as the worker calls it: `app` inside the layers the config asks for."""
+    """The application as the worker calls it: `app` inside the layers the config asks for.
+
+    From the inside out, in uWSGI's order of a request (core/protocol.c uwsgi_parse_vars, then
+    core/routing.c uwsgi_apply_routes): internal routing; headers for every response, the
+    layers' own included (add-header, del-header).
+    """
+    c = config
+    if c.routes:
+        from emperor.worker.routing import Routing
+
+        app = Routing(c, app)
+    if c.add_header or c.del_header:
+        from emperor.worker.layer import Headers
+
+        app = Headers(app, c.add_header, c.del_header)
     return app
