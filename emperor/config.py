@@ -327,7 +327,7 @@ def load_config(path: str, *, vassals_dir: str | None = None,
         cfg.warnings.append(f"{file}:{line}: {cfg.routes[index][0]}: {message}")
     if not cfg.http_sockets and not cfg.uwsgi_sockets:
         raise ConfigError("no socket or http-socket", disp)
-    if cfg.need_app and not cfg.module and not cfg.wsgi_file:
+    if cfg.need_app and not cfg.module and not cfg.wsgi_file and not cfg.mounts:
         raise ConfigError("no module or wsgi-file (an application is required)", disp)
     if cfg.cheaper:
         # as uWSGI's core/init.c: a minimum at or above the maximum is an error, too low a start a warning

@@ -125,3 +125,11 @@ def _header(text: str) -> str:
     if not colon or not name or not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name):
         raise ValueError(f'expected "Name: value", got "{text}"')
     return text
+
+
+def _mount(text: str) -> str:
+    """`mount = /mountpoint=app`: app is module[:callable] or a .py/.wsgi file."""
+    point, eq, app = text.partition("=")
+    if not eq or not app.strip() or (point and not point.startswith("/")):
+        raise ValueError(f'expected "/mountpoint=module[:callable]" or "/mountpoint=file.py", got "{text}"')
+    return text

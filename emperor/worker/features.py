@@ -18,7 +18,9 @@ def wrap(config: Config, app: WSGIApp) -> WSGIApp:
     """The application as the worker calls it: `app` inside the layers the config asks for.
 
     From the inside out, in uWSGI's order of a request (core/protocol.c uwsgi_parse_vars, then
-    core/routing.c uwsgi_apply_routes): internal routing; headers for every response, the
+    core/routing.c uwsgi_apply_routes, then the app chosen by SCRIPT_NAME): the mounted app is
+    chosen (emperor/worker/mounts.py: app.load made that callable); internal routing; the
+    SCRIPT_NAME split of manage-script-name; headers for every response, the
     layers' own included (add-header, del-header).
     """
     c = config
@@ -26,6 +28,10 @@ def wrap(config: Config, app: WSGIApp) -> WSGIApp:
         from emperor.worker.routing import Routing
 
         app = Routing(c, app)
+    if c.mounts and c.manage_script_name:
+        from emperor.worker.mounts import ScriptName
+
+        app = ScriptName(app, c.mounts)
     if c.add_header or c.del_header:
         from emperor.worker.layer import Headers
 
