@@ -130,12 +130,14 @@ class Config:
         self.log_micros: bool = False
         self.req_logger: str | None = None
         self.logger: str | None = None
-        # internal routing, headers, mounts (emperor/worker/features.py puts them on)
+        # internal routing, headers, mounts, request bodies (emperor/worker/features.py puts them on)
         self.routes: list[tuple[str, str]] = []  # (option, rule) in file order: route*, error-route*, final-route*
         self.add_header: list[str] = []
         self.del_header: list[str] = []
         self.mounts: list[str] = []
         self.manage_script_name: bool = False
+        self.post_buffering: int = 0
+        self.limit_post: int = 0
         self.warnings: list[str] = []
         self.origins: dict[str, tuple[str, int]] = {}
 
@@ -278,13 +280,15 @@ _OPTIONS: dict[str, _Opt] = {
     "log-micros": _Opt("log_micros", _bool),
     "req-logger": _Opt("req_logger", _logger),
     "logger": _Opt("logger", _logger),
-    # -- internal routing, headers, mounts: uWSGI's InternalRouting doc (core/routing.c),
-    #    Options.rst (add-header, mount, manage-script-name) --
+    # -- internal routing, headers, mounts, request bodies: uWSGI's InternalRouting doc (core/routing.c),
+    #    Options.rst (add-header, mount, manage-script-name, post-buffering, limit-post) --
     **{name: _Opt("routes", _route(name), True) for name in ROUTE_OPTIONS},
     "add-header": _Opt("add_header", _header, True),
     "del-header": _Opt("del_header", _nonempty, True, ("rem-header",)),
     "mount": _Opt("mounts", _mount, True),
     "manage-script-name": _Opt("manage_script_name", _bool),
+    "post-buffering": _Opt("post_buffering", _int()),
+    "limit-post": _Opt("limit_post", _int()),
     "lazy-apps": _Opt("lazy_apps", _bool, aliases=("lazy",)),
     "need-app": _Opt("need_app", _bool),
     "stats": _Opt("stats", _address, aliases=("stats-server",)),

@@ -20,7 +20,8 @@ def wrap(config: Config, app: WSGIApp) -> WSGIApp:
     From the inside out, in uWSGI's order of a request (core/protocol.c uwsgi_parse_vars, then
     core/routing.c uwsgi_apply_routes, then the app chosen by SCRIPT_NAME): the mounted app is
     chosen (emperor/worker/mounts.py: app.load made that callable); internal routing; the
-    SCRIPT_NAME split of manage-script-name; headers for every response, the
+    SCRIPT_NAME split of manage-script-name; the body read whole (post-buffering); the body's
+    size checked before any of it is read (limit-post); headers for every response, the
     layers' own included (add-header, del-header).
     """
     c = config
@@ -32,6 +33,14 @@ def wrap(config: Config, app: WSGIApp) -> WSGIApp:
         from emperor.worker.mounts import ScriptName
 
         app = ScriptName(app, c.mounts)
+    if c.post_buffering:
+        from emperor.worker.body import PostBuffering
+
+        app = PostBuffering(app, c.post_buffering)
+    if c.limit_post:
+        from emperor.worker.body import LimitPost
+
+        app = LimitPost(app, c.limit_post)
     if c.add_header or c.del_header:
         from emperor.worker.layer import Headers
 
