@@ -8,8 +8,8 @@ from __future__ import annotations
 from collections import namedtuple
 
 from emperor.routes import OPTIONS as ROUTE_OPTIONS
-from emperor.values import (_address, _bool, _chmod, _choice, _exec_hook, _header, _int, _logger, _megabytes,
-                            _mount, _nonempty, _octal, _route, _spaced, _str)
+from emperor.values import (_address, _bool, _chmod, _choice, _exec_hook, _header, _int, _keepalive, _logger,
+                            _megabytes, _mount, _nonempty, _octal, _route, _spaced, _str)
 
 
 class Config:
@@ -138,6 +138,8 @@ class Config:
         self.manage_script_name: bool = False
         self.post_buffering: int = 0
         self.limit_post: int = 0
+        self.http_keepalive: int = 1             # 0: no keep-alive; N > 1: a connection may idle N s between requests
+        self.harakiri_verbose: bool = False
         self.warnings: list[str] = []
         self.origins: dict[str, tuple[str, int]] = {}
 
@@ -281,7 +283,7 @@ _OPTIONS: dict[str, _Opt] = {
     "req-logger": _Opt("req_logger", _logger),
     "logger": _Opt("logger", _logger),
     # -- internal routing, headers, mounts, request bodies: uWSGI's InternalRouting doc (core/routing.c),
-    #    Options.rst (add-header, mount, manage-script-name, post-buffering, limit-post) --
+    #    Options.rst (add-header, mount, manage-script-name, post-buffering, limit-post, http-keepalive) --
     **{name: _Opt("routes", _route(name), True) for name in ROUTE_OPTIONS},
     "add-header": _Opt("add_header", _header, True),
     "del-header": _Opt("del_header", _nonempty, True, ("rem-header",)),
@@ -289,6 +291,8 @@ _OPTIONS: dict[str, _Opt] = {
     "manage-script-name": _Opt("manage_script_name", _bool),
     "post-buffering": _Opt("post_buffering", _int()),
     "limit-post": _Opt("limit_post", _int()),
+    "http-keepalive": _Opt("http_keepalive", _keepalive),
+    "harakiri-verbose": _Opt("harakiri_verbose", _bool),
     "lazy-apps": _Opt("lazy_apps", _bool, aliases=("lazy",)),
     "need-app": _Opt("need_app", _bool),
     "stats": _Opt("stats", _address, aliases=("stats-server",)),

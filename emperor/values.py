@@ -133,3 +133,13 @@ def _mount(text: str) -> str:
     if not eq or not app.strip() or (point and not point.startswith("/")):
         raise ValueError(f'expected "/mountpoint=module[:callable]" or "/mountpoint=file.py", got "{text}"')
     return text
+
+
+def _keepalive(text: str) -> int:
+    """`http-keepalive`: bare or true is on (1), false or 0 off, N > 1 an idle timeout of N s."""
+    word = re.split(r"[\s;#]", text.strip(), maxsplit=1)[0] if text.strip() else ""
+    if not word or word.lower() in ("true", "on", "yes"):
+        return 1
+    if word.lower() in _FALSE:
+        return 0
+    return _int()(word)

@@ -1,14 +1,19 @@
 """Request options in a real master with a real client: limit-post, post-buffering (the request
-body). uWSGI's Options.rst and sources are cited per test."""
+body), http-keepalive (the connection), harakiri-verbose (a stuck request). uWSGI's Options.rst
+and sources are cited per test."""
 from __future__ import annotations
 
 import json
 import os
+import select
 import socket
 import subprocess
+import threading
 import time
 
 import pytest
+
+from conftest import wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -123,3 +128,74 @@ def test_post_buffering_calls_the_app_only_once_a_slow_body_is_complete(master):
             data += chunk
     seen = json.loads(data.split(b"\r\n\r\n", 1)[1])
     assert seen["len"] == 2000 and seen["called"] >= last
+
+
+def test_http_keepalive_zero_closes_every_connection(master):
+    """uWSGI's http router keeps no connection open unless `http-keepalive` (plugins/http/http.c);
+    emperor's HTTP server keeps them by default, and `http-keepalive = 0` turns that off."""
+    m = master("http-keepalive = 0\n", app=APP)
+    with socket.create_connection(("127.0.0.1", m.port), timeout=10) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 200") and b"Connection: close" in data
+
+
+def _alive_after(port: int, idle: float) -> bool:
+    """Whether a keep-alive connection still carries a request after `idle` seconds of silence."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        first = s.recv(65536)
+        assert first.startswith(b"HTTP/1.1 200") and b"Connection: close" not in first
+        readable, _, _ = select.select([s], [], [], idle)   # the server closing shows as readable (EOF)
+        if readable and not s.recv(1, socket.MSG_PEEK):
+            return False
+        s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        return s.recv(65536).startswith(b"HTTP/1.1 200")
+
+
+def test_http_keepalive_seconds_is_the_idle_timeout_between_requests(master):
+    """`http-keepalive = N` (N > 1): plugins/http/http.c hr_instance_read sets the connection's
+    timeout to N while it waits for the next request. Otherwise socket-timeout is that timeout."""
+    m = master("socket-timeout = 1\nhttp-keepalive = 4\n", app=APP)
+    assert _alive_after(m.port, 2.5)
+
+
+def test_without_http_keepalive_an_idle_connection_ends_after_socket_timeout(master):
+    """The default: socket-timeout (here 1 s) bounds the wait for the next request."""
+    m = master("socket-timeout = 1\n", app=APP)
+    assert not _alive_after(m.port, 3.0)
+
+
+def test_harakiri_verbose_logs_the_system_call_and_the_python_stacks(master):
+    """Options.rst `harakiri-verbose`; core/master_utils.c trigger_harakiri logs /proc/PID/syscall
+    and wchan; here the worker's Python stacks too (faulthandler), then the kill as before."""
+    app = """
+import time
+def stuck_in_here():
+    time.sleep(30)
+def application(environ, start_response):
+    if environ["PATH_INFO"] == "/stuck":
+        stuck_in_here()
+    start_response("200 OK", [])
+    return [b"ok"]
+"""
+    m = master("harakiri = 1\nharakiri-verbose = true\n", app=app)
+
+    def stuck() -> None:
+        try:
+            exchange(m.port, b"GET /stuck HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        except OSError:
+            pass
+
+    t = threading.Thread(target=stuck)
+    t.start()
+    m.wait_log("killed by SIGKILL; respawning", timeout=15)
+    t.join()
+    log = m.log
+    assert "HARAKIRI: -- syscall> " in log and "HARAKIRI: -- wchan> " in log
+    assert 'in stuck_in_here' in log and "its stacks follow, then it is killed" in log
+    assert log.index("stuck_in_here") < log.index("killing it")
+    wait_for(lambda: exchange(m.port, b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+             .startswith(b"HTTP/1.1 200"))

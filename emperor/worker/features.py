@@ -22,7 +22,7 @@ def wrap(config: Config, app: WSGIApp) -> WSGIApp:
     chosen (emperor/worker/mounts.py: app.load made that callable); internal routing; the
     SCRIPT_NAME split of manage-script-name; the body read whole (post-buffering); the body's
     size checked before any of it is read (limit-post); headers for every response, the
-    layers' own included (add-header, del-header).
+    layers' own included (add-header, del-header, http-keepalive = 0).
     """
     c = config
     if c.routes:
@@ -41,8 +41,8 @@ def wrap(config: Config, app: WSGIApp) -> WSGIApp:
         from emperor.worker.body import LimitPost
 
         app = LimitPost(app, c.limit_post)
-    if c.add_header or c.del_header:
+    if c.add_header or c.del_header or c.http_keepalive == 0:
         from emperor.worker.layer import Headers
 
-        app = Headers(app, c.add_header, c.del_header)
+        app = Headers(app, c.add_header + (["Connection: close"] if c.http_keepalive == 0 else []), c.del_header)
     return app

@@ -1,6 +1,6 @@
 """What the WSGI layers of features.py share: answering a request themselves, acting after
 the response went out, and the simplest layer, headers added and removed (`add-header`,
-`del-header`).
+`del-header`, `http-keepalive = 0`).
 """
 from __future__ import annotations
 
@@ -73,7 +73,8 @@ def after(result: Any, then: Callable[[], None]) -> Any:
 
 
 class Headers:
-    """`add-header` and `del-header`: on every response of the vassal, the layers' own included (uWSGI adds its
+    """`add-header` and `del-header` (and `http-keepalive = 0`, a `Connection: close` on every
+    response): on every response of the vassal, the layers' own included (uWSGI adds its
     additional headers to every response it writes, core/writer.c)."""
 
     def __init__(self, app: Callable, add: list[str], remove: list[str]) -> None:
