@@ -372,6 +372,19 @@ def test_add_header_and_del_header_options_apply_to_every_response(master):
         assert "server" not in h
 
 
+def test_a_vassal_without_these_options_gets_no_layer(tmp_path):
+    """features.wrap puts nothing around the application of a vassal that sets none of these
+    options: its requests run the code they ran before (scripts/bench_serve.py measures it)."""
+    from emperor.config import load_config
+    from emperor.worker import features
+    ini = tmp_path / "bare.ini"
+    ini.write_text("[uwsgi]\nhttp-socket = :9\nmodule = m\nhttp-keepalive = 30\n")
+
+    def app(environ, start_response):
+        return []
+    assert features.wrap(load_config(str(ini)), app) is app
+
+
 # ---------------------------------------------------------------- behind nginx
 
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None)

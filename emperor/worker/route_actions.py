@@ -104,7 +104,7 @@ def _plain_var(name: str) -> Callable[[dict], str]:
 class Template:
     """A rule's text with `$0`..`$9` (the test's regexp groups) and `${VAR}`, `${name[arg]}`."""
 
-    __slots__ = ("parts", "const", "starts_dynamic")
+    __slots__ = ("parts", "const", "single", "starts_dynamic")
 
     def __init__(self, text: str) -> None:
         parts: list[Any] = []
@@ -123,11 +123,15 @@ class Template:
             parts.append(text[pos:])
         self.parts = parts
         self.const = text if all(type(p) is str for p in parts) else None
+        # `${VAR}` alone, the commonest subject of a condition: no join
+        self.single = parts[0] if len(parts) == 1 and callable(parts[0]) else None
         self.starts_dynamic = bool(parts) and type(parts[0]) is not str
 
     def __call__(self, env: dict, groups: tuple, quote: Callable[[str], str] | None = None) -> str:
         if self.const is not None:
             return self.const
+        if self.single is not None and quote is None:
+            return self.single(env)
         out = []
         for p in self.parts:
             if type(p) is str:
@@ -235,14 +239,25 @@ def _goto(arg: str, labels: dict, where: str) -> Callable:
     return act
 
 
+def _header_pair(text: str) -> tuple[str, str]:
+    name, colon, value = _header_text(text).partition(":")
+    if not colon or not _HEADER_NAME.fullmatch(name.strip()):
+        raise Refused(f"addheader: not a header line: {text!r}")
+    return name.strip(), value.strip()
+
+
 def _addheader(arg: str, labels: dict, where: str) -> Callable:
     t = Template(arg)
+    if t.const is not None:
+        try:
+            header = _header_pair(t.const)   # checked once: the same header for every request
+        except Refused as e:
+            logmod.log(f"{where}: {e}; the rule answers 400")
+        else:
+            return lambda env, req, groups: req.add.append(header)
 
     def act(env: dict, req: Any, groups: tuple) -> None:
-        name, colon, value = _header_text(t(env, groups)).partition(":")
-        if not colon or not _HEADER_NAME.fullmatch(name.strip()):
-            raise Refused(f"{where}: addheader: not a header line: {name + colon + value!r}")
-        req.add.append((name.strip(), value.strip()))
+        req.add.append(_header_pair(t(env, groups)))
     return act
 
 

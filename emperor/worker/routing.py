@@ -97,6 +97,9 @@ def _condition(name: str, arg: str) -> Callable[[dict, _Req], tuple | None]:
             return _groups(m) if m else None
         return regexp
     compare, right = _COMPARE[name], Template(right_text)
+    if right.const is not None:
+        pattern = right.const
+        return lambda env, req: () if compare(left(env, ()), pattern) else None
     return lambda env, req: () if compare(left(env, ()), right(env, ())) else None
 
 
