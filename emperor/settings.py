@@ -9,9 +9,11 @@ from __future__ import annotations
 from collections import namedtuple
 
 from emperor.attached import checker, parse_cron, parse_daemon
+from emperor.routes import OPTIONS as ROUTE_OPTIONS
 from emperor.values import (_address, _bool, _buffer_size, _chmod, _choice, _cidrs, _exec_hook, _expires_regexp,
-                            _expires_type, _file_serve_mode, _int, _log_date, _logger, _megabytes, _nonempty, _octal,
-                            _processes, _regexp, _spaced, _static_map, _str, _threads, _tls_spec)
+                            _expires_type, _file_serve_mode, _header, _int, _keepalive, _log_date, _logger,
+                            _megabytes, _mount, _nonempty, _octal, _processes, _regexp, _route, _spaced, _static_map,
+                            _str, _threads, _tls_spec)
 
 
 class Config:
@@ -180,6 +182,16 @@ class Config:
         self.req_logger: str | None = None
         self.logger: str | None = None
         self.print: list[str] = []        # `print` lines, logged by the master as it starts
+        # internal routing, headers, mounts, request bodies (emperor/worker/features.py puts them on)
+        self.routes: list[tuple[str, str]] = []  # (option, rule) in file order: route*, error-route*, final-route*
+        self.add_header: list[str] = []
+        self.del_header: list[str] = []
+        self.mounts: list[str] = []
+        self.manage_script_name: bool = False
+        self.post_buffering: int = 0
+        self.limit_post: int = 0
+        self.http_keepalive: int = 1             # 0: no keep-alive; N > 1: a connection may idle N s between requests
+        self.harakiri_verbose: bool = False
         self.warnings: list[str] = []
         self.origins: dict[str, tuple[str, int]] = {}
 
@@ -207,6 +219,9 @@ class Config:
             value = getattr(self, opt.field)
             for v in value if isinstance(value, list) else [value]:
                 if v is None:
+                    continue
+                if isinstance(v, tuple):   # (option, value): several options share one ordered list (routes)
+                    lines.append(f"{v[0]} = {v[1]}")
                     continue
                 text = ("true" if v else "false") if isinstance(v, bool) else str(v)
                 lines.append(f"{name} = {text}")
@@ -360,6 +375,17 @@ _OPTIONS: dict[str, _Opt] = {
     "log-micros": _Opt("log_micros", _bool),
     "req-logger": _Opt("req_logger", _logger, aliases=("logger-req",)),
     "logger": _Opt("logger", _logger),
+    # -- internal routing, headers, mounts, request bodies: uWSGI's InternalRouting doc (core/routing.c),
+    #    Options.rst (add-header, mount, manage-script-name, post-buffering, limit-post, http-keepalive) --
+    **{name: _Opt("routes", _route(name), True) for name in ROUTE_OPTIONS},
+    "add-header": _Opt("add_header", _header, True),
+    "del-header": _Opt("del_header", _nonempty, True, ("rem-header",)),
+    "mount": _Opt("mounts", _mount, True, ("worker-mount",)),
+    "manage-script-name": _Opt("manage_script_name", _bool),
+    "post-buffering": _Opt("post_buffering", _int()),
+    "limit-post": _Opt("limit_post", _int()),
+    "http-keepalive": _Opt("http_keepalive", _keepalive),
+    "harakiri-verbose": _Opt("harakiri_verbose", _bool),
     "lazy-apps": _Opt("lazy_apps", _bool, aliases=("lazy",)),
     "need-app": _Opt("need_app", _bool),
     "stats": _Opt("stats", _address, aliases=("stats-server",)),

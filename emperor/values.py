@@ -14,6 +14,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
+from emperor import routes
+
 _INT_RE = re.compile(r"[ \t\n\v\f\r]*([+-]?[0-9]+)")
 _FALSE = {"false", "off", "no", "0"}
 _WORDS = {"true", "false", "yes", "no", "on", "off"}     # what people write where a number goes
@@ -286,3 +288,38 @@ def _file_serve_mode(text: str) -> object:
         return "x-accel-redirect"
     return Noted(None, [("warning", f'"{text}" is not a mode uWSGI knows (x-sendfile, x-accel-redirect, '
                                     "nginx): the worker sends the files itself, as uWSGI does then")])
+
+
+def _route(option: str) -> Callable[[str], tuple[str, str]]:
+    """A routing option: (option, rule) in Config.routes, so the chains keep the file's order;
+    a malformed rule is an error at its line, as uWSGI exits on it (emperor/routes.py)."""
+    def conv(text: str) -> tuple[str, str]:
+        routes.parse(option, text)
+        return option, text
+    return conv
+
+
+def _header(text: str) -> str:
+    """`add-header = Name: value`, as it goes on the wire."""
+    name, colon, _ = text.partition(":")
+    if not colon or not name or not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name):
+        raise ValueError(f'expected "Name: value", got "{text}"')
+    return text
+
+
+def _mount(text: str) -> str:
+    """`mount = /mountpoint=app`: app is module[:callable] or a .py/.wsgi file."""
+    point, eq, app = text.partition("=")
+    if not eq or not app.strip() or (point and not point.startswith("/")):
+        raise ValueError(f'expected "/mountpoint=module[:callable]" or "/mountpoint=file.py", got "{text}"')
+    return text
+
+
+def _keepalive(text: str) -> int:
+    """`http-keepalive`: bare or true is on (1), false or 0 off, N > 1 an idle timeout of N s."""
+    word = re.split(r"[\s;#]", text.strip(), maxsplit=1)[0] if text.strip() else ""
+    if not word or word.lower() in ("true", "on", "yes"):
+        return 1
+    if word.lower() in _FALSE:
+        return 0
+    return _atoi(word)[0]

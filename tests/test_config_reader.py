@@ -68,9 +68,9 @@ def test_a_section_may_come_back_and_all_its_blocks_count(tmp_path):
 
 def test_bare_option_is_the_empty_string(tmp_path):
     """ini.c ini_get_key: `vacuum` alone is vacuum = "" (true for a flag: uwsgi_opt_true)."""
-    c = load(tmp_path, "vacuum\ndie-on-term\nharakiri-verbose\n")
-    assert c.vacuum is True and c.die_on_term is True
-    assert c.warnings == ['app.ini:6: option "harakiri-verbose" is not supported by emperor; ignored']
+    c = load(tmp_path, "vacuum\ndie-on-term\nharakiri-verbose\nemperor-nofollow\n")
+    assert c.vacuum is True and c.die_on_term is True and c.harakiri_verbose is True
+    assert c.warnings == ['app.ini:7: option "emperor-nofollow" is not supported by emperor; ignored']
 
 
 def test_a_line_that_is_not_an_option_without_equals_is_a_syntax_error(tmp_path):

@@ -42,11 +42,11 @@ def exchange(port: int, prefix: bytes, requests: int = 1) -> list[tuple[int, byt
     """Send `prefix` then `requests` keep-alive GETs on one connection; each (status, body)."""
     out = []
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        s.sendall(prefix)
         f = s.makefile("rb")
         for i in range(requests):
             last = i == requests - 1
-            s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n" + (b"Connection: close\r\n" if last else b"") + b"\r\n")
+            s.sendall((prefix if i == 0 else b"")   # with the first request: a refusal answers it whole
+                      + b"GET / HTTP/1.1\r\nHost: t\r\n" + (b"Connection: close\r\n" if last else b"") + b"\r\n")
             status = int(f.readline().split()[1])
             length = 0
             while (line := f.readline()) not in (b"\r\n", b""):

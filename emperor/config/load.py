@@ -91,6 +91,7 @@ class _Judge:
         self.sockets: list[tuple[bool, str]] = []   # (default protocol?, address), in order
         self.seen: set[str] = set()                  # option names met (valid or not)
         self.protocol = "uwsgi"
+        self.route_lines: list[tuple[str, int | None]] = []   # where each of cfg.routes was written
 
     def flag(self, name: str) -> bool:
         """The last value of a boolean option, read before the judging (it changes the verdicts)."""
@@ -161,7 +162,7 @@ class _Judge:
 
     def honour(self, e: Entry, name: str) -> None:
         opt = OPTIONS[name]
-        if name in ("socket", "http-socket", "https-socket", "module", "wsgi-file"):
+        if name in ("socket", "http-socket", "https-socket", "module", "wsgi-file", "mount"):
             self.seen.add("socket" if "socket" in name else "app")
         try:
             text = self.resolver.value(e)
@@ -182,6 +183,8 @@ class _Judge:
         elif opt.many:
             if value is not None:   # None: an item left out with a warning (a cron that never runs)
                 self.lists.setdefault(opt.field, []).append(value)
+                if opt.field == "routes":
+                    self.route_lines.append((e.file, e.line))
         else:
             setattr(self.cfg, opt.field, value)
         self.cfg.origins[name] = (e.file, e.line or 0)
@@ -234,12 +237,13 @@ class _Judge:
         self.hooks_and_cheaper(top)
         self.loggers(top)
         self.proxy_and_tls(top)
+        self.routing()
         if not self.reader.top_ok:   # nothing was read: "no socket" would only repeat that
             self.seen |= {"socket", "app"}
         if not (cfg.http_sockets or cfg.uwsgi_sockets or cfg.https_sockets) and "socket" not in self.seen:
             self.out.append(Finding(top, None, "", ERROR, "no socket or http-socket",
                                     f"{top}: no socket or http-socket", "vassal"))
-        if cfg.need_app and not cfg.module and not cfg.wsgi_file and "app" not in self.seen:
+        if cfg.need_app and not cfg.module and not cfg.wsgi_file and not cfg.mounts and "app" not in self.seen:
             text = "no module or wsgi-file (an application is required)"
             self.out.append(Finding(top, None, "", ERROR, text, f"{top}: {text}", "vassal"))
         cfg.warnings = [f.message for f in self.out if f.message and f.verdict != ERROR]
@@ -275,6 +279,21 @@ class _Judge:
         cfg.uwsgi_sockets = [one(a, "socket") for a in cfg.uwsgi_sockets]
         if cfg.stats:
             cfg.stats = one(cfg.stats, "stats")
+
+    def routing(self) -> None:
+        """What a route rule asks that emperor does not do, or a goto with nowhere to go: named at
+        the rule's line (an error under strict, as an unknown action is in uWSGI)."""
+        if not self.cfg.routes:
+            return
+        from emperor import routes
+
+        for index, message, unsupported_here in routes.problems(self.cfg.routes):
+            file, line = self.route_lines[index]
+            option = self.cfg.routes[index][0]
+            verdict = ERROR if self.strict and unsupported_here else WARNING
+            text = f"{message} (strict mode)" if verdict == ERROR else message
+            self.out.append(Finding(file, line, option, verdict, text, where(file, line) + f"{option}: {text}",
+                                    "unsupported" if verdict == ERROR else ""))
 
     def proxy_and_tls(self, top: str) -> None:
         if self.cfg.enable_proxy_protocol and self.cfg.https_sockets:

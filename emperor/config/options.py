@@ -25,6 +25,8 @@ EMPEROR_ONLY = ("strict-compat", "snapshot", "snapshot-ttl", "graceful-removal",
 ALIAS_NOTES = {
     "http": "uWSGI starts its HTTP router here, a process proxying to the workers; "
             "emperor's workers serve HTTP on this address themselves",
+    "worker-mount": "the application is loaded where the others are: in the master before the fork, "
+                    "or in each worker with lazy-apps",
     "https": "uWSGI starts its HTTPS router here, a process proxying to the workers; emperor's "
              "workers serve HTTPS on this address themselves",
     "http-enable-proxy-protocol": "the HTTP router's option in uWSGI; here the workers' HTTP sockets read "

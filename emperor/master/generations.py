@@ -21,6 +21,7 @@ from emperor.config import Config
 from emperor.proc import describe_exit, set_command_line, set_process_name, signal_quietly
 from emperor.wire import handoff
 from emperor.wire.scoreboard import Scoreboard
+from emperor.worker.process import TRACEBACK
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing into every master image
 if TYPE_CHECKING:
@@ -91,6 +92,7 @@ class Workers:
         self.awaiting = True                     # until this image's generation is all ready
         self.stopping = False                    # the master stops: nobody is respawned
         self.sentenced: set[int] = set()         # killed by harakiri, not reaped yet: killed once, logged once
+        self.traced: dict[int, float] = {}       # harakiri-verbose: pid -> the stuck request whose stacks it dumped
 
     @classmethod
     def adopt(cls, h: handoff.HandOff, config: Config, **kw: Any) -> Workers:
@@ -239,6 +241,7 @@ class Workers:
             gen.slots[slot] = None
             was_ready = slot in gen.ready
             self.sentenced.discard(pid)
+            self.traced.pop(pid, None)
             gen.ready.discard(slot)
             if gen is not self.current or self.stopping:
                 if gen in self.draining and not gen.pids():
@@ -405,9 +408,29 @@ class Workers:
                 for core in gen.board.worker(slot)["cores"]:
                     since = core["busy_since"]
                     if since and now - since > limit:
+                        if self.config.harakiri_verbose and self.traced.get(pid) != since:  # killed next look
+                            self.traced[pid] = since
+                            harakiri_trace(self.log, slot, pid, core, now - since)
+                            break
                         self.log(f"HARAKIRI: worker {slot + 1} (pid {pid}) ran {core['method']} {core['path']} "
                                  f"for {now - since:.1f}s (limit {limit}s): killing it")
                         gen.harakiri[slot] += 1
                         self.sentenced.add(pid)   # its SIGCHLD may come after the next look here
                         signal_quietly(pid, signal.SIGKILL)
                         break
+
+
+def harakiri_trace(log: Callable[[str], None], slot: int, pid: int, core: dict, took: float) -> None:
+    """harakiri-verbose: what the worker is stuck in, before it is killed. As uWSGI
+    (core/master_utils.c, trigger_harakiri): its system call and wait channel from /proc;
+    and every thread's Python stack, which the worker writes to the log itself
+    (faulthandler, on TRACEBACK: it works even when a thread holds the interpreter)."""
+    log(f"HARAKIRI: worker {slot + 1} (pid {pid}) ran {core['method']} {core['path']} for {took:.1f}s; "
+        f"its stacks follow, then it is killed")
+    for name in ("syscall", "wchan"):
+        try:
+            with open(f"/proc/{pid}/{name}") as f:
+                log(f"HARAKIRI: -- {name}> {f.read().strip()}")
+        except OSError:
+            pass
+    signal_quietly(pid, TRACEBACK)

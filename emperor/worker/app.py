@@ -16,6 +16,10 @@ import sys
 import traceback
 from collections.abc import Callable
 
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing into every master image
+if TYPE_CHECKING:
+    from typing import Any
+
 from emperor.config import Config
 
 
@@ -81,52 +85,74 @@ def _no_app(environ: dict, start_response: Callable) -> list[bytes]:
 
 
 def load(config: Config) -> Callable:
-    """Import and return the WSGI callable."""
+    """Import and return the WSGI callable (with `mount`s: the one that picks among them)."""
     prepare_environment(config)
-    if not config.module and not config.wsgi_file:
-        return _no_app  # need-app = false (config.py requires one otherwise)
+    default = None
+    if not config.module and not config.wsgi_file and not config.mounts:
+        return _no_app  # need-app = false (the config reader requires one otherwise)
     if config.module:
         modname, _, attr = config.module.partition(":")
-        attr = attr or config.callable
-        try:
-            module = importlib.import_module(modname)
-        except ModuleNotFoundError as e:
-            if e.name and (modname == e.name or modname.startswith(e.name + ".")):
-                raise AppError(f"{config.name}: module {modname!r} not found "
-                               f"(sys.path: {', '.join(sys.path[:4])}...)") from None
-            raise AppError(f"{config.name}: module {modname!r} failed to import: "
-                           f"{type(e).__name__}: {e}", _app_traceback()) from None
-        except BaseException as e:
-            if isinstance(e, (KeyboardInterrupt,)):
-                raise
-            raise AppError(f"{config.name}: module {modname!r} failed to import: "
-                           f"{type(e).__name__}: {e}", _app_traceback()) from None
-        where = f"module {modname!r}"
-    else:
-        path = config.wsgi_file
-        assert path is not None  # the config requires module or wsgi-file
-        if not os.path.isfile(path):
-            raise AppError(f"{config.name}: wsgi-file {path}: no such file")
-        name = "uwsgi_file_" + _safe(path)
-        # SourceFileLoader: `.wsgi` and `.py` files alike (the default finder only knows `.py`)
-        loader = SourceFileLoader(name, path)
-        spec = importlib.util.spec_from_file_location(name, path, loader=loader)
-        assert spec is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        try:
-            loader.exec_module(module)
-        except BaseException as e:
-            if isinstance(e, KeyboardInterrupt):
-                raise
-            raise AppError(f"{config.name}: wsgi-file {path} failed to import: "
-                           f"{type(e).__name__}: {e}", _app_traceback()) from None
-        attr = config.callable
-        where = f"wsgi-file {path}"
-    # `module = pkg.mod:create_app()`: the factory is called, with no argument, and what it
-    # returns is the application (uWSGI's module loader does so, pyloader.c uwsgi_uwsgi_loader;
-    # its wsgi-file loader does not).
-    factory = config.module is not None and attr.endswith("()")
+        default = _from_module(config, modname, attr or config.callable, "")
+    elif config.wsgi_file:
+        default = _from_file(config, config.wsgi_file, "")
+    if not config.mounts:
+        assert default is not None  # the config requires module, wsgi-file or mount
+        return default
+    from emperor.worker.mounts import Mounts, mountpoint
+
+    apps: dict[str, Callable] = {}
+    for item in config.mounts:
+        point, target = mountpoint(item)
+        where = f"mount {point or '/'}: "
+        if target.endswith((".py", ".wsgi")):
+            apps[point] = _from_file(config, target, where)
+        else:
+            modname, _, attr = target.partition(":")
+            apps[point] = _from_module(config, modname, attr or config.callable, where)
+    return Mounts(apps, default if default is not None else apps.get(""))
+
+
+def _from_module(config: Config, modname: str, attr: str, where: str) -> Callable:
+    try:
+        module = importlib.import_module(modname)
+    except ModuleNotFoundError as e:
+        if e.name and (modname == e.name or modname.startswith(e.name + ".")):
+            raise AppError(f"{config.name}: {where}module {modname!r} not found "
+                           f"(sys.path: {', '.join(sys.path[:4])}...)") from None
+        raise AppError(f"{config.name}: {where}module {modname!r} failed to import: "
+                       f"{type(e).__name__}: {e}", _app_traceback()) from None
+    except BaseException as e:
+        if isinstance(e, (KeyboardInterrupt,)):
+            raise
+        raise AppError(f"{config.name}: {where}module {modname!r} failed to import: "
+                       f"{type(e).__name__}: {e}", _app_traceback()) from None
+    return _callable(config, module, attr, f"{where}module {modname!r}", factory=attr.endswith("()"))
+
+
+def _from_file(config: Config, path: str, where: str) -> Callable:
+    if not os.path.isfile(path):
+        raise AppError(f"{config.name}: {where}wsgi-file {path}: no such file")
+    name = "uwsgi_file_" + _safe(path)
+    # SourceFileLoader: `.wsgi` and `.py` files alike (the default finder only knows `.py`)
+    loader = SourceFileLoader(name, path)
+    spec = importlib.util.spec_from_file_location(name, path, loader=loader)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    try:
+        loader.exec_module(module)
+    except BaseException as e:
+        if isinstance(e, KeyboardInterrupt):
+            raise
+        raise AppError(f"{config.name}: {where}wsgi-file {path} failed to import: "
+                       f"{type(e).__name__}: {e}", _app_traceback()) from None
+    return _callable(config, module, config.callable, f"{where}wsgi-file {path}")
+
+
+def _callable(config: Config, module: Any, attr: str, where: str, factory: bool = False) -> Callable:
+    """`module = pkg.mod:create_app()`: the factory is called, with no argument, and what it
+    returns is the application (uWSGI's module loader does so, pyloader.c uwsgi_uwsgi_loader;
+    its wsgi-file loader does not)."""
     app = getattr(module, attr[:-2] if factory else attr, None)
     if app is None:
         raise AppError(f"{config.name}: {where} has no callable {attr[:-2] if factory else attr!r}")

@@ -71,6 +71,8 @@ class Core:
         self.wakes = 0  # the worker's WAKE count when this core last read its orders
         self.accept_again: float | None = None  # out of descriptors: listeners come back then
         self.scarce = 0                         # accepts refused for want of descriptors, unlogged
+        keepalive = worker.config.http_keepalive  # > 1: how long a connection may idle between requests
+        self.idle = keepalive if keepalive > 1 else 0   # 0: the connection's own timeout
 
     # -- orders from the worker --
     def apply_orders(self) -> None:
@@ -322,7 +324,7 @@ class Core:
             if not (out and inp.drain(DRAIN_BYTES, DRAIN_SECONDS)):
                 self.close(conn)
                 return
-            conn.deadline = time.monotonic() + conn.timeout
+            conn.deadline = time.monotonic() + (self.idle or conn.timeout)
             if not conn.nodelay and conn.tcp:
                 # only a connection that carries several responses can meet Nagle's
                 # delay; a one-request connection never pays for this setsockopt

@@ -55,6 +55,9 @@ SIGNALS: dict[int, str] = {
     signal.SIGRTMIN: REOPEN,    # the log file was rotated: open its path again (master/logfiles.py)
 }
 __doc__ += "\n".join(f"    {signal.Signals(s).name:8} {a}" for s, a in SIGNALS.items())
+# harakiri-verbose: every thread's stack to the log, written by faulthandler in the handler itself
+# (so even a thread stuck in C code is shown); the master sends it before a harakiri kill
+TRACEBACK = signal.SIGRTMIN + 1
 
 
 def _not_loaded(environ: dict, start_response: Callable) -> list[bytes]:
@@ -141,6 +144,10 @@ class Worker:
                 signal.signal(sig, self._on_signal)
             signal.signal(signal.SIGURG, signal.SIG_IGN)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            if self.config.harakiri_verbose:
+                import faulthandler
+
+                faulthandler.register(TRACEBACK, all_threads=True)
             signal.set_wakeup_fd(main_w, warn_on_full_buffer=False)
             die_with_parent()  # no orphan keeps a port
             if os.getppid() != self.master_pid:

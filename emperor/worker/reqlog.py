@@ -4,9 +4,9 @@ Which requests: all of them unless `disable-logging`; then only those `log-4xx`,
 `log-5xx`, `log-slow` (ms), `log-big` (bytes) and `log-zero` ask for. A `log-format`
 line is written as it is formatted, with no prefix, as uWSGI does (so a JSON
 format gives JSON lines); `logformat-strftime` passes it through strftime first
-(with `log-date`'s format for `%(ftime)`). Every value from the request is escaped
-(log.printable): a client cannot inject a line. `req-logger = file:PATH` sends
-these lines to their own file.
+(with `log-date`'s format for `%(ftime)`). A request the `donotlog` routing action
+marked has no line. Every value from the request is escaped (log.printable): a client
+cannot inject a line. `req-logger = file:PATH` sends these lines to their own file.
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 
 from emperor import log as logmod
+from emperor import routes
 from emperor.config import Config
 from emperor.proc import memory
 
@@ -90,6 +91,8 @@ class RequestLog:
         self.parts = self._compile(c.log_format) if c.log_format else None
         self.filtered = c.disable_logging   # then only what log-4xx and the others ask for
         self.active = not c.disable_logging or bool(c.log_4xx or c.log_5xx or c.log_slow or c.log_big or c.log_zero)
+        # requests a `donotlog` route marked (emperor/worker/routing.py) leave no line
+        self.skips = any(routes.parse(option, rule).action == "donotlog" for option, rule in c.routes)
         self.fd = -1
         if c.req_logger and c.req_logger.startswith("file:"):
             self.fd = os.open(c.req_logger[5:], os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
@@ -103,6 +106,8 @@ class RequestLog:
                     or (c.log_zero and size == 0))
 
     def line(self, r: Request, peer: str) -> str:
+        if self.skips and r.environ.get("emperor.donotlog"):
+            return ""
         if self.parts is None:
             return self._default(r, peer)
         text = "".join(p if isinstance(p, str) else p(r) for p in self.parts)
