@@ -2,6 +2,8 @@
 injected view, then real masters under a real load (uWSGI's Cheaper doc, core/master_utils.c)."""
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import sys
 import threading
@@ -9,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from support import worker_pids
-from support import APPS, free_port, wait_for
+from support import APPS, alive, descendants, free_port, wait_for, worker_pids
 from emperor.config import ConfigError, load_config
 from emperor.master.cheaper import Backlog, Busyness, Spare, Spare2, View
 
@@ -135,3 +136,67 @@ def test_die_on_idle_ends_a_master_that_serves_nothing(procs, tmp_path):
     assert request(m.port, "/")
     assert m.wait(30) == 0
     assert "no request for 1s (idle)" in m.log
+
+
+def cut_short(port: int, path: str) -> None:
+    """A request whose server is killed under it: it ends, however it ends."""
+    try:
+        request(port, path)
+    except (AssertionError, OSError):
+        pass
+
+
+def hold_two(m, tag: str, target=request) -> list[threading.Thread]:
+    """Two requests held inside the app (the gate): both workers of a `cheaper = 1` master busy."""
+    threads = [threading.Thread(target=target, args=(m.port, f"/hold?id={tag}{i}")) for i in range(2)]
+    for t in threads:
+        t.start()
+    return threads
+
+
+def release(m, tag: str, threads: list[threading.Thread]) -> None:
+    wait_for(lambda: all((m.gate / f"{tag}{i}.started").exists() for i in range(2)), timeout=30)
+    for i in range(2):
+        (m.gate / f"{tag}{i}.release").touch()
+    for t in threads:
+        t.join(30)
+
+
+def test_cheaper_goes_on_across_a_graceful_reload(procs, tmp_path):
+    """A reload's new generation starts with cheaper-initial workers (as uWSGI's master starts
+    a re-exec'd instance: core/master.c), the old one retires whatever it had grown to, and the
+    algorithm keeps working on the new one."""
+    m = gate_master(procs, tmp_path, "processes = 4\ncheaper = 1\ncheaper-overload = 1\nworker-reload-mercy = 30\n")
+    m.wait_log("running (workers ready)", timeout=20)
+    threads = hold_two(m, "a")
+    m.wait_log("cheaper (spare): 1 -> 2 workers", timeout=30)
+    release(m, "a", threads)
+    m.signal(signal.SIGHUP)
+    m.wait_log("generation 1 ready", timeout=30)
+    wait_for(lambda: len(worker_pids(m.pid)) == 1, timeout=30)   # the new generation: cheaper-initial
+    threads = hold_two(m, "b")
+    m.wait_log("cheaper (spare): 1 -> 2 workers", count=2, timeout=30)
+    release(m, "b", threads)
+    m.wait_log("cheaper (spare): 2 -> 1 workers", count=1, timeout=40)
+
+
+def test_a_sigkilled_emperor_leaves_no_process_of_a_grown_vassal(emperor, tmp_path):
+    """Workers the cheaper algorithm added die with their master, and the master with the emperor
+    (PR_SET_PDEATHSIG down the tree): nothing of the vassal outlives a SIGKILLed emperor."""
+    port = free_port()
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    e = emperor(vassals={"app.ini": f"[uwsgi]\nhttp-socket = 127.0.0.1:{port}\nchdir = {APPS}\nmodule = leaky\n"
+                                    f"env = GATE_DIR={gate}\nprocesses = 4\ncheaper = 1\ncheaper-overload = 1\n"})
+    e.wait_log("app.ini: starting -> running", timeout=30)
+    m = type("M", (), {"port": port, "gate": gate})()
+    threads = hold_two(m, "k", cut_short)
+    wait_for(lambda: all((gate / f"k{i}.started").exists() for i in range(2)), timeout=30)
+    tree = descendants(e.pid)
+    assert len(tree) >= 3   # the master and its two workers, at least
+    os.kill(e.pid, signal.SIGKILL)
+    wait_for(lambda: not any(alive(p) for p in tree), timeout=30)
+    for i in range(2):
+        (gate / f"k{i}.release").touch()
+    for t in threads:
+        t.join(5)
