@@ -338,12 +338,12 @@ def probe(port: int, timeout: float = 20.0, server: Server | None = None) -> Non
 
 # ---------------------------------------------------------------- contenders
 
-def emperor(port: int, workdir: Path, bindir: Path, proto: str = "http") -> Server:
+def emperor(port: int, workdir: Path, bindir: Path, proto: str = "http", src: Path | None = None) -> Server:
     key = "http-socket" if proto == "http" else "socket"
     ini = workdir / f"emperor-{proto}-{port}.ini"
     ini.write_text(f"[uwsgi]\n{key} = 127.0.0.1:{port}\nchdir = {BENCH}\nmodule = {APP_MODULE}\n"
                    f"processes = {WORKERS}\ndisable-logging = true\n")
-    env = {"PYTHONPATH": str(EMPEROR_SRC) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env = {"PYTHONPATH": str(src or EMPEROR_SRC) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     return Server("emperor", [sys.executable, "-m", "emperor", "master", str(ini)], port, workdir,
                   signal.SIGINT, env=env)
 
@@ -558,13 +558,29 @@ def report(results, pss, info, args) -> str:
     return "\n".join(out)
 
 
+def add_revision(spec: str, workdir: Path) -> None:
+    """--rev REV: emperor/ as git revision REV has it, as one more setup `emperor@REV` in the
+    keep-alive and Connection: close scenarios, interleaved with the others round by round (a
+    before/after comparison on a machine whose load drifts)."""
+    src = workdir / f"src-{spec}"
+    src.mkdir()
+    tar = subprocess.run(["git", "-C", str(ROOT), "archive", spec, "emperor"], capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(src)], input=tar.stdout, check=True)
+    name = f"emperor@{spec}"
+    SETUPS[name] = (lambda p, w, b: emperor(p, w, b, "http", src), None)
+    for scen in ("keep-alive", "Connection: close"):
+        SCENARIOS[scen][0].append(name)
+
+
 def bench(args, bindir: Path) -> None:
     global EMPEROR_SRC
     workdir = Path(tempfile.mkdtemp(prefix="emperor-bench-"))
     EMPEROR_SRC = snapshot_emperor(workdir)
+    for spec in args.rev or []:
+        add_revision(spec, workdir)
     info = machine(bindir)
     say("machine: " + json.dumps(info, indent=1))
-    order = [n for n in SETUPS if not args.only or n in args.only]
+    order = [n for n in SETUPS if not args.only or n in args.only or n.startswith("emperor@")]
     results: dict = defaultdict(lambda: defaultdict(list))
     pss: dict = defaultdict(list)
     t0 = time.monotonic()
@@ -683,7 +699,9 @@ def main() -> int:
     ap.add_argument("--duration", type=int, default=5, help="seconds per wrk run (whole seconds: wrk)")
     ap.add_argument("--warmup", type=int, default=2, help="seconds of discarded wrk before measuring")
     ap.add_argument("--quick", action="store_true", help="1 round of 2 s runs: checks the setup works")
-    ap.add_argument("--only", nargs="*", choices=list(SETUPS), help="run these setups only")
+    ap.add_argument("--only", nargs="*", help=f"run these setups only ({', '.join(SETUPS)}, emperor@REV)")
+    ap.add_argument("--rev", action="append", metavar="REV",
+                    help="also emperor as git revision REV has it (emperor@REV), interleaved: before/after")
     ap.add_argument("--venv", type=Path, default=DEFAULT_VENV)
     ap.add_argument("--json", help="also write raw results here")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (configs, server logs)")
