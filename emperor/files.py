@@ -5,6 +5,7 @@ agree on what a touch, an edit or a replacement is.
 """
 from __future__ import annotations
 
+import errno
 import os
 import stat
 
@@ -31,6 +32,15 @@ def content_mark(path: str) -> tuple[int, ...] | None:
 
 
 MAX_CONFIG_BYTES = 1 << 20   # one vassal file or include: real ones are a few KiB
+
+
+# out of descriptors or memory: says nothing about a file, only about this moment
+SCARCE = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+
+
+class Scarce(Exception):
+    """A file could not be read for want of descriptors or memory: not the file's fault, and
+    not a config error (it is tried again later); str() is the system's words."""
 
 
 class Unreadable(Exception):
@@ -93,13 +103,36 @@ class TrustRule:
         return ""
 
 
+def open_nonblocking(path: str | bytes) -> int:
+    """A descriptor to read `path` that never waits: a FIFO (or a device) where a file was
+    expected opens at once instead of stopping the loop until a writer comes."""
+    return os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+
+
+def read_head(path: str, size: int) -> bytes:
+    """Up to `size` bytes from the start of `path` (a pidfile), opened without blocking:
+    a FIFO reads as b"". OSError as os.open and os.read raise it."""
+    fd = open_nonblocking(path)
+    try:
+        return os.read(fd, size)
+    finally:
+        os.close(fd)
+
+
 def read_untrusted(path: str, rule: TrustRule | None = None, limit: int = MAX_CONFIG_BYTES) -> bytes:
     """The bytes of a regular file of at most `limit` bytes, read without ever blocking.
 
     A vassal file names what it includes: /dev/zero must not fill our memory, nor a FIFO
     stop our loop (O_NONBLOCK makes the open return at once; then only a regular file is read).
+    Scarce (not an OSError: the callers' handlers read those as the file's problem) when the
+    open fails for want of descriptors or memory.
     """
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    try:
+        fd = open_nonblocking(path)
+    except OSError as e:
+        if e.errno in SCARCE:
+            raise Scarce(e.strerror) from None
+        raise
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import namedtuple
 
+from emperor.api.cachespec import check as _cache2
 from emperor.attached import checker, parse_cron, parse_daemon
 from emperor.routes import OPTIONS as ROUTE_OPTIONS
 from emperor.values import (_address, _bool, _buffer_size, _chmod, _choice, _cidrs, _exec_hook, _expires_regexp,
@@ -24,6 +25,9 @@ class Config:
     """
 
     FIELDS: tuple[str, ...] = ()   # filled in below the class
+    # every line as read, (name as written, value): uwsgi.opt (emperor/api/uwsgi.py). Set by the
+    # loader, not a setting: not in FIELDS, so ini_lines() and the round trip leave it alone
+    given: list[tuple[str, str]] = []
 
     def __init__(self, path: str, name: str, section: str = "uwsgi") -> None:
         self.path: str = path
@@ -114,6 +118,8 @@ class Config:
         self.idle: int = 0
         self.die_on_idle: bool = False
         self.cheap: bool = False
+        self.protocol: str = "uwsgi"           # `protocol`: what a socket without its own kind speaks
+        self.on_demand: bool = False          # emperor's own: the emperor binds the sockets, starts the master on a connection
         self.reload_on_rss: int = 0
         self.reload_on_as: int = 0
         self.evil_reload_on_rss: int = 0
@@ -147,20 +153,24 @@ class Config:
         self.static_gzip_ext: list[str] = []
         self.file_serve_mode: str | None = None
         self.offload_threads: int = 0
-        # hooks (emperor/master/hooks.py): "action:argument" per phase, in file order
+        # hooks (emperor/hooks.py): "action:argument" per phase, in file order
         self.hook_as_root: list[str] = []
         self.hook_as_user: list[str] = []
         self.hook_pre_app: list[str] = []
         self.hook_post_app: list[str] = []
         self.hook_master_start: list[str] = []
         self.hook_as_user_atexit: list[str] = []
+        self.hook_accepting: list[str] = []      # run by each worker (emperor/hooks.py accepting)
+        self.hook_accepting1: list[str] = []
+        self.hook_accepting_once: list[str] = []
+        self.hook_accepting1_once: list[str] = []
         # log files and process names (emperor/master/logfiles.py, names.py)
         self.logto2: str | None = None
         self.daemonize: str | None = None
         self.log_maxsize: int = 0
         self.log_backupname: str | None = None
         self.log_reopen: bool = False
-        self.logfile_chown: str | None = None
+        self.logfile_chown: bool = False
         self.logfile_chmod: str | None = None
         self.touch_logrotate: list[str] = []
         self.touch_logreopen: list[str] = []
@@ -175,6 +185,14 @@ class Config:
         self.log_slow: int = 0
         self.log_big: int = 0
         self.log_zero: bool = False
+        self.log_sendfile: bool = False          # with disable-logging: still log file responses
+        self.harakiri_graceful_timeout: int = 0  # a signal first, the SIGKILL this much later (generations.py)
+        self.harakiri_graceful_signal: int = 15
+        self.exit_on_reload: bool = False        # a reload request stops the master instead (exit 0)
+        self.no_default_app: bool = False        # worker/mounts.py: no fallback for an unmounted SCRIPT_NAME
+        self.wsgi_disable_file_wrapper: bool = False
+        self.no_defer_accept: bool = False       # sockets.defer_accept: off, as uWSGI's no-defer-accept
+        self.max_fd: int = 0                     # RLIMIT_NOFILE, set while still root (hooks.drop_privileges)
         self.log_x_forwarded_for: bool = False
         self.log_date: str | None = None
         self.logformat_strftime: bool = False
@@ -192,6 +210,20 @@ class Config:
         self.limit_post: int = 0
         self.http_keepalive: int = 1             # 0: no keep-alive; N > 1: a connection may idle N s between requests
         self.harakiri_verbose: bool = False
+        # the spooler and the cache (emperor/master/spooler.py, emperor/api/spool.py, cache.py)
+        self.spooler: list[str] = []
+        self.spooler_processes: int = 1
+        self.spooler_frequency: int = 30
+        self.spooler_max_tasks: int = 0
+        self.spooler_harakiri: int = 0
+        self.spooler_ordered: bool = False
+        self.spooler_quiet: bool = False
+        self.spooler_chdir: str | None = None
+        self.spooler_import: list[str] = []
+        self.cache2: list[str] = []
+        self.cache: int = 0                # the old-style cache "default": its items
+        self.cache_blocksize: int = 65536
+        self.locks: int = 0                      # uwsgi.lock(n): n from 0 to locks (emperor/wire/uarea.py)
         self.warnings: list[str] = []
         self.origins: dict[str, tuple[str, int]] = {}
 
@@ -301,6 +333,7 @@ _OPTIONS: dict[str, _Opt] = {
     "idle": _Opt("idle", _int()),
     "die-on-idle": _Opt("die_on_idle", _bool),
     "cheap": _Opt("cheap", _bool),
+    "on-demand": _Opt("on_demand", _bool),
     "reload-on-rss": _Opt("reload_on_rss", _megabytes),
     "reload-on-as": _Opt("reload_on_as", _megabytes),
     "evil-reload-on-rss": _Opt("evil_reload_on_rss", _megabytes),
@@ -310,6 +343,13 @@ _OPTIONS: dict[str, _Opt] = {
     "max-requests-delta": _Opt("max_requests_delta", _int()),
     "min-worker-lifetime": _Opt("min_worker_lifetime", _int()),
     "limit-as": _Opt("limit_as", _megabytes),
+    "max-fd": _Opt("max_fd", _int()),
+    "no-defer-accept": _Opt("no_defer_accept", _bool),
+    "no-default-app": _Opt("no_default_app", _bool),
+    "exit-on-reload": _Opt("exit_on_reload", _bool),
+    "wsgi-disable-file-wrapper": _Opt("wsgi_disable_file_wrapper", _bool),
+    "harakiri-graceful-timeout": _Opt("harakiri_graceful_timeout", _int()),
+    "harakiri-graceful-signal": _Opt("harakiri_graceful_signal", _int(1)),
     "reload-on-exception": _Opt("reload_on_exception", _bool),
     # -- static files: uWSGI's StaticFiles and OffloadSubsystem docs, core/static.c, core/protocol.c --
     "static-map": _Opt("static_map", _static_map, True),
@@ -341,6 +381,10 @@ _OPTIONS: dict[str, _Opt] = {
     "hook-post-app": _Opt("hook_post_app", _str, True),
     "hook-master-start": _Opt("hook_master_start", _str, True),
     "hook-as-user-atexit": _Opt("hook_as_user_atexit", _str, True),
+    "hook-accepting": _Opt("hook_accepting", _str, True),
+    "hook-accepting1": _Opt("hook_accepting1", _str, True),
+    "hook-accepting-once": _Opt("hook_accepting_once", _str, True),
+    "hook-accepting1-once": _Opt("hook_accepting1_once", _str, True),
     "exec-as-root": _Opt("hook_as_root", _exec_hook, True),
     "exec-as-user": _Opt("hook_as_user", _exec_hook, True),
     "exec-pre-app": _Opt("hook_pre_app", _exec_hook, True),
@@ -353,7 +397,7 @@ _OPTIONS: dict[str, _Opt] = {
     "log-maxsize": _Opt("log_maxsize", _int()),
     "log-backupname": _Opt("log_backupname", _nonempty),
     "log-reopen": _Opt("log_reopen", _bool),
-    "logfile-chown": _Opt("logfile_chown", _str),
+    "logfile-chown": _Opt("logfile_chown", _bool),
     "logfile-chmod": _Opt("logfile_chmod", _octal),
     "touch-logrotate": _Opt("touch_logrotate", _nonempty, True),
     "touch-logreopen": _Opt("touch_logreopen", _nonempty, True),
@@ -369,6 +413,7 @@ _OPTIONS: dict[str, _Opt] = {
     "log-slow": _Opt("log_slow", _int()),
     "log-big": _Opt("log_big", _int()),
     "log-zero": _Opt("log_zero", _bool),
+    "log-sendfile": _Opt("log_sendfile", _bool),
     "log-x-forwarded-for": _Opt("log_x_forwarded_for", _bool),
     "log-date": _Opt("log_date", _log_date, aliases=("logdate", "log-prefix")),
     "logformat-strftime": _Opt("logformat_strftime", _bool, aliases=("log-format-strftime",)),
@@ -386,6 +431,7 @@ _OPTIONS: dict[str, _Opt] = {
     "limit-post": _Opt("limit_post", _int()),
     "http-keepalive": _Opt("http_keepalive", _keepalive),
     "harakiri-verbose": _Opt("harakiri_verbose", _bool),
+    "locks": _Opt("locks", _int(0, 64)),
     "lazy-apps": _Opt("lazy_apps", _bool, aliases=("lazy",)),
     "need-app": _Opt("need_app", _bool),
     "stats": _Opt("stats", _address, aliases=("stats-server",)),
@@ -411,5 +457,19 @@ _OPTIONS: dict[str, _Opt] = {
     "py-autoreload": _Opt("py_autoreload", _int(), aliases=("py-auto-reload", "python-auto-reload", "python-autoreload")),
     "py-auto-reload-ignore": _Opt("py_autoreload_ignore", _nonempty, True),
     "graceful-removal": _Opt("graceful_removal", _bool),
+    # -- the spooler and the cache: uWSGI's Spooler.rst (core/spooler.c), Caching.rst (core/cache.c) --
+    "spooler": _Opt("spooler", _nonempty, True),
+    "spooler-processes": _Opt("spooler_processes", _int(1)),
+    "spooler-frequency": _Opt("spooler_frequency", _int(1), aliases=("spooler-freq",)),
+    "spooler-quiet": _Opt("spooler_quiet", _bool),
+    "spooler-max-tasks": _Opt("spooler_max_tasks", _int()),
+    "spooler-harakiri": _Opt("spooler_harakiri", _int()),
+    "spooler-ordered": _Opt("spooler_ordered", _bool),
+    "spooler-chdir": _Opt("spooler_chdir", _nonempty),
+    "spooler-import": _Opt("spooler_import", _nonempty, True, ("spooler-pyimport", "spooler-py-import",
+                                                                         "spooler-python-import")),
+    "cache2": _Opt("cache2", _cache2, True),
+    "cache": _Opt("cache", _int()),
+    "cache-blocksize": _Opt("cache_blocksize", _int(1)),
 }
 _CANONICAL = {alias: name for name, opt in _OPTIONS.items() for alias in (name, *opt.aliases)}

@@ -578,7 +578,9 @@ def test_not_utf8(tmp_path):
 def test_no_effect_options_do_not_warn(tmp_path):
     c = load_text(tmp_path, "master = true\nenable-threads\nthunder-lock = 1\nsingle-interpreter\n"
                             "auto-procname\nprocname-prefix-spaced = x\nmemory-report\n"
-                            "plugins = python3\nplugin = python311\nplugins = http, python\n")
+                            "plugins = python3\nplugin = python311\nplugins = http, python\n"
+                            "plugins = python,router_basicauth\nplugin = python3,logfile,router_static\n"
+                            "http-auto-chunked = true\n")
     assert c.warnings == []
 
 
@@ -589,8 +591,8 @@ def test_py_autoreload_and_die_on_idle_are_honoured(tmp_path):
 
 
 def test_non_python_plugin_warns(tmp_path):
-    c = load_text(tmp_path, "plugins = python3,router_static\n")
-    assert c.warnings == ['app.ini:4: option "plugins = python3,router_static" '
+    c = load_text(tmp_path, "plugins = python3,gevent\n")
+    assert c.warnings == ['app.ini:4: option "plugins = python3,gevent" '
                           'is not supported by emperor; ignored']
 
 

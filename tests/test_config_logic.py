@@ -183,10 +183,10 @@ def test_a_block_ends_with_its_file(tmp_path):
 # ---------------------------------------------------------------- other tests, %(_), findings
 
 def test_if_hostname_and_if_plugin(tmp_path):
-    """uwsgi_logic_opt_if_hostname (exact), if_plugin (python and http are built in)."""
+    """uwsgi_logic_opt_if_hostname (exact), if_plugin (python, http and the router plugins emperor has are built in)."""
     body = (f"if-hostname = {socket.gethostname()}\nprint = host\nendif\n"
-            "if-plugin = python3\nprint = py\nendif\nif-not-plugin = router_static\nprint = no static\nendif\n")
-    assert printed(tmp_path, body) == ["host", "py", "no static"]
+            "if-plugin = python3\nprint = py\nendif\nif-not-plugin = gevent\nprint = no gevent\nendif\n")
+    assert printed(tmp_path, body) == ["host", "py", "no gevent"]
 
 
 def test_if_reload(tmp_path):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from emperor.config.load import Reading, load_config, read_vassal
 from emperor.config.model import Config, ConfigError, Finding
-from emperor.config.options import HOOK_ACTIONS, HOOK_PHASES
+from emperor.config.options import HOOK_ACTIONS, HOOK_PHASES, UNIX_SIGNAL_FUNCTIONS
 
-__all__ = ["Config", "ConfigError", "Finding", "HOOK_ACTIONS", "HOOK_PHASES", "Reading", "load_config",
+__all__ = ["Config", "ConfigError", "Finding", "HOOK_ACTIONS", "HOOK_PHASES", "UNIX_SIGNAL_FUNCTIONS", "Reading", "load_config",
            "read_vassal"]

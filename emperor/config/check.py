@@ -13,7 +13,7 @@ import sys
 
 from emperor.config.load import Reading, read_vassal
 from emperor.config.model import PROBLEMS, VERDICTS, shown
-from emperor.files import TrustRule
+from emperor.files import Scarce, TrustRule
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -56,8 +56,12 @@ def as_dict(path: str, reading: Reading) -> dict:
 def run_check(args: argparse.Namespace) -> int:
     results = []
     for path in args.files:
-        results.append((path, check_file(path, strict_compat=args.strict_compat,
-                                         vassals_dir=getattr(args, "vassals_dir", None))))
+        try:
+            results.append((path, check_file(path, strict_compat=args.strict_compat,
+                                             vassals_dir=getattr(args, "vassals_dir", None))))
+        except Scarce as e:
+            print(f"emperor check: {shown(path)}: cannot read: {e}", file=sys.stderr)
+            return 1
     failed = sum(1 for _, r in results if r.config is None)
     if args.json:
         doc = {"files": [as_dict(p, r) for p, r in results], "starts": len(results) - failed, "fails": failed}

@@ -99,6 +99,14 @@ def magic(line: str, table: dict[str, str]) -> str:
     return "".join(out)
 
 
+MAX_VALUE = 1 << 16   # bytes of one value once expanded: a bound of emperor's (uWSGI has none)
+
+
+class TooLong(Exception):
+    """A value past MAX_VALUE while being expanded (placeholders that double at each step
+    would otherwise fill the emperor's memory)."""
+
+
 def scan(text: str, symbol: str, fn: Callable[[str], str | None]) -> str:
     """Replace each `SYMBOL(key)` of `text` by fn(key); None keeps it as written.
 
@@ -111,6 +119,7 @@ def scan(text: str, symbol: str, fn: Callable[[str], str | None]) -> str:
         return text
     out = []
     i, n = 0, len(text)
+    size = 0
     while i < n:
         j = text.find(opener, i)
         if j < 0:
@@ -131,13 +140,30 @@ def scan(text: str, symbol: str, fn: Callable[[str], str | None]) -> str:
             key = scan(key, symbol, fn)
         got = fn(key) if key else None
         out.append(opener + key + ")" if got is None else got)
+        size += len(out[-1]) + j - i
+        if size > MAX_VALUE:
+            raise TooLong()
         i = k + 1
     return "".join(out)
 
 
+INT64 = 1 << 63
+
+
 def strtoll(text: str) -> int:
+    """C's strtoll: saturates at the int64 range (so a number's digits stay bounded)."""
     m = _ATOLL.match(text)
-    return int(m.group(1)) if m else 0
+    if not m:
+        return 0
+    digits = m.group(1)
+    if len(digits.lstrip("+-")) > 19:
+        return INT64 - 1 if not digits.startswith("-") else -INT64
+    return max(-INT64, min(INT64 - 1, int(digits)))
+
+
+def wrap64(n: int) -> int:
+    """int64_t arithmetic as uWSGI's placeholder math does it: wraps around."""
+    return (n + INT64) % (1 << 64) - INT64
 
 
 def arithmetic(expr: str, value_of: Callable[[str], str], parentheses: bool = True) -> str | None:
@@ -175,7 +201,7 @@ def _pipeline(tokens: list[str], pos: int, value_of: Callable[[str], str]) -> tu
             continue
         if t in ("++", "--"):
             if current is not None:
-                current = str(strtoll(current) + (1 if t == "++" else -1))
+                current = str(wrap64(strtoll(current) + (1 if t == "++" else -1)))
             op = ""
             continue
         if t == "(":
@@ -188,13 +214,13 @@ def _pipeline(tokens: list[str], pos: int, value_of: Callable[[str], str]) -> tu
         else:
             a, b = strtoll(current or ""), strtoll(value)
             if op == "+":
-                current = str(a + b)
+                current = str(wrap64(a + b))
             elif op == "-":
-                current = str(a - b)
+                current = str(wrap64(a - b))
             elif op == "*":
-                current = str(a * b)
+                current = str(wrap64(a * b))
             else:
-                current = str(0 if b == 0 else (abs(a) // abs(b)) * (1 if (a < 0) == (b < 0) else -1))
+                current = str(0 if b == 0 else wrap64((abs(a) // abs(b)) * (1 if (a < 0) == (b < 0) else -1)))
         op = ""
     return current, pos
 

@@ -16,7 +16,7 @@ from emperor.config import catalog, expand
 from emperor.config.model import (ERROR, HONOURED, NOOP, PLACEHOLDER, UNKNOWN, UNSUPPORTED, WARNING, Config,
                                   ConfigError, Finding, shown, where)
 from emperor.config.options import (ALIAS_NOTES, CANONICAL, HOOK_ACTIONS, HOOK_PHASES, NOOP_ALIASES, NOOPS, OPTIONS,
-                                    PLUGIN_KEYS, builtin_plugin)
+                                    PLUGIN_KEYS, UNIX_SIGNAL_FUNCTIONS, builtin_plugin, unix_signal)
 from emperor.config.reader import Reader, split_section
 from emperor.config.resolve import Entry, ResolveError, Resolver, references
 from emperor.files import TrustRule
@@ -45,8 +45,11 @@ class Reading:
 
 
 def read_vassal(path: str, *, vassals_dir: str | None = None, environ: Mapping[str, str] | None = None,
-                trust: TrustRule | None = None, strict_compat: bool = False) -> Reading:
-    """Read a vassal file ('app.ini' or 'app.ini:section') exactly as its master would."""
+                trust: TrustRule | None = None, strict_compat: bool = False, given_socket: bool = False) -> Reading:
+    """Read a vassal file ('app.ini' or 'app.ini:section') exactly as its master would.
+
+    `given_socket`: its emperor hands it a socket (an on-demand vassal named by `emperor run
+    --emperor-on-demand-*`), so a file without one is not an error (uWSGI's fd 0)."""
     file, section, asked = split_section(path)
     top = os.path.abspath(file)
     vdir = vassals_dir if vassals_dir is not None else os.path.dirname(top)
@@ -54,20 +57,23 @@ def read_vassal(path: str, *, vassals_dir: str | None = None, environ: Mapping[s
     reader = Reader(top, vdir, os.environ if environ is None else environ, trust)
     reader.read_all(section, asked, as_given + (f":{asked}" if asked else ""))
     judge = _Judge(reader, Config(path=top, name=os.path.basename(top), section=section), strict_compat)
+    if given_socket:
+        judge.seen.add("socket")
     findings = judge.run()
     errors = [f for f in findings if f.verdict == ERROR]
     return Reading(None if errors else judge.cfg, findings)
 
 
 def load_config(path: str, *, vassals_dir: str | None = None, environ: Mapping[str, str] | None = None,
-                trust: TrustRule | None = None, strict_compat: bool = False) -> Config:
+                trust: TrustRule | None = None, strict_compat: bool = False, given_socket: bool = False) -> Config:
     """Read a vassal file ('app.ini' or 'app.ini:section'); ConfigError naming every problem.
 
     `trust`: who may have written it and every file it reads (emperor/files.py).
     `strict_compat`: options uWSGI knows but emperor does not support are errors
     (`emperor run --strict-compat`), as the file's own `strict-compat = true` makes them.
     """
-    r = read_vassal(path, vassals_dir=vassals_dir, environ=environ, trust=trust, strict_compat=strict_compat)
+    r = read_vassal(path, vassals_dir=vassals_dir, environ=environ, trust=trust, strict_compat=strict_compat,
+                    given_socket=given_socket)
     if r.config is None:
         raise r.error()
     return r.config
@@ -92,6 +98,7 @@ class _Judge:
         self.seen: set[str] = set()                  # option names met (valid or not)
         self.protocol = "uwsgi"
         self.route_lines: list[tuple[str, int | None]] = []   # where each of cfg.routes was written
+        self.given: list[tuple[str, str]] = []       # every option line (name, value): uwsgi.opt
 
     def flag(self, name: str) -> bool:
         """The last value of a boolean option, read before the judging (it changes the verdicts)."""
@@ -135,7 +142,9 @@ class _Judge:
         noop = NOOPS.get(NOOP_ALIASES.get(e.key, e.key))
         if name is not None:
             self.honour(e, name)
-        elif e.key in PLUGIN_KEYS:
+            return
+        self.given.append((e.name, raw))
+        if e.key in PLUGIN_KEYS:
             if builtin_plugin(raw):
                 self.add(e, NOOP, "Python and HTTP are built into emperor")
             else:
@@ -169,6 +178,7 @@ class _Judge:
         except ResolveError as exc:
             self.error(exc.entry, exc.message.partition(": ")[2], exc.category)
             return
+        self.given.append((e.name, text))
         try:
             value = opt.conv(text)
         except ValueError as exc:
@@ -232,6 +242,8 @@ class _Judge:
         for default, address in self.sockets:
             (cfg.http_sockets if default and self.protocol == "http" else cfg.uwsgi_sockets).append(address)
         cfg.strict, cfg.strict_compat = self.strict, self.strict_compat
+        cfg.protocol = self.protocol   # an on-demand socket the emperor names speaks it (as uWSGI's fd 0)
+        cfg.given = self.given
         top = self.reader.display(self.reader.top)
         self.sockets_as_bound(top)
         self.hooks_and_cheaper(top)
@@ -314,10 +326,14 @@ class _Judge:
         cfg = self.cfg
         for phase in HOOK_PHASES:
             for item in getattr(cfg, "hook_" + phase.replace("-", "_")):
-                action = item.split(":", 1)[0]
+                action, _, arg = item.partition(":")
                 if action not in HOOK_ACTIONS:
                     self.problem_at(f"hook-{phase}", top, f'action "{action}" is not supported by emperor '
                                                           f"({', '.join(HOOK_ACTIONS)}); ignored", WARNING)
+                elif action == "unix_signal" and unix_signal(arg) is None:
+                    self.problem_at(f"hook-{phase}", top, f'unix_signal:{arg}: expected "<signum> <function>" '
+                                                          f"with one of {', '.join(UNIX_SIGNAL_FUNCTIONS)}; ignored",
+                                    WARNING)
         if cfg.cheaper:
             # as uWSGI's core/init.c: a minimum at or above the maximum is an error, too low a start a warning
             if cfg.cheaper >= cfg.processes:
@@ -327,3 +343,10 @@ class _Judge:
                                                         f"({cfg.cheaper}); starting {cfg.cheaper} workers", WARNING,
                                 named=False)
             cfg.cheaper_initial = min(max(cfg.cheaper_initial or cfg.cheaper, cfg.cheaper), cfg.processes)
+            # core/init.c: a hard RSS limit needs a soft one below it (uWSGI exits on either)
+            if cfg.cheaper_rss_limit_hard and not cfg.cheaper_rss_limit_soft:
+                self.problem_at("cheaper-rss-limit-hard", top, "needs cheaper-rss-limit-soft too")
+            elif cfg.cheaper_rss_limit_hard and cfg.cheaper_rss_limit_hard <= cfg.cheaper_rss_limit_soft:
+                self.problem_at("cheaper-rss-limit-hard", top, f"must be higher than cheaper-rss-limit-soft "
+                                                               f"({cfg.cheaper_rss_limit_soft}), got "
+                                                               f"{cfg.cheaper_rss_limit_hard}")

@@ -19,7 +19,7 @@ OPTIONS = settings._OPTIONS       # the honoured options
 # ticks an idle worker waits before the cheaper algorithm removes it; exec-master-start: as
 # the other exec-<phase> shortcuts, for hook-master-start).
 EMPEROR_ONLY = ("strict-compat", "snapshot", "snapshot-ttl", "graceful-removal", "cheaper-idle", "exec-master-start",
-                "proxy-protocol-allow")
+                "proxy-protocol-allow", "on-demand")
 
 # Aliases that are not uWSGI's (another option there, read as this one by emperor), and why.
 ALIAS_NOTES = {
@@ -71,15 +71,38 @@ NOOPS: dict[str, tuple[str, bool | None]] = {
                    "lines never interleave; uWSGI's one logging process is not needed for that", None),
     "plugins-dir": ("emperor loads no plugins: Python and HTTP are built in", None),
     "wsgi-env-behaviour": ("each request gets its own environ dict", None),
+    "http-chunked-input": ("the workers decode a chunked request body themselves (wsgi.input ends at its "
+                           "end); uWSGI's http router option", True),
+    "http-raw-body": ("no HTTP router stands between the client and the workers: the body reaches the "
+                      "application as sent (uWSGI's http router option)", True),
+    "http-auto-chunked": ("a response of unknown length to an HTTP/1.1 keep-alive client is always sent "
+                          "chunked (uWSGI's http router option; emperor's workers do it themselves)", True),
 }
 NOOP_ALIASES = {"plugin-dir": "plugins-dir", "wsgi-env-behavior": "wsgi-env-behaviour"}
 
-# hooks (emperor/master/hooks.py): the phases of `hook-<phase>` and the actions emperor runs
-HOOK_PHASES = ("as-root", "as-user", "pre-app", "post-app", "master-start", "as-user-atexit")
-HOOK_ACTIONS = ("exec", "mkdir", "chmod", "chown", "unlink", "write", "print", "log")
+# hooks (emperor/hooks.py): the phases of `hook-<phase>` and the actions emperor runs
+HOOK_PHASES = ("as-root", "as-user", "pre-app", "post-app", "master-start", "as-user-atexit",
+               "accepting", "accepting1", "accepting-once", "accepting1-once")
+HOOK_ACTIONS = ("exec", "mkdir", "chmod", "chown", "unlink", "write", "print", "log", "unix_signal")
+# unix_signal:<signum> <function>: the master's functions uWSGI's hook finds by name
+# (core/hooks.c uwsgi_hook_unix_signal, core/uwsgi.c) -> the master's action they are here
+UNIX_SIGNAL_FUNCTIONS = {"gracefully_kill_them_all": "graceful_stop", "kill_them_all": "stop",
+                         "grace_them_all": "graceful_reload", "reap_them_all": "brutal_reload",
+                         "end_me": "stop", "stats": "log_stats", "suspend_resume_them_all": "toggle_pause"}
+
+
+def unix_signal(arg: str) -> tuple[int, str] | None:
+    """(signal number, master action) of a unix_signal hook's "<signum> <function>", or None."""
+    num, _, func = arg.strip().partition(" ")
+    if not num.isdigit() or not 0 < int(num) < 65 or func.strip() not in UNIX_SIGNAL_FUNCTIONS \
+            or int(num) in (9, 19):   # SIGKILL, SIGSTOP: no handler can be set
+        return None
+    return int(num), UNIX_SIGNAL_FUNCTIONS[func.strip()]
 
 PLUGIN_KEYS = ("plugins", "plugin", "need-plugins", "need-plugin")
-_BUILTIN_PLUGIN = re.compile(r"(python[0-9]*|http)")
+# Python and HTTP, and the plugins whose features emperor has: route actions basicauth, rewrite,
+# redirect and static (uWSGI's router_* plugins) and the file logger (`logfile`: logger = file:).
+_BUILTIN_PLUGIN = re.compile(r"(python[0-9]*|http|router_(basicauth|rewrite|redirect|static)|logfile)")
 
 # Keys the reader handles itself (config logic, inclusion, placeholders).
 INCLUDE_KEYS = ("ini", "include", "inherit")
@@ -88,8 +111,8 @@ SET_KEYS = ("set",)
 
 
 def builtin_plugin(value: str) -> bool:
-    """Every plugin of a `plugins` list is built into emperor (python3, python311, http;
-    a path to one, /usr/lib/uwsgi/python3_plugin.so, as well)."""
+    """Every plugin of a `plugins` list is built into emperor (python3, python311, http,
+    router_basicauth; a path to one, /usr/lib/uwsgi/python3_plugin.so, as well)."""
     names = [p.strip() for p in value.split(",") if p.strip()]
     return all(_BUILTIN_PLUGIN.fullmatch(_plugin_name(p)) for p in names)
 

@@ -16,20 +16,34 @@ import os
 from collections.abc import Mapping
 
 from emperor.config import catalog, expand, logic
-from emperor.config.logic import Block, Context
+from emperor.config.logic import Block, Context, LogicError
 from emperor.config.model import ERROR, INCLUDE, LOGIC, SKIPPED, WARNING, Finding, shown, where
 from emperor.config.options import (CANONICAL, INCLUDE_KEYS, NOOP_ALIASES, NOOPS, PLACEHOLDER_KEYS,
                                     PLUGIN_KEYS, SET_KEYS)
 from emperor.config.resolve import Entry, ResolveError, Resolver, references
 from emperor.files import TrustRule, Unreadable, Untrusted, read_untrusted
 
-MAX_FILES = 64   # a vassal and everything it includes
+# Bounds of emperor's, for a vassal and everything it includes (uWSGI has none): the emperor
+# reads the file in its own process, and in tyrant mode it is a tenant's. Real files have
+# a few hundred lines at most.
+MAX_FILES = 64
+MAX_BYTES = 4 << 20     # all the files together (each one: files.MAX_CONFIG_BYTES)
+MAX_LINES = 20000       # lines read, comments included
+MAX_ENTRIES = 10000     # options, once for loops have repeated their lines
 # UWSGI_* variables that are uWSGI's own state, not options (utils.c parse_sys_envs)
 ENV_NOT_OPTIONS = {"UWSGI_RELOADS", "UWSGI_VASSALS_DIR", "UWSGI_EMPEROR_FD", "UWSGI_BROODLORD_NUM",
                    "UWSGI_EMPEROR_FD_CONFIG", "UWSGI_EMPEROR_PROXY", "UWSGI_JAIL_PID",
                    "UWSGI_ORIGINAL_PROC_NAME"}
 
 OTHER_FORMATS = (".xml", ".yaml", ".yml", ".json", ".js")
+
+
+class TooLarge(Exception):
+    """Past one of the bounds above: reading stops there, with one error."""
+
+    def __init__(self, file: str, line: int | None, message: str) -> None:
+        super().__init__(message)
+        self.file, self.line, self.message = file, line, message
 
 
 def split_section(path: str, default: str = "uwsgi") -> tuple[str, str, str]:
@@ -59,6 +73,7 @@ class Reader:
         self.blocks: list[Block] = []
         self.inherits: list[tuple[Entry, str, str, str, tuple]] = []
         self.files = 0
+        self.bytes = self.rows = self.fed = 0   # against MAX_BYTES, MAX_LINES, MAX_ENTRIES
         self.said: set[str] = set()             # the messages given, each once
         self.refs: set[str] = set()             # names used by include lines (%(name)) and if-opt
         self.top_ok = True                      # the vassal file itself was read, its section found
@@ -86,11 +101,16 @@ class Reader:
 
     # ---- the whole vassal ----
     def read_all(self, section: str, asked: str, as_given: str) -> None:
-        self.read_environment()
-        self.read(self.top, section, asked, as_given)
-        while self.inherits:
-            at, path, sect, asked_sect, chain = self.inherits.pop(0)
-            self.read(path, sect, asked_sect, at.value, chain, at)
+        try:
+            self.read_environment()
+            self.read(self.top, section, asked, as_given)
+            while self.inherits:
+                at, path, sect, asked_sect, chain = self.inherits.pop(0)
+                self.read(path, sect, asked_sect, at.value, chain, at)
+        except TooLarge as e:
+            self.problem(e.file, e.line, "", e.message)
+            self.blocks.clear()
+            self.top_ok = False   # what would follow from the lines not read ("no socket") is not news
 
     def read_environment(self) -> None:
         """UWSGI_<OPTION>=value: an option, before the file (so the file's scalars win);
@@ -120,6 +140,9 @@ class Reader:
             if self.files > MAX_FILES:
                 raise Unreadable(f"more than {MAX_FILES} files included")
             data = read_untrusted(path, self.trust)
+            self.bytes += len(data)
+            if self.bytes > MAX_BYTES:
+                raise Unreadable(f"more than {MAX_BYTES} bytes in the files of one vassal")
         except (OSError, Unreadable) as e:
             why = getattr(e, "strerror", None) or str(e)
             verb = "refused" if isinstance(e, Untrusted) else "cannot read"
@@ -152,6 +175,9 @@ class Reader:
         """Feed the lines of `section`; False when the file has no such section."""
         current, found = "", False
         rows = text.split("\n")
+        self.rows += len(rows)
+        if self.rows > MAX_LINES:
+            raise TooLarge(disp, None, f"more than {MAX_LINES} lines in the files of one vassal")
         i = 0
         base = os.path.dirname(path)
         while i < len(rows):
@@ -225,6 +251,9 @@ class Reader:
         if not values:
             self.items.append(Finding(file, line, name, SKIPPED, why))
             return
+        self.fed += len(values)
+        if self.fed > MAX_ENTRIES:
+            raise TooLarge(file, line, f"more than {MAX_ENTRIES} options in one vassal (for loops included)")
         for v in values:
             self.apply(key, name, v, file, line, base, path, chain)
 
@@ -234,7 +263,12 @@ class Reader:
             ok, current = b.test(self.ctx)
             detail = ("true" if ok else "false") + (f", %(_) = {current}" if ok and current is not None else "")
         else:
-            items = b.items(self.ctx)
+            try:
+                items = b.items(self.ctx)
+            except LogicError as e:
+                self.problem(file, line, name, f"{name} = {shown(arg)}: {e}")
+                self.blocks.append(Block(key, arg, file, line, base, dead=True))
+                return
             detail = f"{len(items)} item{'s' if len(items) != 1 else ''}: {' '.join(items)}"
         self.items.append(Finding(file, line, name, LOGIC, detail))
         self.blocks.append(b)

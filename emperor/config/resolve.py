@@ -73,9 +73,13 @@ class Resolver:
     def expand(self, e: Entry, seen: frozenset[str]) -> str:
         if id(e) in self.done:
             return self.done[id(e)]
-        text = expand.scan(e.value, "$", lambda name: self.env(name, e))
-        text = expand.scan(text, "@", lambda path: self.at_file(path, e))
-        text = expand.scan(text, "%", lambda key: self.placeholder(key, e, seen))
+        try:
+            text = expand.scan(e.value, "$", lambda name: self.env(name, e))
+            text = expand.scan(text, "@", lambda path: self.at_file(path, e))
+            text = expand.scan(text, "%", lambda key: self.placeholder(key, e, seen))
+        except expand.TooLong:
+            raise ResolveError(f"{e.name}: longer than {expand.MAX_VALUE} bytes once expanded "
+                               "(a bound of emperor's)", e) from None
         self.done[id(e)] = text
         return text
 
