@@ -36,6 +36,10 @@ def redirect(path: str) -> None:
     os.close(fd)
 
 
+# The stdout the master started with, when `logger = file:` took stdout and stderr and
+# `req-logger = stdio` wants the request lines there (emperor/master/logfiles.py); -1: none
+stdio_fd = -1
+
 _second = [0, ""]
 _date_format: str | None = None
 

@@ -69,15 +69,11 @@ def set_command_line(title: str) -> None:
     ctypes.memmove(start, data + b"\0" * (size - len(data)), size)
 
 
-def drop_privileges(uid: str | None, gid: str | None) -> None:
-    """The `uid`/`gid` options: names or numbers; only root changes identity.
+def identity(uid: str | None, gid: str | None) -> tuple[int, int, str | None]:
+    """(uid, gid, user name or None) that the `uid`/`gid` options name (-1: unchanged).
 
-    `uid` alone takes the user's groups too (its primary group and the ones it belongs
-    to, as uWSGI's initgroups does), never keeping root's group; a uid with no account
-    gets the group of the same number.
-    """
-    if os.getuid() != 0 or not (uid or gid):
-        return
+    `uid` alone takes the user's primary group; a uid with no account gets the group of
+    the same number. OSError (EINVAL) for a name with no account."""
     import grp
     import pwd
 
@@ -90,16 +86,30 @@ def drop_privileges(uid: str | None, gid: str | None) -> None:
                 raise OSError(errno.EINVAL, f"uid {uid}: no such user") from None
     try:
         group = (int(gid) if gid.isdigit() else grp.getgrnam(gid).gr_gid) if gid else \
-            (user.pw_gid if user is not None else int(uid or 0))
+            (user.pw_gid if user is not None else int(uid or -1))
     except KeyError:
         raise OSError(errno.EINVAL, f"gid {gid}: no such group") from None
-    if user is not None:
-        os.initgroups(user.pw_name, group)
+    number = (user.pw_uid if user is not None else int(uid)) if uid else -1
+    return number, group, (user.pw_name if user is not None else None)
+
+
+def drop_privileges(uid: str | None, gid: str | None) -> None:
+    """The `uid`/`gid` options: names or numbers; only root changes identity.
+
+    `uid` alone takes the user's groups too (its primary group and the ones it belongs
+    to, as uWSGI's initgroups does), never keeping root's group; a uid with no account
+    gets the group of the same number.
+    """
+    if os.getuid() != 0 or not (uid or gid):
+        return
+    number, group, name = identity(uid, gid)
+    if name is not None:
+        os.initgroups(name, group)
     else:
         os.setgroups([])
     os.setgid(group)
     if uid:
-        os.setuid(user.pw_uid if user is not None else int(uid))
+        os.setuid(number)
 
 
 def describe_exit(code: int) -> str:

@@ -15,6 +15,8 @@ from collections.abc import Iterator
 
 
 class SignalQueue:
+    installed: SignalQueue | None = None   # the process's queue, for remap()
+
     def __init__(self, table: dict[int, str]) -> None:
         self.table = table    # signal -> action; the owner has on_<action>(why)
         self.pending: collections.deque[int] = collections.deque()
@@ -26,7 +28,14 @@ class SignalQueue:
         for sig in self.table:
             signal.signal(sig, self._record)
         signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+        SignalQueue.installed = self
         return self.wake_r
+
+    def remap(self, signum: int, action: str) -> None:
+        """Point `signum` at another action of the owner (uWSGI's unix_signal hook)."""
+        if signum not in self.table:
+            signal.signal(signum, self._record)
+        self.table[signum] = action
 
     def _record(self, signum: int, frame: object) -> None:
         self.pending.append(signum)

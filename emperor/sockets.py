@@ -142,16 +142,19 @@ def remove_stale_unix(path: str) -> bool:
     return False
 
 
-def wanted(config: Config, private_stats: str | None = None) -> list[tuple[str, str]]:
+def wanted(config: Config, private_stats: str | None = None,
+           on_demand: set[tuple[str, str]] | frozenset[tuple[str, str]] = frozenset()) -> list[tuple[str, str]]:
     """(kind, address) of every socket a vassal's master listens on, in order.
 
-    `private_stats`: the emperor's stats socket for a vassal without `stats`.
+    `private_stats`: the emperor's stats socket for a vassal without `stats`; `on_demand`: the
+    sockets its emperor holds for it (emperor/emperor/ondemand.py), served whatever the file says.
     """
     out = [(HTTP, a) for a in config.http_sockets] + [(UWSGI, a) for a in config.uwsgi_sockets]
     if config.https_sockets:
         from emperor.tls import split_spec
 
         out += [(HTTPS, split_spec(spec)[0]) for spec in config.https_sockets]
+    out += [x for x in sorted(on_demand) if x not in out]
     stats = config.stats or private_stats
     if stats:
         out.append((STATS, stats))
@@ -227,10 +230,11 @@ def _close_dropped(address: str, sock: socket.socket) -> None:
             pass
 
 
-def vacuum(listeners: list[Listener]) -> None:
-    """`vacuum`: remove the files of our UNIX sockets."""
+def vacuum(listeners: list[Listener], keep: set[tuple[str, str]] | frozenset[tuple[str, str]] = frozenset()) -> None:
+    """`vacuum`: remove the files of our UNIX sockets (not those in `keep`: an on-demand
+    vassal's, which its emperor holds for the next master)."""
     for l in listeners:
-        if is_path(l.address):
+        if is_path(l.address) and (l.kind, l.address) not in keep:
             try:
                 os.unlink(l.address)
             except OSError:
@@ -241,7 +245,7 @@ def prepare(listeners: list[Listener], config: Config) -> None:
     """What the serving sockets need once bound, before the master drops privileges:
     TCP_DEFER_ACCEPT, and https-socket's certificates (emperor/tls.py). With no listener (a
     reload's preflight), only whether every certificate loads."""
-    defer_accept(listeners, config.socket_timeout)
+    defer_accept(listeners, 0 if config.no_defer_accept else config.socket_timeout)
     if config.https_sockets:
         from emperor import tls
 
@@ -263,7 +267,8 @@ def defer_accept(listeners: list[Listener], seconds: int) -> None:
     for l in listeners:
         if l.sock.family in (socket.AF_INET, socket.AF_INET6):
             try:
-                l.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, max(int(seconds), 1))
+                # 0 (no-defer-accept) clears it on a socket a reload inherited
+                l.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, max(int(seconds), 1) if seconds else 0)
             except OSError:
                 pass
 

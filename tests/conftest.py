@@ -6,6 +6,7 @@ kill_tree, write_vassal) are re-exported unchanged.
 """
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import tempfile
@@ -183,6 +184,15 @@ def runtime(monkeypatch):
     shutil.rmtree(d, ignore_errors=True)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _temp_users():
+    """Users tests made (support.temp_user) go when the session ends."""
+    yield
+    from support import delete_temp_users
+
+    delete_temp_users()
+
+
 @pytest.fixture(scope="session")
 def uwsgi_binary() -> str:
     """Real uWSGI 2.0.31 (./scripts/test installs it into .venv), for tests that run the same
@@ -194,3 +204,45 @@ def uwsgi_binary() -> str:
         pytest.skip("real uWSGI is not installed (./scripts/test builds it where a C compiler and "
                     "Python's headers exist)")
     return path
+
+
+# ---------- tyrant mode: a user to own a file, a directory it can traverse, a root emperor ----------
+@pytest.fixture
+def tyrant_user():
+    if os.geteuid() != 0 or not shutil.which("useradd"):
+        pytest.skip("tyrant mode needs root and useradd")
+    from support import temp_user
+
+    return temp_user("empt")
+
+
+@pytest.fixture
+def public_dir():
+    """Under /tmp, traversable by everyone (pytest's tmp_path is root-only)."""
+    d = Path(tempfile.mkdtemp(prefix="emperor-tyrant-"))
+    d.chmod(0o755)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def unprivileged(emperor, public_dir):
+    """start(*emperor args, prefix=()) -> (emperor, vassals dir, app dir): a root emperor on the system
+    Python (the masters must run it as another user: /root is private), an app that prints
+    its uid and refuses to be imported as root, all in a directory everyone can traverse.
+    `prefix` comes before the interpreter (`prlimit --nofile=...`, which execs it: same PID)."""
+    from support import NOT_AS_ROOT, SYSTEM_PYTHON
+
+    if not os.access(SYSTEM_PYTHON, os.X_OK):
+        pytest.skip(f"no {SYSTEM_PYTHON} usable by an unprivileged user")
+    appdir = public_dir / "app"
+    appdir.mkdir(mode=0o755)
+    (appdir / "wsgiapp.py").write_text(NOT_AS_ROOT + VASSAL_APP.replace('os.getpid())', 'os.getuid())'))
+    (appdir / "wsgiapp.py").chmod(0o644)
+    vdir = public_dir / "vassals"
+    vdir.mkdir(mode=0o755)
+
+    def start(*args: str, prefix: tuple[str, ...] = ()):
+        e = emperor(*args, directory=vdir, argv0=[*prefix, SYSTEM_PYTHON], env={"PYTHONPATH": str(ROOT)})
+        return e, vdir, appdir
+    return start

@@ -26,6 +26,10 @@ APPS = TESTS / "apps"
 
 
 # ---------- applications and vassals ----------
+SYSTEM_PYTHON = "/usr/bin/python3.11"   # one that another user than root can run (/root is private)
+# an app that refuses to be imported as root: proves who imports it (master, preflight, worker)
+NOT_AS_ROOT = "import os\nif os.getuid() == 0:\n    raise RuntimeError('imported as root')\n"
+
 HELLO_APP = """
 import os
 def application(environ, start_response):
@@ -138,6 +142,21 @@ STATS_WORKER_KEYS = ["id", "pid", "accepting", "requests", "delta_requests", "ex
                      "signals", "status", "rss", "vsz", "running_time", "last_spawn", "respawn_count", "tx",
                      "avg_rt", "apps", "cores"]
 
+# A master's code that floods the emperor channel (its EMPEROR_CHANNEL descriptor): 50 MB without
+# a newline with env FLOOD=bytes, else 1,600 descriptors (tests/test_emperor_reliability.py,
+# tests/test_emperor_exhaustion.py); put it before an app.
+CHANNEL_FLOOD = """
+import os, socket
+fd = int(os.environ["EMPEROR_CHANNEL"])
+sock = socket.socket(fileno=os.dup(fd))
+if os.environ.get("FLOOD") == "bytes":
+    sock.sendall(b"x" * (50 << 20))        # no newline, ever
+else:
+    r, w = os.pipe()
+    for _ in range(400):
+        socket.send_fds(sock, [b" "], [r, w, r, w])
+"""
+
 
 # ---------- waiting ----------
 def free_port() -> int:
@@ -203,6 +222,28 @@ def descendants(pid: int) -> list[int]:
             out += kids
             todo += kids
     return out
+
+
+def cpu_ticks(pid: int) -> int:
+    """utime + stime of pid, in clock ticks."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def cpu_seconds(pid: int) -> float:
+    return cpu_ticks(pid) / os.sysconf("SC_CLK_TCK")
+
+
+def read_stats(port: int, timeout: float = 5.0) -> dict:
+    """The stats server's JSON document (it sends it and closes)."""
+    import json
+
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    return json.loads(data)
 
 
 def alive(pid: int) -> bool:
@@ -355,6 +396,50 @@ class Tmux:
         kill_tree(self.pid)
         path = Path(os.environ.get("TMUX_TMPDIR", "/tmp")) / f"tmux-{os.getuid()}" / self.sock
         path.unlink(missing_ok=True)
+
+
+# ---------- applications written for uWSGI (tests/test_api_*.py) ----------
+def uwsgi_master(procs, tmp_path: Path, test: str = "", body: str = "", processes: int = 2):
+    """A master serving tests/apps/uwsgi_app.py; the Proc gets .port, .marks, .ini."""
+    port = free_port()
+    marks = tmp_path / "marks"
+    marks.mkdir(exist_ok=True)
+    ini = tmp_path / "app.ini"
+    ini.write_text(f"[uwsgi]\nhttp-socket = 127.0.0.1:{port}\nchdir = {APPS}\nmodule = uwsgi_app\n"
+                   f"processes = {processes}\nenv = MARK_DIR={marks}\nenv = UWSGI_TEST={test}\n" + body)
+    p = procs([sys.executable, "-m", "emperor", "master", str(ini)], tmp_path)
+    p.wait_log("running (workers ready)", timeout=30)
+    p.port, p.marks, p.ini = port, marks, ini
+    return p
+
+
+def mark_lines(p, name: str) -> list[list[str]]:
+    """The lines of a marker file the app writes under MARK_DIR, split into words."""
+    path = p.marks / name
+    return [l.split() for l in path.read_text().splitlines()] if path.exists() else []
+
+
+# ---------- users made for a test ----------
+_USERS: list[str] = []
+
+
+def temp_user(prefix: str):
+    """A new system user (a random name: a leftover of a killed run never collides). Deleted by
+    delete_temp_users() at the end of the session, once every process it ran is gone: userdel
+    refuses while one still is, and a fixture's teardown can come before its processes die."""
+    import pwd
+
+    name = f"{prefix}{os.urandom(3).hex()}"
+    subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
+                   check=True, capture_output=True, timeout=10)
+    _USERS.append(name)
+    return pwd.getpwnam(name)
+
+
+def delete_temp_users() -> None:
+    for name in _USERS:
+        subprocess.run(["userdel", name], capture_output=True, timeout=10)
+    _USERS.clear()
 
 
 # ---------- logs ----------

@@ -255,3 +255,19 @@ def test_shutdown_delay_keeps_serving_and_reports_unhealthy(container):
     r = podman("wait", c.name, timeout=30)
     assert r.stdout.strip() == "0"
     assert c.exit_code() == 0
+
+
+def test_on_demand_vassal_in_the_container(container, shared_dir):
+    """On-demand vassals (issue 17) in the image: the emperor as PID 1 and non-root holds the
+    socket, a connection starts the master, `idle` + `die-on-idle` takes it back."""
+    vassals = shared_dir / "vassals"
+    c = container(volumes={str(vassals): VASSALS, str(shared_dir / "app"): "/srv/testapp:ro"})
+    (vassals / "od.ini").write_text(vassal_ini("on-demand = true\nidle = 1\ndie-on-idle = true\n"))
+    c.wait_log("od.ini: new -> on-demand", timeout=30)
+    assert len(proc_states(c)) <= 3   # PID 1, and the shell of proc_states itself: no master
+    assert http_get(c.port, timeout=30).text == "od gen=0"
+    c.wait_log("od.ini: stopping -> on-demand", timeout=30)
+    wait_for(lambda: len(proc_states(c)) <= 3, timeout=30, interval=0.2)
+    assert http_get(c.port, timeout=30).text == "od gen=0"
+    log = c.wait_log("od.ini: on-demand -> starting", count=2)
+    assert "Permission denied" not in log and "Traceback" not in log

@@ -10,16 +10,10 @@ import time
 
 import pytest
 
-from support import (VASSAL_APP, alive, body_when, descendants, free_port, http_get, refuses, run_cli, serving,
+from support import (VASSAL_APP, alive, body_when, cpu_ticks, descendants, free_port, http_get, refuses, run_cli, serving,
                      vassal_ini, wait_for)
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def cpu_ticks(pid: int) -> int:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])  # utime + stime
 
 
 def test_sigusr1_writes_the_vassal_table(emperor, appdir):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import pwd
 import shutil
 import signal
 import socket
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from support import ROOT, free_port, wait_for
+from support import CHANNEL_FLOOD, temp_user, ROOT, free_port, wait_for
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -126,6 +125,23 @@ def test_an_include_of_dev_zero_or_a_fifo_costs_that_vassal_alone(emperor, appdi
     no_traceback_of_ours(e.log)
 
 
+def test_a_file_whose_loops_or_placeholders_explode_costs_that_vassal_alone(emperor, appdir):
+    """uWSGI's config logic has no bound: `for-times = 10^11` or placeholders doubling 40
+    times would fill the emperor's memory (tests/test_config_bounds.py has each bound)."""
+    e = emperor()
+    (e.dir / "loop.ini").write_text(ini(free_port(), appdir, "for-times = 100000000000\nprint = %(_)\nendfor\n"))
+    doubling = "".join(f"set-placeholder = p{i}=%(p{i - 1})%(p{i - 1})\n" for i in range(1, 41))
+    (e.dir / "double.ini").write_text(ini(free_port(), appdir, "set-placeholder = p0=xx\n" + doubling + "print = %(p40)\n"))
+    log = e.wait_log("loop.ini: new -> config error")
+    log = e.wait_log("double.ini: new -> config error")
+    assert "for-times = 100000000000: more than 1000 items" in log
+    assert "longer than 65536 bytes once expanded" in log
+    port = free_port()
+    (e.dir / "good.ini").write_text(ini(port, appdir))
+    assert serves(port).startswith("good gen=0")
+    no_traceback_of_ours(e.log)
+
+
 def test_in_tyrant_mode_a_tenant_s_hostile_include_costs_its_vassal_alone(tmp_path, procs, other_user):
     """In tyrant mode every file is a tenant's: the same bounds hold for them."""
     public = Path(tempfile.mkdtemp(prefix="emperor-tyrant-"))
@@ -151,22 +167,13 @@ def test_in_tyrant_mode_a_tenant_s_hostile_include_costs_its_vassal_alone(tmp_pa
 
 
 # ---------- 4. the channel from a master ----------
-FLOOD = """
-import os, socket
-fd = int(os.environ["EMPEROR_CHANNEL"])
-sock = socket.socket(fileno=os.dup(fd))
-if os.environ.get("FLOOD") == "bytes":
-    sock.sendall(b"x" * (50 << 20))        # no newline, ever
-else:
-    r, w = os.pipe()
-    for _ in range(400):
-        socket.send_fds(sock, [b" "], [r, w, r, w])
-""" + APP
+FLOOD = CHANNEL_FLOOD + APP
 
 
 def test_a_master_that_floods_its_channel_is_killed_and_backs_off(emperor, tmp_path, appdir):
-    """In tyrant mode the master runs tenant code: a master that sent 400 MB without a newline
-    or 1,600 descriptors stopped the emperor's loop or filled its descriptor table."""
+    """A master runs its vassal's code: one that sent 400 MB without a newline or 1,600
+    descriptors stopped the emperor's loop or filled its descriptor table. (Here a root
+    emperor without --tyrant; test_emperor_exhaustion.py runs it in tyrant mode.)"""
     flood = tmp_path / "flood"
     flood.mkdir()
     (flood / "wsgiapp.py").write_text(FLOOD)
@@ -261,13 +268,7 @@ def _closed(s: socket.socket) -> bool:
 def other_user():
     if os.geteuid() != 0 or not shutil.which("useradd"):
         pytest.skip("needs root and useradd")
-    name = f"empr{os.urandom(3).hex()}"
-    subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
-                   check=True, capture_output=True, timeout=10)
-    try:
-        yield pwd.getpwnam(name)
-    finally:
-        subprocess.run(["userdel", name], capture_output=True, timeout=10)
+    return temp_user("empr")
 
 
 def test_a_root_emperor_refuses_group_writable_files_and_includes_of_other_users(emperor, appdir,

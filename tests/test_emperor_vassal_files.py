@@ -39,6 +39,20 @@ def test_touch_reloads_into_a_new_generation(emperor, appdir):
     assert int(http_get(port, expect=200).text.split("pid=")[1]) != pid
 
 
+def test_exit_on_reload_makes_a_touch_a_fresh_start(emperor, appdir):
+    """exit-on-reload (core/master_utils.c uwsgi_reload: "GAME OVER (insert coin)", exit 0 instead
+    of the re-exec): the master stops gracefully and the emperor starts the vassal afresh."""
+    e = emperor()
+    port = free_port()
+    path = serving(e, "app.ini", port, appdir, extra="exit-on-reload = true\n")
+    first = body_when(port)
+    os.utime(path)
+    e.wait_log(", exit-on-reload", timeout=30)
+    assert "gen=0" in body_when(port, lambda b: b != first and "gen=0" in b, timeout=30)
+    assert "reloading -> running" not in e.log
+    e.wait_log("app.ini: stopping -> starting (restart after exited 0", timeout=10)   # at once, no backoff
+
+
 def test_edit_in_place_reloads(emperor, appdir):
     e = emperor()
     port = free_port()

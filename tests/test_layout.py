@@ -114,6 +114,18 @@ def test_no_module_over_500_lines_and_no_class_over_350():
 
 
 @pytest.mark.timeout(60)
+def test_no_test_module_imports_another():
+    """Shared helpers live in tests/support.py and fixtures in conftest.py: a test module
+    imported by another runs its fixtures' module state twice and hides what it shares."""
+    offenders = []
+    for path in sorted((ROOT / "tests").glob("test_*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0].startswith("test_")]
+    assert offenders == []
+
+
 def test_a_master_image_imports_neither_the_emperor_nor_rich_nor_typing(tmp_path, procs):
     """A re-executed master (every graceful reload starts one) carries only what it runs:
     checked on the real process with `python -X importtime`, before and after a reload."""

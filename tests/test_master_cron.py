@@ -8,10 +8,8 @@ master leave none of a job's processes behind. Every process is killed by PID at
 from __future__ import annotations
 
 import calendar
-import json
 import os
 import signal
-import socket
 import textwrap
 import time
 from pathlib import Path
@@ -317,14 +315,6 @@ def test_the_vassal_stopping_stops_running_jobs(tmp_path):
 
 
 # ---------- real masters ----------
-def stats(port: int) -> dict:
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-        data = b""
-        while chunk := s.recv(65536):
-            data += chunk
-    return json.loads(data)
-
-
 @pytest.mark.timeout(150)
 def test_every_minute_runs_on_the_minute_with_its_output_in_the_vassal_log(master, tmp_path):
     """`cron = -1 -1 -1 -1 -1 CMD` (Cron.rst): run by the master at start (its minute matches)

@@ -7,17 +7,15 @@ teardown; processes a test made (a daemon's tree) are killed by PID in `finally`
 """
 from __future__ import annotations
 
-import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from support import HELLO_APP, ROOT, descendants, free_port, wait_for
+from support import HELLO_APP, ROOT, descendants, free_port, read_stats, wait_for
 from emperor.config import ConfigError, load_config
 from emperor.master.daemons import MAX_DAEMONS, Daemons
 from emperor.master.loop import Loop
@@ -99,14 +97,6 @@ def started(path: Path, count: int = 1, timeout: float = 10.0) -> list[int]:
     return [int(n.split()[1]) for n in notes(path) if n.startswith("start ")]
 
 
-def stats(port: int) -> dict:
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-        data = b""
-        while chunk := s.recv(65536):
-            data += chunk
-    return json.loads(data)
-
-
 @pytest.fixture
 def scripts(tmp_path):
     (tmp_path / "daemon.py").write_text(DAEMON)
@@ -162,7 +152,7 @@ def test_a_daemon_that_dies_is_restarted_after_1_2_4_seconds_and_status_shows_it
     assert [line.rsplit("restarting in ", 1)[1] for line in log.splitlines() if "exited 4 after" in line][:3] \
         == ["1s", "2s", "2s"]
     assert 'daemon "exit 3" restarted (restart 2)' in log
-    by_command = {d["command"]: d for d in stats(port)["daemons"]}
+    by_command = {d["command"]: d for d in read_stats(port)["daemons"]}
     assert by_command["exit 3"]["state"] == "backoff" and by_command["exit 3"]["backoff"] == 4
     assert by_command["exit 3"]["restarts"] == 2 and by_command["exit 3"]["pid"] == 0
 
@@ -314,7 +304,7 @@ def test_a_smart_daemon_is_watched_through_its_pidfile_kept_across_reloads_stopp
     pid = started(scripts / "s")[0]
     reaper.append(pid)
     wait_for(lambda: pidfile.exists() and pidfile.read_text().strip() == str(pid))
-    wait_for(lambda: stats(port)["daemons"][0]["pid"] == pid)
+    wait_for(lambda: read_stats(port)["daemons"][0]["pid"] == pid)
     assert "restarting in" not in m.log   # its first process forked away and exited: not a death
     m.signal(signal.SIGHUP)
     m.wait_log("generation 1 ready", timeout=15)
@@ -399,3 +389,21 @@ def test_the_number_of_daemons_is_bounded(tmp_path):
     ini.write_text("[uwsgi]\nhttp-socket = :8000\nmodule = x\n" + "attach-daemon = true\n" * (MAX_DAEMONS + 1))
     with pytest.raises(ConfigError, match=f"at most {MAX_DAEMONS}"):
         Daemons(load_config(str(ini)), HandOff(), Loop(), on_control=lambda why: None)
+
+
+@pytest.mark.timeout(10)
+def test_a_fifo_where_a_pidfile_should_be_never_stops_the_master(tmp_path):
+    """attach-daemon2's pidfile= is read by the master's loop (uWSGI's uwsgi_check_pidfile),
+    and its own pidfile is read before removal: both open without blocking, so a FIFO put
+    in their place reads as no PID instead of waiting for a writer."""
+    from emperor.master import pidfile
+    from emperor.master.daemons import read_pidfile
+
+    fifo = tmp_path / "daemon.pid"
+    os.mkfifo(fifo)
+    assert read_pidfile(str(fifo)) == 0
+    pidfile.remove(str(fifo), os.getpid())
+    assert fifo.exists()                 # not ours: left alone
+    (tmp_path / "mine.pid").write_text(f"{os.getpid()}\n")
+    pidfile.remove(str(tmp_path / "mine.pid"), os.getpid())
+    assert not (tmp_path / "mine.pid").exists()

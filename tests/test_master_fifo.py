@@ -19,9 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from support import HELLO_APP, free_port, wait_for
+from support import HELLO_APP, SYSTEM_PYTHON, free_port, wait_for
 
-SYSTEM_PYTHON = "/usr/bin/python3.11"   # one that another user than root can run (/root is private)
 SLOW_APP = """
 import os, time
 def application(environ, start_response):

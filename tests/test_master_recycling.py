@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from spoolsupport import SERVERS, get as get_body, start as start_server
 from support import worker_pids
 from support import APPS, free_port, wait_for
 from emperor.config import load_config
+from emperor.proc import memory
 from emperor.wire.scoreboard import Scoreboard
 from emperor.worker.process import Worker
 
@@ -128,3 +130,51 @@ def test_max_requests_delta_gives_each_worker_its_own_limit(tmp_path):
     limits = [Worker(config=c, slot=s, listeners=[], app=None, board=Scoreboard(3, 1), notify_fd=-1,
                      load_app=lambda: None).max_requests for s in range(3)]
     assert limits == [100, 110, 120]
+
+
+# ---------- address space (reload-on-as, evil-reload-on-as), under emperor and real uWSGI ----------
+@pytest.mark.parametrize("server", SERVERS)
+def test_reload_on_as_replaces_the_worker_after_the_request_that_passed_it(procs, tmp_path, server):
+    """core/utils.c uwsgi_close_request: once a request has been answered, a worker whose
+    address space (VSZ) is at or above `reload-on-as` exits (goodbye_cruel_world) and
+    the master respawns it. The app maps 2 GiB it never touches: address space, not RSS.
+    `min-worker-lifetime = 0`: uWSGI's default (10 s, core/init.c) would hold a young worker back."""
+    m = start_server(procs, server, tmp_path, "processes = 1\nreload-on-as = 1024\nmin-worker-lifetime = 0\n",
+                     app="leaky")
+    first = get_body(m.port, "/")
+    assert get_body(m.port, "/") == first                     # under the limit: kept
+    assert get_body(m.port, "/reserve?mb=2048") == first      # the request that passes it is answered
+    assert get_body(m.port, "/") != first                     # ...by a worker that then left
+    assert memory(int(get_body(m.port, "/")))[1] < 1024 << 20
+    assert {"emperor": "reload-on-as: address space", "uwsgi": "The work of process"}[server] in m.log
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_evil_reload_on_as_is_the_master_killing_a_worker_in_its_request(procs, tmp_path, server):
+    """core/master_checks.c uwsgi_master_check_workers_deadline: past `evil-reload-on-as` the
+    master SIGKILLs the worker ("EVIL RELOAD ON WORKER ... ADDRESS SPACE") without waiting for
+    its request to end (the worker's own check, after the request, would never come: the
+    request is held), and the worker is respawned."""
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    m = start_server(procs, server, tmp_path, f"processes = 1\nevil-reload-on-as = 1024\nenv = GATE_DIR={gate}\n",
+                     app="leaky")
+    victim = int(get_body(m.port, "/"))
+    cut: list[BaseException] = []
+
+    def held() -> None:
+        try:
+            get_body(m.port, "/reserve?mb=2048&id=e", timeout=40)
+        except OSError as e:
+            cut.append(e)
+
+    t = threading.Thread(target=held)
+    t.start()
+    wait_for(lambda: (gate / "e.started").exists(), timeout=20)
+    wait_for(lambda: worker_pids(m.pid) and victim not in worker_pids(m.pid), timeout=30)
+    (gate / "e.release").touch()
+    t.join(30)
+    assert cut                                                # cut short: it never got an answer
+    assert int(get_body(m.port, "/")) != victim
+    assert {"emperor": "address space", "uwsgi": "EVIL RELOAD ON WORKER 1 ADDRESS SPACE"}[server] in m.log
+    assert "evil-reload-on-as (1024 MiB): killing it" in m.log or server == "uwsgi"

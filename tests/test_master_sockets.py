@@ -166,3 +166,23 @@ def test_vacuum_for_a_master_that_dropped_privileges(procs, tmp_path, public):
     path.unlink()
     e.wait_log("app.ini: stopping -> gone", timeout=20)
     wait_for(lambda: not sock.exists(), timeout=5)
+
+
+def test_no_defer_accept_clears_tcp_defer_accept_which_is_on_by_default(tmp_path):
+    """uWSGI sets TCP_DEFER_ACCEPT on TCP sockets unless no-defer-accept (core/socket.c:748,
+    uwsgi_bind_to_port, uwsgi.no_defer_accept); emperor does the same in sockets.prepare,
+    and clears it on a socket a reload inherited with it set."""
+    from emperor.config import load_config
+    from emperor.sockets import HTTP, Listener, prepare
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen()
+    ini = tmp_path / "a.ini"
+    try:
+        for body, want in (("", True), ("no-defer-accept = true\n", False)):
+            ini.write_text(f"[uwsgi]\nhttp-socket = 127.0.0.1:0\nmodule = x\n{body}")
+            prepare([Listener(HTTP, "127.0.0.1:0", s)], load_config(str(ini), environ={}))
+            assert bool(s.getsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT)) is want
+    finally:
+        s.close()

@@ -3,19 +3,10 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 
 import pytest
 
-from support import HELLO_APP, STATS_TOP_KEYS, STATS_WORKER_KEYS, Tmux, free_port, http_get, tool, wait_for
-
-
-def read_stats(port: int) -> dict:
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-        data = b""
-        while chunk := s.recv(65536):
-            data += chunk
-    return json.loads(data)
+from support import HELLO_APP, STATS_TOP_KEYS, STATS_WORKER_KEYS, Tmux, free_port, http_get, read_stats, tool, wait_for
 
 
 def test_stats_document_has_uwsgi_shape(master):

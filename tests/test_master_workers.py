@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from support import HELLO_APP, STARTED, children, http_get, InFlight, wait_for
+from support import HELLO_APP, STARTED, InFlight, children, http_get, wait_for
 
 
 def test_killed_worker_is_respawned(master):
@@ -39,6 +39,41 @@ def application(environ, start_response):
     log = m.wait_log("HARAKIRI")
     assert "GET /stuck" in log
     wait_for(lambda: children(m.pid) and children(m.pid) != before)
+    assert http_get(m.port).status == 200
+
+
+def test_harakiri_graceful_signal_comes_first_then_the_kill(master, tmp_path):
+    """core/master_checks.c: with harakiri-graceful-timeout the stuck worker first gets
+    harakiri-graceful-signal (here SIGSYS, which the app handles, as uWSGI's tests/harakiri.py),
+    and SIGKILL only that many seconds later."""
+    marker = tmp_path / "got-signal"
+    app = f"""
+import signal
+import time
+
+
+def on_sys(signum, frame):
+    open({str(marker)!r}, "w").write(str(signum))
+
+
+signal.signal(signal.SIGSYS, on_sys)
+
+
+def application(environ, start_response):
+    if environ["PATH_INFO"] == "/stuck":
+        time.sleep(30)
+    start_response("200 OK", [])
+    return [b"ok"]
+"""
+    m = master(f"harakiri = 1\nharakiri-graceful-timeout = 2\nharakiri-graceful-signal = {int(signal.SIGSYS)}\n"
+               "processes = 1\nlazy-apps = true\n", app)
+    with pytest.raises((ConnectionError, socket.timeout)):
+        http_get(m.port, "/stuck", timeout=30)
+    log = m.wait_log("HARAKIRI: worker 1")
+    assert "HARAKIRI (graceful): worker 1" in log and f"signal {int(signal.SIGSYS)}, killed in 2s" in log
+    assert marker.read_text() == str(int(signal.SIGSYS))
+    graceful_at = log.index("HARAKIRI (graceful)")
+    assert log.index("HARAKIRI: worker 1", graceful_at) > graceful_at
     assert http_get(m.port).status == 200
 
 
@@ -134,3 +169,28 @@ def test_a_ready_read_after_the_stop_began_changes_nothing(tmp_path):
     w.stopping = True
     assert w.worker_ready(4_000_000) is False
     assert w.current.ready == set()
+
+
+
+def test_workers_that_serve_one_request_each_are_never_start_failures(master):
+    """max-requests = 1 under 4 concurrent clients: each worker serves once, says so and
+    leaves, and the master reaps it. Its READY and "served" notes are in the notify pipe
+    before its exit can be reaped, but the master's loop can be woken for the SIGCHLD first:
+    it took such a worker for one that died before its first request, and answered the next
+    clients 503 itself (seen on a loaded machine). Every answer must be the app's."""
+    m = master("max-requests = 1\nprocesses = 2\n", HELLO_APP)
+    bad: list = []
+
+    def client() -> None:
+        for _ in range(40):
+            r = http_get(m.port, timeout=30)
+            if r.status != 200:
+                bad.append(r.status)
+
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert bad == []
+    assert "before serving" not in m.log

@@ -9,6 +9,7 @@ import socket
 import pytest
 
 from conftest import free_port
+from support import wait_port
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -91,6 +92,55 @@ def test_without_manage_script_name_the_web_server_s_script_name_chooses(master)
         while chunk := s.recv(65536):
             data += chunk
     assert json.loads(data.split(b"\r\n\r\n", 1)[1]) == {"app": "blog", "script_name": "/blog", "path_info": "/x"}
+
+
+def test_no_default_app_refuses_a_script_name_nothing_is_mounted_at(master):
+    """core/utils.c uwsgi_get_app_id: a SCRIPT_NAME no app is mounted at goes to the default app
+    unless no-default-app (core/uwsgi.c "do not fallback to default app"); SCRIPT_NAME ""
+    still finds the module's app, mounted at "" as in uWSGI."""
+    from emperor.worker.protocols.uwsgi import encode_vars
+
+    def via_uwsgi(port: int, script_name: str) -> bytes:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(encode_vars({"REQUEST_METHOD": "GET", "SCRIPT_NAME": script_name, "PATH_INFO": "/x",
+                                   "REQUEST_URI": script_name + "/x", "SERVER_PROTOCOL": "HTTP/1.1"}))
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+        return data
+
+    for i, (flag, want) in enumerate((("", b"200"), ("no-default-app = true", b"404"))):
+        uport = free_port()
+        m = master(f"""
+            socket = 127.0.0.1:{uport}
+            module = wsgiapp:application
+            mount = /blog=wsgiapp:blog
+            {flag}
+            """, app=APP, name=f"app{i}.ini")
+        wait_port(uport)
+        wait_port(m.port)
+        assert via_uwsgi(uport, "/nope").split()[1] == want
+        assert seen(m.port, "/x")["app"] == "root"
+
+
+def test_wsgi_disable_file_wrapper_takes_it_out_of_the_environ(master, tmp_path):
+    """uWSGI's python plugin sets wsgi.file_wrapper unless wsgi-disable-file-wrapper
+    (plugins/python/wsgi_subhandler.c); static files are still sent with sendfile."""
+    app = """
+def application(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [str("wsgi.file_wrapper" in environ).encode()]
+"""
+    static = tmp_path / "st"
+    static.mkdir()
+    (static / "a.txt").write_text("static\n")
+    m = master(f"wsgi-disable-file-wrapper = true\nstatic-map = /s={static}\n", app=app)
+    c = http.client.HTTPConnection("127.0.0.1", m.port, timeout=10)
+    c.request("GET", "/")
+    assert c.getresponse().read() == b"False"
+    c.request("GET", "/s/a.txt")
+    assert c.getresponse().read() == b"static\n"
+    c.close()
 
 
 def test_mounts_alone_answer_404_where_nothing_is_mounted(master):

@@ -6,6 +6,7 @@ Real masters on 127.0.0.1, raw sockets; "in flight" is the app's own marker file
 from __future__ import annotations
 
 import signal
+import socket
 import sys
 import time
 from pathlib import Path
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from support import Client, worker_pids
-from support import APPS, free_port, wait_for
+from support import APPS, cpu_seconds, free_port, wait_for
 
 
 def gate_master(procs, tmp_path: Path, body: str, port: int | None = None):
@@ -212,3 +213,35 @@ def test_a_request_that_came_in_time_is_not_timed_out_while_the_core_was_busy(pr
         assert a.response().status == 200
         r = b.response()
         assert r.status == 200 and r.body == b"/b"
+
+
+# ---------- 2. a worker out of descriptors ----------
+@pytest.mark.timeout(90)
+def test_a_worker_out_of_descriptors_pauses_accept_and_serves_again(procs, tmp_path):
+    """`max-fd = 64` (uWSGI's option, core/uwsgi.c: setrlimit(RLIMIT_NOFILE)) and 300 idle
+    connections: accept() fails with EMFILE while the listener stays readable. uWSGI's
+    wsgi_req_accept (core/utils.c) just returns -1 and polls again, a spinning core; ours wrote
+    a "Too many open files" line per attempt (3.6 M lines in 6 s). Now the worker sheds its
+    oldest idle connection, stops accepting for a moment and says so once per pause; it
+    serves again once the connections are gone."""
+    m = gate_master(procs, tmp_path, "processes = 1\nmax-fd = 64\nsocket-timeout = 30\n")
+    worker = next(iter(worker_pids(m.pid)))
+    flood: list[socket.socket] = []
+    try:
+        for _ in range(300):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setblocking(False)
+            s.connect_ex(("127.0.0.1", m.port))  # the kernel queues what the backlog holds
+            flood.append(s)
+        m.wait_log("accept: Too many open files; pausing accept", timeout=20)
+        cpu, started = cpu_seconds(worker), time.monotonic()
+        time.sleep(3)  # the behaviour under test: the worker stays out of descriptors this long
+        used, spent = cpu_seconds(worker) - cpu, time.monotonic() - started
+        lines = m.log.count("Too many open files")
+        assert lines <= 5 + spent / 0.1, f"{lines} lines in {spent:.1f}s: one per pause (0.1 s) at most"
+        assert used < spent / 4, f"the worker used {used:.2f}s of CPU in {spent:.1f}s"
+    finally:
+        for s in flood:
+            s.close()
+    assert wait_for(lambda: answered(m.port, timeout=5), timeout=30)
+    assert worker in worker_pids(m.pid) and "Traceback" not in m.log

@@ -2,13 +2,18 @@
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 
-from support import APPS, free_port, wait_for
+from spoolsupport import SERVERS, UWSGI, write_ini
+from spoolsupport import start as start_server
+from support import APPS, free_port, wait_for, wait_port
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -96,3 +101,111 @@ def test_log_date_format_starts_every_line_of_the_master_and_workers(procs, tmp_
     assert ftime == ltime   # %(ftime) is ltime unless logformat-strftime (logging.c uwsgi_lf_ftime)
     own = [l for l in m.log.splitlines() if "[app.ini" in l]
     assert own and all(l.startswith("<2") and l[1:5].isdigit() for l in own), own
+
+
+def test_log_sendfile_logs_file_responses_with_logging_disabled(procs, tmp_path):
+    """core/logging.c log_request: with log-sendfile a response sent by sendfile is logged even
+    when logging is off (uwsgi.logging_options.sendfile, UWSGI_VIA_SENDFILE)."""
+    static = tmp_path / "static"
+    static.mkdir()
+    (static / "a.txt").write_text("file body\n")
+    m = start(procs, tmp_path, f"disable-logging = true\nlog-sendfile = true\nstatic-map = /s={static}\n")
+    assert get(m.port, "/") == 200
+    assert get(m.port, "/s/a.txt") == 200
+    m.wait_log("GET /s/a.txt => 200", timeout=10)
+    assert " GET / => 200" not in m.log
+
+
+SIZED = """
+def application(environ, start_response):
+    n = int(environ.get("QUERY_STRING", "n=0").partition("=")[2] or 0)
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(n))])
+    return [b"x" * n]
+"""
+
+
+def serve_sized(procs, server: str, tmp_path: Path, body: str):
+    """The same ini and app (an answer of ?n= bytes) under emperor or real uWSGI."""
+    (tmp_path / "sized.py").write_text(SIZED)
+    return start_server(procs, server, tmp_path, body, app=str(tmp_path / "sized.py"))
+
+
+def fetch(port: int, path: str) -> None:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=15) as r:
+        r.read()
+
+
+def req_lines(p, last: str) -> list[str]:
+    """The REQ lines of p's output once the one for `last` is there."""
+    p.wait_log(f"REQ {last} ", timeout=15)
+    return [l for l in p.log.splitlines() if l.startswith("REQ ")]
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_log_big_and_log_zero_look_at_the_body_size(procs, tmp_path, server):
+    """core/logging.c log_request: with logging disabled, log-big logs a request whose
+    wsgi_req->response_size (the body, %(rsize), not %(size) which adds the headers) is >= N,
+    and log-zero one whose body is empty. A body of 999 bytes is under log-big = 1000 even
+    though its headers take the whole response past 1000."""
+    p = serve_sized(procs, server, tmp_path, "disable-logging = true\nlog-big = 1000\nlog-zero = true\n"
+                                             "log-format = REQ %(uri) %(rsize)\n")
+    for n in (5, 0, 999, 1000, 5000):
+        fetch(p.port, f"/s?n={n}")
+    assert req_lines(p, "/s?n=5000") == ["REQ /s?n=0 0", "REQ /s?n=1000 1000", "REQ /s?n=5000 5000"]
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_logformat_strftime_formats_ftime_with_log_date_and_nothing_else(procs, tmp_path, server):
+    """core/logging.c uwsgi_lf_ftime: with logformat-strftime and log-date = FMT, %(ftime) is
+    the request's start through strftime(FMT); the rest of the log-format line is written as it
+    is (uWSGI 2.0's uwsgi_logit_lf_strftime is commented out in core/uwsgi.c): a literal %Y in
+    the format stays, and a client's %-sequence in the URI is not expanded by strftime."""
+    p = serve_sized(procs, server, tmp_path, "logformat-strftime = true\nlog-date = %%Y-%%m-%%d\n"
+                                             "log-format = REQ %(uri) [%(ftime)] %%Y|%(ltime)\n")
+    before = time.localtime()
+    fetch(p.port, "/%25Y/%25d?n=2")
+    after = time.localtime()
+    [line] = req_lines(p, "/%25Y/%25d?n=2")
+    head, ltime = line.split("|")
+    days = {time.strftime("%Y-%m-%d", t) for t in (before, after)}
+    assert head in {f"REQ /%25Y/%25d?n=2 [{d}] %Y" for d in days}, line
+    assert ltime[:11] in {time.strftime("%d/%b/%Y", t) for t in (before, after)}, line
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_logger_and_req_logger_stdio_write_to_the_process_output(procs, tmp_path, server):
+    """plugins/logfile/logfile.c uwsgi_stdio_logger: `logger = stdio` and `req-logger = stdio`
+    write to the log descriptor the process started with (uwsgi.original_log_fd): the server's
+    own lines and the request lines both come out on its stdout/stderr, nothing is dropped."""
+    p = serve_sized(procs, server, tmp_path, "logger = stdio\nreq-logger = stdio\nlog-format = REQ %(uri) %(status)\n")
+    fetch(p.port, "/s?n=3")
+    assert req_lines(p, "/s?n=3") == ["REQ /s?n=3 200"]
+    assert "ignored" not in p.log and "not supported" not in p.log
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_req_logger_stdio_keeps_the_request_lines_on_stdout_when_logger_takes_a_file(procs, tmp_path, server):
+    """core/logging.c uwsgi_setup_log keeps original_log_fd = dup(1) before a `logger` takes the
+    log, and plugins/logfile/logfile.c uwsgi_stdio_logger writes there: with `logger = file:F`
+    and `req-logger = stdio` the server's lines go to F and the request lines to the stdout it
+    started with. Emperor keeps that descriptor across a graceful reload (SIGHUP) too."""
+    general = tmp_path / "general.log"
+    (tmp_path / "sized.py").write_text(SIZED)
+    port = free_port()
+    ini = write_ini(tmp_path, f"logger = file:{general}\nreq-logger = stdio\nlog-format = REQ %(uri) %(status)\n",
+                    port, app=str(tmp_path / "sized.py"))
+    argv = [sys.executable, "-m", "emperor", "master"] if server == "emperor" else [str(UWSGI), "--ini"]
+    p = procs([*argv, str(ini)], tmp_path, log=tmp_path / "stdout.log")
+    ready = "(workers ready)" if server == "emperor" else "spawned uWSGI worker 1"
+    wait_for(lambda: general.exists() and ready in general.read_text(), timeout=30)
+    wait_port(port, 20)
+    p.port = port
+    fetch(p.port, "/s?n=3")
+    assert req_lines(p, "/s?n=3") == ["REQ /s?n=3 200"]
+    assert "REQ " not in general.read_text()
+    if server == "emperor":
+        p.signal(signal.SIGHUP)
+        wait_for(lambda: "generation 1 ready" in general.read_text(), timeout=30)
+        fetch(p.port, "/s?n=4")
+        assert req_lines(p, "/s?n=4") == ["REQ /s?n=3 200", "REQ /s?n=4 200"]
+        assert "REQ " not in general.read_text()

@@ -296,6 +296,9 @@ def test_static_sends_the_file_through_the_file_wrapper(master, tmp_path):
     assert get(m.port, "/files/../app.ini")[0] in (400, 404)   # http.client does not normalise
     assert get(m.port, "/files/..%2Fapp.ini")[0] == 404
     m.wait_log("a '..' segment; refused")
+    os.mkfifo(files / "pipe")   # opened without blocking: a FIFO is no file, not a stuck worker
+    assert get(m.port, "/files/pipe")[0] == 404
+    assert get(m.port, "/logo")[0] == 200
 
 
 def test_error_routes_replace_a_status_and_final_routes_run_after_the_response(master):

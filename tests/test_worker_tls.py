@@ -267,3 +267,36 @@ def test_a_client_ca_with_bang_requires_a_client_certificate(procs, tmp_path, ca
         request(ctx, port)
     ctx.load_cert_chain(client_cert, client_key)
     assert request(ctx, port)[0] == 200
+
+
+UWSGI = Path(sys.executable).parent / "uwsgi"
+
+
+@pytest.mark.parametrize("server", ["emperor", pytest.param("uwsgi", marks=pytest.mark.skipif(
+    not UWSGI.exists(), reason="no uWSGI in the venv"))])
+def test_https_spelling_alone_serves_tls_as_under_uwsgi(procs, tmp_path, ca, server):
+    """HTTPS.rst `https = ADDRESS,CERT,KEY` (plugins/http/http.c: the HTTP router's option, read
+    by plugins/http/https.c uwsgi_opt_https as ADDRESS,CERT,KEY[,CIPHERS[,CA]]): uWSGI
+    proxies from its router, emperor's workers serve it themselves; either way the file with only
+    this line serves the application over TLS, HTTPS=on and wsgi.url_scheme https."""
+    cert, key = ca.leaf("127.0.0.1")
+    port = free_port()
+    (tmp_path / "tlsapp.py").write_text(APP)
+    (tmp_path / "version").write_text("v1")
+    ini = tmp_path / "app.ini"
+    ini.write_text(f"[uwsgi]\nmaster = true\nchdir = {tmp_path}\nmodule = tlsapp\n"
+                   f"env = VERSION_FILE={tmp_path}/version\nhttps = 127.0.0.1:{port},{cert},{key}\n")
+    argv = [sys.executable, "-m", "emperor", "master"] if server == "emperor" else [str(UWSGI), "--ini"]
+    m = procs([*argv, str(ini)], tmp_path)
+    m.wait_log("running (workers ready)" if server == "emperor" else "spawned uWSGI worker 1", timeout=30)
+
+    def curl():
+        r = subprocess.run(["curl", "-sS", "--cacert", str(ca.cert), f"https://127.0.0.1:{port}/"],
+                           capture_output=True, text=True, timeout=30)
+        return r.stdout if r.returncode == 0 else None
+    doc = json.loads(wait_for(curl, timeout=20))
+    assert doc["scheme"] == "https" and doc["https"] == "on", doc
+    status, _, conn = request(ca.client(), port)
+    assert status == 200 and conn.version() in ("TLSv1.2", "TLSv1.3")
+    if server == "emperor":
+        assert "not supported" not in m.log and "ignored" not in m.log and "Traceback" not in m.log

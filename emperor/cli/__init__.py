@@ -70,6 +70,16 @@ def _parser() -> argparse.ArgumentParser:
                    help="a deleted vassal file stops its master gracefully (in-flight requests finish "
                         "within --grace) instead of at once (SIGINT, uWSGI's way); a file's own "
                         "`graceful-removal = true/false` decides for it")
+    r.add_argument("--emperor-on-demand-directory", metavar="DIR",
+                   help="on-demand vassals (uWSGI's option): the emperor binds the UNIX socket DIR/NAME.socket "
+                        "of vassal NAME.ini and starts its master at the first connection")
+    r.add_argument("--emperor-on-demand-extension", metavar="EXT",
+                   help="on-demand vassals (uWSGI's option): the socket of NAME.ini is the address written "
+                        "in NAME.ini + EXT (e.g. .socket); the emperor binds it, a connection starts the master")
+    r.add_argument("--emperor-on-demand-exec", metavar="CMD", help="not supported (refused)")
+    r.add_argument("--preimport", metavar="MOD,...",
+                   help="import these modules in the emperor before forking masters (e.g. django,django.db.models): "
+                        "a cold start skips their import; every vassal then uses the emperor's copy")
     r.add_argument("--strict-compat", action="store_true",
                    help="refuse a vassal using an option uWSGI knows but emperor does not support "
                         "(by default: a warning)")

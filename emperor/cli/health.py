@@ -13,7 +13,7 @@ one line saying why otherwise:
   still runs: the vassals serve, but new traffic should go elsewhere) or
   `stopping`;
 - it is not ready yet: the vassals present at start have not settled, i.e. are
-  neither serving nor failed (see emperor/sdnotify.py; at most 60 s);
+  neither serving nor failed (see emperor/emperor/systemd.py; at most 60 s);
 - a vassal has not served within `--grace` seconds (default 60): still `starting`, or
   `failing` (its master runs but every worker dies before its first request);
 - a vassal keeps failing: it is in `backoff` and its backoff delay has reached

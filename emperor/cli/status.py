@@ -35,7 +35,7 @@ RATE_SAMPLE = 1.0   # --once: the second status request this long after the firs
 STATE_STYLE = {
     "running": "green", "starting": "yellow", "reloading": "yellow", "paused": "yellow",
     "stopping": "yellow", "backoff": "red", "config error": "red", "reload failed": "red",
-    "failing": "red",
+    "failing": "red", "on-demand": "cyan",
 }
 PROBLEM = {"backoff", "config error", "reload failed", "failing"}
 MIN_EVENT = 30    # narrower than this, the last event goes under its row
@@ -53,6 +53,10 @@ def event_text(name: str, v: dict) -> str:
         return f"backoff {v.get('backoff', 0):g}s: {detail}" + (f" (retry in {max(retry, 1):.0f}s)" if retry else "")
     if state in PROBLEM:
         return error or event
+    if state == "on-demand":   # no master: the emperor holds its sockets (emperor/emperor/ondemand.py)
+        n, last = v.get("cold_starts", 0), v.get("last_start")
+        return (f"{n} cold start{'' if n == 1 else 's'}"
+                + (f", last start {_age(time.time() - last)} ago" if last else ", never started"))
     warnings = v.get("warnings") or []
     if warnings:
         return f"{len(warnings)} warning{'s' if len(warnings) > 1 else ''} in its file (status {name}) · {event}"
@@ -86,7 +90,7 @@ def vassal_cells(name: str, v: dict, now: float) -> dict[str, str]:
     st = v.get("stats") or {}
     started = st.get("started_at")
     return {
-        "name": name, "state": v.get("state", "?"),
+        "name": name, "state": "on-demand (idle)" if v.get("state") == "on-demand" else v.get("state", "?"),
         "pid": str(v["pid"]) if v.get("pid") else "-",
         # a `*`: a rollback (SIGURG) serves an older generation than the file's
         "gen": f"{v.get('generation', 0)}{'*' if v.get('restored') else ''}" if v.get("pid") else "-",
@@ -154,7 +158,7 @@ def vassal_lines(doc: dict, width: int, now: float | None = None) -> list[Text]:
             lines.append(line)
         else:
             lines.append(line)
-            if (state in PROBLEM or v.get("warnings")) and event:
+            if (state in PROBLEM or state == "on-demand" or v.get("warnings")) and event:
                 lines += [Text(part, style=style) for part in _wrap(event, width, indent=2, most=2)]
     return [_trim(l, width) for l in lines]
 

@@ -18,8 +18,10 @@ from emperor import paths, sockets
 from emperor.config import ConfigError, load_config
 from emperor.emperor import trust
 from emperor.emperor.launch import fork_preflight
+from emperor.emperor.ondemand import OnDemand
 from emperor.emperor.vassals import Vassal
 from emperor.emperor.watch import Changes
+from emperor.files import Scarce
 from emperor.proc import describe_exit, killpg_quietly, signal_quietly
 from emperor.states import VassalState as S
 from emperor.wire import channel, handoff
@@ -47,7 +49,8 @@ class Masters:
     def __init__(self, directory: str, *, launch: Launch, clock: Callable[[], float], tyrant: bool,
                  grace: float, preflights_here: bool, watch: Callable[[int, Vassal], None],
                  unwatch: Callable[[int], None], stopping: Callable[[], bool],
-                 graceful_removal: bool = False, strict_compat: bool = False) -> None:
+                 graceful_removal: bool = False, strict_compat: bool = False,
+                 on_demand: OnDemand | None = None) -> None:
         self.directory = directory
         self.launch = launch
         self.clock = clock
@@ -60,17 +63,23 @@ class Masters:
         self.strict_compat = strict_compat   # --strict-compat: unsupported uWSGI options refused
         self.vassals: dict[str, Vassal] = {}
         self.preflights: dict[int, tuple[Vassal, int, str]] = {}   # pid -> (vassal, its master, seq)
+        self.od = on_demand or OnDemand()
+        self.environ: dict[str, str] | None = None   # while apply() runs   # the sockets we hold for on-demand vassals
 
     def to(self, v: Vassal, new: S | None, why: str) -> None:
         v.to(new, why)
         if new is None:
             self.vassals.pop(v.name, None)
+            self.od.release(v)
 
     def by_pid(self, pid: int) -> Vassal | None:
         return next((x for x in self.vassals.values() if x.pid == pid), None)
 
     # ---------- what the watcher found ----------
     def apply(self, changes: Changes) -> None:
+        # one copy of our environment for the whole batch: each file reads it ($(VAR), UWSGI_*), and
+        # os.environ decodes every key at each look (a thousand new files at start-up)
+        self.environ = dict(os.environ)
         for name in changes.deleted:       # first: a rename's new name may need the old one's port
             if name in self.vassals:
                 self.on_deleted(self.vassals[name])
@@ -78,6 +87,7 @@ class Masters:
             self.on_file(name, "file changed")
         for name in changes.new:
             self.on_file(name, "new file")
+        self.environ = None
 
     def on_file(self, name: str, why: str) -> None:
         v = self.vassals.get(name)
@@ -96,7 +106,7 @@ class Masters:
             self.stop_master(v, "file owner changed")
             return
         checked = self.check(v)
-        if isinstance(checked, str):
+        if isinstance(checked, (str, Scarce)):
             self._config_error(v, checked)
             return
         v.addresses |= checked[0]
@@ -117,23 +127,26 @@ class Masters:
             self.stop_master(v, "file deleted" + (", gracefully" if graceful else ""), graceful=graceful)
 
     # ---------- acting on one vassal ----------
-    def check(self, v: Vassal) -> tuple[set[str], int | None, int | None] | str:
-        """(addresses, uid, gid) to start the vassal with, or why it cannot start."""
+    def check(self, v: Vassal) -> tuple[set[str], int | None, int | None] | str | Scarce:
+        """(addresses, uid, gid) to start the vassal with, or why it cannot start (Scarce: now)."""
         owner = trust.check(v.path, v.name, self.tyrant)
         if isinstance(owner, str):
             return owner
         v.trust = trust.rule(self.tyrant, owner[0])
         try:
-            config = load_config(v.path, vassals_dir=self.directory, trust=v.trust,
-                                 strict_compat=self.strict_compat)
+            config = load_config(v.path, vassals_dir=self.directory, trust=v.trust, environ=self.environ,
+                                 strict_compat=self.strict_compat, given_socket=self.od.flag_address(v.path) is not None)
         except ConfigError as e:
             for problem in e.problems[1:]:   # the first is the vassal's error, logged with its state
                 log(problem if problem.startswith(v.name) else f"{v.name}: {problem}")
             return str(e)
+        except Scarce as e:
+            return e
         except Exception as e:  # a bug of ours in reading a hostile file costs that vassal alone
             return f"{v.name}: cannot read: {type(e).__name__}: {e}"
         v.warnings = config.warnings[:MAX_WARNINGS]
         v.graceful_removal = config.graceful_removal
+        self.od.plan(v, config)
         # a master that drops privileges can no longer remove its root-owned socket files:
         # with `vacuum`, we do it once it has gone
         v.vacuum = [a for a in config.http_sockets + config.uwsgi_sockets if sockets.is_path(a)] \
@@ -146,7 +159,14 @@ class Masters:
         v.stats_address = config.stats or ("" if self.tyrant else paths.stats_socket(v.path) or "")
         return {address_key(a) for a in addresses}, owner[0], owner[1]
 
-    def _config_error(self, v: Vassal, problem: str) -> None:
+    def _config_error(self, v: Vassal, problem: str | Scarce) -> None:
+        if isinstance(problem, Scarce):   # out of descriptors: a failed start, not the file's fault
+            v.fail(f"cannot read its file now: {problem}")
+            if v.pid is None:
+                self._backoff(v, v.last_error)
+            else:
+                log(f"{v.name}: {v.last_error}: not reloaded; the running generation keeps serving")
+            return
         v.fail(problem)
         v.retry_at = None
         log(problem if problem.startswith(v.name) else f"{v.name}: {problem}")
@@ -158,7 +178,7 @@ class Masters:
         if self.stopping():
             return
         checked = self.check(v)
-        if isinstance(checked, str):
+        if isinstance(checked, (str, Scarce)):
             self._config_error(v, checked)
             return
         addresses, uid, gid = checked
@@ -167,6 +187,13 @@ class Masters:
                          if o is not v and o.pid and o.state is S.STOPPING and o.addresses & addresses}
         if v.waiting_for:
             self.to(v, S.STARTING, f"{why}; waiting for {', '.join(sorted(v.waiting_for))} to free its ports")
+            return
+        held = self.od.hold(v, why, uid, gid)   # on demand: no master until a connection comes
+        if held:
+            if isinstance(held, str):   # cannot bind: a failure as a master's, its backoff grows
+                v.fail(held)
+                v.started_at = self.clock()
+                self._backoff(v, held)
             return
         try:
             parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -184,6 +211,7 @@ class Masters:
             env[handoff.STATS_SOCKET] = v.stats_address  # used by a master whose file has no `stats`
         if self.preflights_here:
             env[handoff.PREFLIGHTS] = "emperor"   # its reload preflights are forks of this process
+        self.od.env(v, env)
         v.env = env
         v.started_at = self.clock()
         try:
@@ -302,38 +330,15 @@ class Masters:
                 self.to(v, S.RELOAD_FAILED, v.last_error or "reload failed")
         elif word == channel.STOPPING:
             if v.state is not S.STOPPING and v.state is not S.CONFIG_ERROR:
+                # asked to reload, it stops (exit-on-reload): start it again at once, no backoff
+                v.restart = v.restart or v.state is S.RELOADING
                 self.to(v, S.STOPPING, "the master stops")
         elif word == channel.PREFLIGHT:
-            self.preflight(v, text)
+            preflight(self.preflights, v, text)
         elif word == channel.ERROR:
             v.fail(text)
         elif text:
             log(f"{v.name}: unknown message from the master: {text[:200]!r}")
-
-    def preflight(self, v: Vassal, text: str) -> None:
-        """A master asks for its reload preflight (`SEQ HELD`, with the output pipe as a
-        descriptor): a fork of us. One per vassal: a new request, or `cancel`, ends the
-        running one, whose result is then never reported."""
-        for pid, (w, _, _) in list(self.preflights.items()):
-            if w is v:
-                killpg_quietly(pid, signal.SIGKILL)
-                del self.preflights[pid]
-        if text == "cancel":
-            return
-        seq, _, held = text.partition(" ")
-        if not v.fds or v.pid is None:
-            v.send(channel.PREFLIGHT, f"{seq} 1")
-            return
-        out = v.fds.popleft()
-        try:
-            pid = fork_preflight(v.path, dict(v.env, **{handoff.HELD: held}), out, v.uid, v.gid)
-        except OSError as e:
-            os.write(out, f"{v.name}: cannot fork the preflight: {e.strerror}\n".encode())
-            v.send(channel.PREFLIGHT, f"{seq} 1")
-            return
-        finally:
-            os.close(out)
-        self.preflights[pid] = (v, v.pid, seq)
 
     def on_exit(self, pid: int, code: int) -> None:
         if pid in self.preflights:
@@ -358,8 +363,8 @@ class Masters:
         how = describe_exit(code)
         if self.stopping() or v.removed:
             self.to(v, None, how)
-        elif v.restart:
-            self.start(v, f"restart after {how}")
+        elif v.restart or self.od.back(v, code):
+            self.start(v, f"restart after {how}" if v.restart else f"master {how}: back to on-demand")
         elif v.state is S.CONFIG_ERROR:
             log(f"{v.name}: master {how}; starts again once the file is fixed")
         else:
@@ -389,6 +394,32 @@ class Masters:
     def kill_preflights(self) -> None:
         for pid in self.preflights:   # their masters are gone: nobody waits for them
             killpg_quietly(pid, signal.SIGKILL)
+
+
+def preflight(preflights: dict[int, tuple[Vassal, int, str]], v: Vassal, text: str) -> None:
+    """A master asks for its reload preflight (`SEQ HELD`, with the output pipe as a
+    descriptor): a fork of us. One per vassal: a new request, or `cancel`, ends the
+    running one, whose result is then never reported."""
+    for pid, (w, _, _) in list(preflights.items()):
+        if w is v:
+            killpg_quietly(pid, signal.SIGKILL)
+            del preflights[pid]
+    if text == "cancel":
+        return
+    seq, _, held = text.partition(" ")
+    if not v.fds or v.pid is None:
+        v.send(channel.PREFLIGHT, f"{seq} 1")
+        return
+    out = v.fds.popleft()
+    try:
+        pid = fork_preflight(v.path, dict(v.env, **{handoff.HELD: held}), out, v.uid, v.gid)
+    except OSError as e:
+        os.write(out, f"{v.name}: cannot fork the preflight: {e.strerror}\n".encode())
+        v.send(channel.PREFLIGHT, f"{seq} 1")
+        return
+    finally:
+        os.close(out)
+    preflights[pid] = (v, v.pid, seq)
 
 
 def _unlink(path: str | None) -> None:

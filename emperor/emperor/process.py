@@ -23,6 +23,7 @@ from emperor import paths
 from emperor.emperor.control import ControlError, ControlServer
 from emperor.emperor.launch import fork_master, preload
 from emperor.emperor.masters import Launch, Masters
+from emperor.emperor.ondemand import EXEC_REFUSED, OnDemand
 from emperor.emperor.systemd import Notifier
 from emperor.emperor.vassals import Vassal
 from emperor.emperor.watch import Changes, DirectoryWatcher
@@ -56,12 +57,15 @@ class Emperor:
                  launch: Launch | None = None,
                  watcher: DirectoryWatcher | None = None, control_path: str | None = None,
                  metrics_address: str | None = None, graceful_removal: bool = False,
-                 strict_compat: bool = False) -> None:
+                 strict_compat: bool = False, on_demand_directory: str | None = None,
+                 on_demand_extension: str | None = None, preimport: tuple[str, ...] = ()) -> None:
         self.directory = os.path.abspath(directory)
         self.tyrant = tyrant
         self.shutdown_delay = shutdown_delay
         self.clock = clock
         self.preload = launch is None   # masters are forks of this process: import their code once
+        self.preloaded = False
+        self.preimport = preimport   # --preimport: modules of the applications, imported before forking
         self.watcher = watcher
         self.signals = SignalQueue(SIGNALS)
         self.pending = self.signals.pending  # the test seam: push a signal, call dispatch_signals()
@@ -73,11 +77,14 @@ class Emperor:
         self.control_path = control_path
         self.control: ControlServer | None = None
         self.metrics_address = metrics_address
+        self.ondemand = OnDemand(directory=on_demand_directory, extension=on_demand_extension, tyrant=tyrant,
+                                 watch=self._watch_listener, unwatch=self._unwatch_listener)
         self.sd = Notifier.from_environ(clock=clock, log=log)  # systemd's READY=1 etc.; also `ready` below
-        self.masters = Masters(self.directory, launch=launch or fork_master, clock=clock, tyrant=tyrant,
+        self.masters = Masters(self.directory, launch=launch or self._fork_master, clock=clock, tyrant=tyrant,
                                grace=grace, preflights_here=self.preload, watch=self._watch,
                                unwatch=self._unwatch, stopping=lambda: bool(self.stopping),
-                               graceful_removal=graceful_removal, strict_compat=strict_compat)
+                               graceful_removal=graceful_removal, strict_compat=strict_compat,
+                               on_demand=self.ondemand)
         self.vassals = self.masters.vassals
 
     def _watch(self, fd: int, v: Vassal) -> None:
@@ -87,6 +94,29 @@ class Emperor:
 
     def _unwatch(self, fd: int) -> None:
         self.by_fd.pop(fd, None)
+        if self.ep is not None:
+            try:
+                self.ep.unregister(fd)
+            except (OSError, ValueError):
+                pass
+
+    def _preload(self) -> None:
+        """Import what masters run, once: before the first fork, or once the files present at
+        start are in the table (so a thousand on-demand vassals are bound before we pay for it)."""
+        if self.preload and not self.preloaded:
+            self.preloaded = True
+            preload(self.preimport)
+
+    def _fork_master(self, path: str, env: dict[str, str], channel_fd: int, uid: int | None, gid: int | None) -> int:
+        self._preload()
+        return fork_master(path, env, channel_fd, uid, gid)
+
+    def _watch_listener(self, fd: int) -> None:
+        """An on-demand vassal's socket: readable means a connection waits (never accepted here)."""
+        if self.ep is not None:
+            self.ep.register(fd, select.EPOLLIN)
+
+    def _unwatch_listener(self, fd: int) -> None:
         if self.ep is not None:
             try:
                 self.ep.unregister(fd)
@@ -201,8 +231,6 @@ class Emperor:
             log("running as PID 1: reaping every orphan")
         elif not become_subreaper():
             log("cannot become a child subreaper: orphaned workers will go to init")
-        if self.preload:
-            preload()
         wake_r = self.signals.install()
         self.ep = select.epoll()
         self.ep.register(wake_r, select.EPOLLIN)
@@ -211,7 +239,7 @@ class Emperor:
         fd = self.watcher.fileno()
         if fd is not None:
             self.ep.register(fd, select.EPOLLIN)
-        for fd in self.by_fd:
+        for fd in list(self.by_fd) + list(self.ondemand.fds):
             self.ep.register(fd, select.EPOLLIN)
         if self.control_path or self.metrics_address:
             # the control socket and --metrics: one inner epoll, answered from this loop
@@ -236,10 +264,16 @@ class Emperor:
             for fd, _ in events:
                 if fd in self.by_fd:
                     self.masters.read(self.by_fd[fd])
+                elif fd in self.ondemand.fds:
+                    v = self.ondemand.on_readable(fd)
+                    if v is not None:
+                        self.masters.start(v, "a connection")
                 elif self.control is not None and fd == self.control.fileno():
                     self.control.on_readable()
                 # the wakeup fd: dispatch_signals() drains it at the top of the loop
             self.run_timers()
+            if not self.preloaded:
+                self._preload()   # the files present at start are in the table (see _preload)
             self.sd.update(self.vassals)   # systemd's READY=1/STATUS=, and `ready` in the status
 
     def on_control(self, request: str) -> dict:
@@ -281,13 +315,27 @@ def run_emperor(args: argparse.Namespace) -> int:
     if args.grace < 0:
         print("emperor: --grace must not be negative", file=sys.stderr)
         return 2
+    if getattr(args, "emperor_on_demand_exec", None):
+        print(f"emperor: {EXEC_REFUSED}", file=sys.stderr)
+        return 2
+    od_dir = getattr(args, "emperor_on_demand_directory", None)
+    od_ext = getattr(args, "emperor_on_demand_extension", None)
+    if od_dir and od_ext:
+        print("emperor: --emperor-on-demand-directory and --emperor-on-demand-extension: one or the other",
+              file=sys.stderr)
+        return 2
+    if od_dir and not os.path.isdir(od_dir):
+        print(f"emperor: --emperor-on-demand-directory {od_dir}: not a directory", file=sys.stderr)
+        return 1
     show_title(directory, args.directory)
     emperor = Emperor(directory, grace=args.grace, tyrant=args.tyrant,
                       shutdown_delay=getattr(args, "shutdown_delay", 0.0) or 0.0,
                       control_path=getattr(args, "control", None) or paths.control_socket(directory),
                       metrics_address=getattr(args, "metrics", None),
                       graceful_removal=getattr(args, "graceful_removal", False),
-                      strict_compat=getattr(args, "strict_compat", False))
+                      strict_compat=getattr(args, "strict_compat", False),
+                      on_demand_directory=od_dir, on_demand_extension=od_ext,
+                      preimport=tuple(m.strip() for m in (getattr(args, "preimport", None) or "").split(",") if m.strip()))
     pid_path = os.path.abspath(args.pidfile) if getattr(args, "pidfile", None) else None
     try:
         emperor.setup()

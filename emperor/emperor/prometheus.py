@@ -11,6 +11,7 @@ from emperor.states import VassalState
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 SERVING = {"running", "paused", "reloading", "reload failed"}
+IN_ERROR = {"failing", "config error", "backoff", "reload failed"}
 
 
 # name -> (type, help): the one list of what the endpoint serves.
@@ -23,6 +24,11 @@ METRICS: dict[str, tuple[str, str]] = {
     "emperor_vassal_restored": ("gauge", "1 if a rollback (SIGURG) serves an older generation than the file's."),
     "emperor_vassal_rollbacks_total": ("counter", "Rollbacks to the snapshot (SIGURG) since the vassal started."),
     "emperor_vassal_restarts_total": ("counter", "Masters started for this vassal after the first one."),
+    "emperor_vassal_on_demand": ("gauge", "1 if the emperor holds the vassal's sockets and starts its master on demand."),
+    "emperor_vassal_cold_starts_total": ("counter", "Masters an on-demand vassal's connections started (cold starts)."),
+    "emperor_vassal_error_info": ("gauge", "1 while the vassal is failing or its file is in error; the `error` "
+                                  "label is the error's last line (at most 200 characters)."),
+    "emperor_vassal_warnings": ("gauge", "Warnings its file gave (options not supported, unknown ones, ...)."),
     "emperor_vassal_backoff_seconds": ("gauge", "The vassal's current restart backoff delay; 0 once it is ready."),
     "emperor_vassal_stats_ok": ("gauge", "1 if the vassal's master answered the emperor's stats request."),
     "emperor_vassal_start_time_seconds": ("gauge", "When the vassal's master started, in seconds since the epoch."),
@@ -83,6 +89,12 @@ def render(doc: dict) -> str:
         add("emperor_vassal_restored", int(bool(v.get("restored"))), vassal=name)
         add("emperor_vassal_rollbacks_total", v.get("rollbacks", 0), vassal=name)
         add("emperor_vassal_restarts_total", max(v.get("starts", 0) - 1, 0), vassal=name)
+        add("emperor_vassal_on_demand", int(bool(v.get("on_demand"))), vassal=name)
+        add("emperor_vassal_cold_starts_total", v.get("cold_starts", 0), vassal=name)
+        error = (v.get("last_error") or "").strip()
+        if error and state in IN_ERROR:
+            add("emperor_vassal_error_info", 1, vassal=name, error=error.splitlines()[-1][-200:])
+        add("emperor_vassal_warnings", len(v.get("warnings") or ()), vassal=name)
         add("emperor_vassal_backoff_seconds", float(v.get("backoff") or 0), vassal=name)
         st = v.get("stats")
         add("emperor_vassal_stats_ok", int(st is not None), vassal=name)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from emperor import log as logmod
 from emperor.files import TrustRule
+from emperor.sockets import Listener
 from emperor.states import VASSAL_EDGES, Machine, VassalState
 from emperor.wire import channel as wire
 
@@ -56,11 +57,16 @@ class Vassal:
     fds: collections.deque[int] = field(default_factory=collections.deque)  # came with its messages
     env: dict[str, str] = field(default_factory=dict)  # what its master was started with
     trust: TrustRule = field(default_factory=lambda: TrustRule(None))  # who may write what it reads
+    # on demand (emperor/emperor/ondemand.py): the sockets we hold for it, and its cold starts
+    held: list[Listener] = field(default_factory=list)
+    cold_starts: int = 0
+    last_start: float = 0.0      # time.time() of the last cold start
+    wanted_now: bool = False     # a connection waits: the next start launches the master
     machine: Machine = field(init=False)
 
     def __post_init__(self) -> None:
         self.machine = Machine(None, VASSAL_EDGES, logmod.log, label=f"{logmod.printable(self.name)}: ",
-                               again=frozenset({VassalState.CONFIG_ERROR, VassalState.FAILING}))
+                               again=frozenset({VassalState.CONFIG_ERROR, VassalState.FAILING, VassalState.BACKOFF}))
 
     @property
     def state(self) -> VassalState | None:
@@ -92,6 +98,9 @@ class Vassal:
             "waiting_for": sorted(self.waiting_for),
             "stats_address": self.stats_address,
             "restored": self.restored, "rollbacks": self.rollbacks, "warnings": list(self.warnings),
+            "on_demand": bool(self.held), "cold_starts": self.cold_starts,
+            "last_start": self.last_start or None,
+            "sockets": [f"{l.kind}://{l.address}" for l in self.held],
         }
 
     # ---------- its end of the channel (emperor/wire/channel.py) ----------

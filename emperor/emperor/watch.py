@@ -268,6 +268,7 @@ class DirectoryWatcher:
                 self.log(f"cannot list {self.directory} now ({e.strerror}): nothing changes; "
                          f"retrying in {POLL_EVERY:g}s")
                 self.due = now + POLL_EVERY
+                self.next_full = max(self.next_full, self.due)   # a full rescan due now would spin
                 return Changes()
             found = None
         if found is None:

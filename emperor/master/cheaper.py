@@ -243,16 +243,16 @@ class Cheaper(Part):
     def tick(self, gen: Generation, now: float) -> None:
         c = self.config
         v = self.view(gen, now)
-        can_spawn, verdict = True, 0
+        can_spawn = True
         if c.cheaper_rss_limit_soft:
             rss = sum(memory(gen.slots[s])[0] for s in self.workers.active_slots(gen))
             if c.cheaper_rss_limit_hard and v.active > 1 and rss >= c.cheaper_rss_limit_hard:
-                verdict, can_spawn = -1, False
-                self.log(f"cheaper: workers' RSS {rss >> 20} MiB over cheaper-rss-limit-hard: one fewer")
-            elif rss >= c.cheaper_rss_limit_soft:
-                can_spawn = False
-        if verdict == 0:
-            verdict = self.algo.decide(v, can_spawn)
+                # core/master_utils.c uwsgi_calc_cheaper: one fewer while more than one runs,
+                # below `cheaper` too; the algorithm is not asked this tick
+                self.workers.cheap_one(gen, f"cheaper: workers' RSS {rss >> 20} MiB >= cheaper-rss-limit-hard")
+                return
+            can_spawn = rss < c.cheaper_rss_limit_soft
+        verdict = self.algo.decide(v, can_spawn)
         if verdict > 0 and can_spawn:
             self.workers.decheap(gen, verdict, f"cheaper ({c.cheaper_algo})")
         elif verdict < 0 and v.active > max(c.cheaper, 1):

@@ -40,6 +40,7 @@ from collections.abc import Callable
 from emperor import log as logmod
 from emperor.attached import DAEMON_OPTIONS, DaemonSpec, parse_daemon
 from emperor.config import Config, ConfigError
+from emperor.files import read_head
 from emperor.master.cron import Cron
 from emperor.master.keeper import LABEL, Keepers, environment, keys, label
 from emperor.master.loop import Loop, Part
@@ -71,9 +72,8 @@ def specs(config: Config) -> list[DaemonSpec]:
 
 def read_pidfile(path: str) -> int:
     """The live PID a pidfile names (uWSGI's `uwsgi_check_pidfile`), else 0."""
-    try:
-        with open(path, "rb") as f:
-            m = re.match(rb"\s*([0-9]{1,9})", f.read(64))
+    try:   # without blocking: a FIFO put where the daemon's pidfile was must not stop the master's loop
+        m = re.match(rb"\s*([0-9]{1,9})", read_head(path, 64))
     except OSError:
         return 0
     pid = int(m.group(1)) if m else 0

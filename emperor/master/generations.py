@@ -92,6 +92,7 @@ class Workers:
         self.awaiting = True                     # until this image's generation is all ready
         self.stopping = False                    # the master stops: nobody is respawned
         self.sentenced: set[int] = set()         # killed by harakiri, not reaped yet: killed once, logged once
+        self.graceful: dict[int, tuple[float, float]] = {}  # harakiri-graceful-timeout: pid -> (request, SIGKILL at)
         self.traced: dict[int, float] = {}       # harakiri-verbose: pid -> the stuck request whose stacks it dumped
 
     @classmethod
@@ -242,6 +243,7 @@ class Workers:
             was_ready = slot in gen.ready
             self.sentenced.discard(pid)
             self.traced.pop(pid, None)
+            self.graceful.pop(pid, None)
             gen.ready.discard(slot)
             if gen is not self.current or self.stopping:
                 if gen in self.draining and not gen.pids():
@@ -397,28 +399,7 @@ class Workers:
         if snap is not None and snap.parked_at is not None and now >= snap.parked_at + self.config.snapshot_ttl:
             self.drop_snapshot(f"older than snapshot-ttl ({self.config.snapshot_ttl}s)")
         if self.config.harakiri:
-            self._check_harakiri(now)
-
-    def _check_harakiri(self, now: float) -> None:
-        limit = self.config.harakiri
-        for gen in [g for g in [self.current] if g] + self.draining:
-            for slot, pid in enumerate(gen.slots):
-                if not pid or pid in self.sentenced:
-                    continue
-                for core in gen.board.worker(slot)["cores"]:
-                    since = core["busy_since"]
-                    if since and now - since > limit:
-                        if self.config.harakiri_verbose and self.traced.get(pid) != since:  # killed next look
-                            self.traced[pid] = since
-                            harakiri_trace(self.log, slot, pid, core, now - since)
-                            break
-                        self.log(f"HARAKIRI: worker {slot + 1} (pid {pid}) ran {core['method']} {core['path']} "
-                                 f"for {now - since:.1f}s (limit {limit}s): killing it")
-                        gen.harakiri[slot] += 1
-                        self.sentenced.add(pid)   # its SIGCHLD may come after the next look here
-                        signal_quietly(pid, signal.SIGKILL)
-                        break
-
+            check_harakiri(self, now)
 
 def harakiri_trace(log: Callable[[str], None], slot: int, pid: int, core: dict, took: float) -> None:
     """harakiri-verbose: what the worker is stuck in, before it is killed. As uWSGI
@@ -434,3 +415,37 @@ def harakiri_trace(log: Callable[[str], None], slot: int, pid: int, core: dict, 
         except OSError:
             pass
     signal_quietly(pid, TRACEBACK)
+
+
+def check_harakiri(w: Workers, now: float) -> None:
+    """harakiri: a request past its limit kills its worker (after harakiri-graceful-timeout's signal,
+    if set); a module function, for the Workers class's size."""
+    limit = w.config.harakiri
+    for gen in [g for g in [w.current] if g] + w.draining:
+        for slot, pid in enumerate(gen.slots):
+            if not pid or pid in w.sentenced:
+                continue
+            for core in gen.board.worker(slot)["cores"]:
+                since = core["busy_since"]
+                if since and now - since > limit:
+                    if w.config.harakiri_verbose and w.traced.get(pid) != since:  # killed next look
+                        w.traced[pid] = since
+                        harakiri_trace(w.log, slot, pid, core, now - since)
+                        break
+                    grace = w.config.harakiri_graceful_timeout
+                    if grace and w.graceful.get(pid, (0.0, 0.0))[0] != since:   # master_checks.c: a signal first
+                        w.graceful[pid] = (since, now + grace)
+                        sig = w.config.harakiri_graceful_signal
+                        w.log(f"HARAKIRI (graceful): worker {slot + 1} (pid {pid}) ran {core['method']} "
+                                 f"{core['path']} for {now - since:.1f}s (limit {limit}s): signal {sig}, "
+                                 f"killed in {grace}s")
+                        signal_quietly(pid, sig)
+                        break
+                    if grace and now < w.graceful[pid][1]:
+                        break
+                    w.log(f"HARAKIRI: worker {slot + 1} (pid {pid}) ran {core['method']} {core['path']} "
+                             f"for {now - since:.1f}s (limit {limit}s): killing it")
+                    gen.harakiri[slot] += 1
+                    w.sentenced.add(pid)   # its SIGCHLD may come after the next look here
+                    signal_quietly(pid, signal.SIGKILL)
+                    break

@@ -20,15 +20,17 @@ from collections.abc import Callable
 from emperor import log as logmod
 from emperor.config import Config
 from emperor.master.loop import Loop, Part
-from emperor.proc import set_command_line
+from emperor.proc import identity, set_command_line
+from emperor.wire.handoff import HandOff
 
 TICK = 1.0
 
 
 class LogFile(Part):
     def __init__(self, config: Config, loop: Loop, tell_workers: Callable[[int], None],
-                 log: Callable[[str], None]) -> None:
+                 log: Callable[[str], None], stdio: int | None = None) -> None:
         self.config = config
+        self.stdio = stdio   # the original stdout, handed over by the previous image (see open)
         self.loop = loop
         self.tell_workers = tell_workers   # sends a signal to every worker
         self.log = log
@@ -41,9 +43,30 @@ class LogFile(Part):
         c = self.config
         logger = c.logger[5:] if c.logger and c.logger.startswith("file:") else None
         path = c.logto2 if dropped else (c.logto or c.daemonize or logger)
+        if not dropped:
+            self._keep_stdio(bool(logger) and c.req_logger == "stdio" and not (c.logto or c.daemonize))
         if path:
             logmod.redirect(path)
             self._own(path)
+
+    def _keep_stdio(self, wanted: bool) -> None:
+        """uWSGI's stdio logger writes to the descriptor the process started with (logfile.c
+        uwsgi_stdio_logger: original_log_fd, dup(1) before a `logger` takes over): with
+        `logger = file:` and `req-logger = stdio`, the request lines stay on the original
+        stdout. Kept across a graceful reload (hand_over); workers inherit it on fork."""
+        if not wanted:
+            if self.stdio is not None:
+                os.close(self.stdio)
+                self.stdio = None
+            return
+        if self.stdio is None:
+            self.stdio = os.dup(1)
+        os.set_inheritable(self.stdio, False)   # execve needed it; a daemon or hook must not have it
+        logmod.stdio_fd = self.stdio
+
+    def hand_over(self, h: HandOff) -> list[int]:
+        h.stdio = self.stdio
+        return [] if self.stdio is None else [self.stdio]
 
     def watch(self) -> None:
         """touch-logrotate and touch-logreopen, once the master runs (inotify only if asked for)."""
@@ -61,13 +84,9 @@ class LogFile(Part):
         try:
             if c.logfile_chmod:
                 os.chmod(path, int(c.logfile_chmod, 8))
-            if c.logfile_chown:
-                import grp
-                import pwd
-
-                user, _, group = c.logfile_chown.partition(":")
-                os.chown(path, pwd.getpwnam(user).pw_uid if user else -1,
-                         grp.getgrnam(group).gr_gid if group else -1)
+            if c.logfile_chown and (c.uid or c.gid) and os.geteuid() == 0:
+                # uWSGI's flag (core/utils.c uwsgi_as_root): to the `uid`/`gid` the master drops to
+                os.chown(path, *identity(c.uid, c.gid)[:2])
         except (OSError, KeyError) as e:
             self.log(f"logfile-chmod/-chown {path}: {getattr(e, 'strerror', None) or e}")
 

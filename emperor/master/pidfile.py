@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 
 from emperor.config import Config
+from emperor.files import read_head
 from emperor.log import printable
 from emperor.proc import cmdline, process_name
 from emperor.states import MasterState
@@ -53,9 +54,8 @@ def remove_all(config: Config, pid: int) -> None:
 def remove(path: str, pid: int) -> None:
     """Remove the pidfile only if it is still ours."""
     try:
-        with open(path) as f:
-            if f.read().strip() == str(pid):
-                os.unlink(path)
+        if read_head(path, 64).strip() == str(pid).encode():   # never waits on a FIFO
+            os.unlink(path)
     except OSError:
         pass
 

@@ -11,7 +11,7 @@ import sys
 
 from emperor import sockets
 from emperor.config import ConfigError, load_config
-from emperor.files import TrustRule
+from emperor.files import Scarce, TrustRule
 from emperor.master import cron, daemons
 from emperor.proc import drop_privileges
 from emperor.wire import handoff
@@ -25,7 +25,8 @@ def preflight(path: str) -> int:
         environ.setdefault(handoff.RELOADS, "1")
         config = load_config(path, vassals_dir=os.environ.get(handoff.VASSALS_DIR), environ=environ,
                              trust=TrustRule.adopt(os.environ.get(handoff.TRUST, "")),
-                             strict_compat=os.environ.get(handoff.STRICT_COMPAT) == "1")
+                             strict_compat=os.environ.get(handoff.STRICT_COMPAT) == "1",
+                             given_socket=bool(os.environ.get(handoff.ON_DEMAND)))   # an on-demand vassal's
         daemons.specs(config), cron.specs(config)   # their number is bounded: a reload must not fail later
         held = handoff.read_held(os.environ.get(handoff.HELD, ""))
         for kind, address in sockets.wanted(config):
@@ -43,6 +44,9 @@ def preflight(path: str) -> int:
         return 1
     except sockets.SocketError as e:
         print(str(e), file=sys.stderr)
+        return 1
+    except Scarce as e:   # out of descriptors: this reload fails, the running generation stays
+        print(f"{path}: cannot read: {e}", file=sys.stderr)
         return 1
     except AppError as e:
         if e.detail:

@@ -21,11 +21,11 @@ import signal
 import time
 from collections.abc import Callable
 
+from emperor import hooks, sockets
 from emperor import log as logmod
-from emperor import sockets
 from emperor.config import Config, ConfigError, load_config
-from emperor.files import TrustRule
-from emperor.master import hooks, pidfile
+from emperor.files import Scarce, TrustRule
+from emperor.master import pidfile
 from emperor.master.autoreload import AutoReloader
 from emperor.master.cheaper import adaptive_parts
 from emperor.master.daemons import attached_parts
@@ -35,9 +35,11 @@ from emperor.master.link import EmperorLink
 from emperor.master.logfiles import LogFile, set_master_title, titles
 from emperor.master.loop import Loop, Part, earliest
 from emperor.master.reload import Reloader, reexec
+from emperor.master.spooler import api_parts, wake_spoolers
 from emperor.master.stats import StatsServer, statistics_text, workers_text
 from emperor.master.touch import touch_reload
 from emperor.master.unavailable import Unavailable
+from emperor.master.usignals import UwsgiSignals
 from emperor.proc import set_process_name, signal_quietly
 from emperor.signals import SignalQueue, drain, reaped
 from emperor.states import MASTER_EDGES, Machine, MasterState
@@ -77,7 +79,7 @@ class Master:
         self.env = handoff.clean(env)        # what the next image and a local preflight start from
         self.link = link
         self.signals = signals
-        self.pending = signals.pending       # the test seam: push a signal, call dispatch_signals()
+        self.pending = signals.pending       # the test seam: push a signal, call signals.dispatch()
         self.pid = os.getpid()
         self.reloads = inherited.reloads
         self.started_at = inherited.started_at or time.time()
@@ -98,7 +100,7 @@ class Master:
             "image": self.reloads,              # the generation this master image loaded (the file's)
             "rollbacks": self.rollbacks, "started_at": int(self.started_at),
             "last_reload_error": self.last_reload_error})
-        self.logfile = LogFile(config, self.loop, self.workers.signal_all, log)
+        self.logfile = LogFile(config, self.loop, self.workers.signal_all, log, inherited.stdio)
         self.reloader = Reloader(config_path, self.cwd, env=self.env, loop=self.loop,
                                  limit=config.reload_mercy or DEFAULT_RELOAD_MERCY,
                                  emperor=link if env.get(handoff.PREFLIGHTS) == "emperor" else None,
@@ -114,11 +116,8 @@ class Master:
         self.stop_deadline = 0.0
 
     def _show_state(self) -> None:
-        """Put the state in the process name (ps, top): `emperor running`, `emperor paused`.
-
-        `emperor --pause/--resume PIDFILE` read it there, so that a toggle signal
-        (SIGTSTP) is sent only when it moves the master the way that was asked.
-        """
+        """The state in the process name (`emperor paused`): `emperor --pause/--resume PIDFILE`
+        read it there, so that a toggle (SIGTSTP) is sent only when it moves the master as asked."""
         set_process_name(f"emperor {'paused' if self.paused and not self.stopping else self.state_name}")
 
     @property
@@ -136,7 +135,7 @@ class Master:
         for w in config.warnings + config.print:   # and the file's `print` lines, as uWSGI prints them
             log(w)
         self.logfile.open(dropped=False)
-        want = sockets.wanted(config, self.env.get(handoff.STATS_SOCKET))
+        want = sockets.wanted(config, self.env.get(handoff.STATS_SOCKET), _on_demand(self.env))
         if config.umask:
             os.umask(int(config.umask, 8))
         listeners = sockets.open_listeners(want, config.listen, self.inherited.sockets, self.env,
@@ -153,11 +152,12 @@ class Master:
         self.parts += touch_reload(config.touch_reload, self.loop, self.on_graceful_reload)
         self.parts += MasterFifo.create(self)
         os.environ[handoff.RELOADS] = str(self.reloads)  # the app reads it, as under uWSGI
+        self.parts += api_parts(self)   # caches and spoolers, before the app (emperor/master/spooler.py)
         hooks.run(config, "pre-app", log)
         if not config.lazy_apps:
             self.app = load_app(config)
         hooks.run(config, "post-app", log)
-        self.parts += AutoReloader.create(self)
+        self.parts += AutoReloader.create(self) + UwsgiSignals.create(self)   # the latter: if the app uses uwsgi
         # Workers are forks: keep their collectors off the pages they share with us.
         gc.collect()
         gc.freeze()
@@ -199,20 +199,17 @@ class Master:
 
     # ---------- the loop ----------
     def run(self) -> int:
-        self.loop.watch(self.signals.wake_r, lambda: None)   # drained by dispatch_signals()
+        self.loop.watch(self.signals.wake_r, lambda: None)   # drained by signals.dispatch()
         self.loop.watch(self.notify_r, self._read_notify)
         link = self.link.fileno()
         if link is not None:
             self.loop.watch(link, self._read_channel)
         while True:
-            self.dispatch_signals()
+            self.signals.dispatch(self)
             if self.stopping and not self._children_left():
                 return self._exit()
             self.loop.poll(self._next_timeout())
             self._run_timers()
-
-    def dispatch_signals(self) -> None:
-        self.signals.dispatch(self)
 
     def _children_left(self) -> bool:
         return self.workers.children_left() or any(p.alive() for p in self.parts)
@@ -298,8 +295,8 @@ class Master:
 
     # ---------- the signal table's actions ----------
     def on_graceful_reload(self, why: str) -> None:
-        if self.stopping:
-            return
+        if self.stopping or self.config.exit_on_reload:   # exit-on-reload: stop instead (core/master_utils.c)
+            return None if self.stopping else self.graceful_stop(why + ", exit-on-reload")
         if self.reloader.busy:
             log(f"{why}: a newer reload supersedes the preflight still running")
         else:
@@ -311,8 +308,8 @@ class Master:
         self.reloader.start(handoff.held(held))
 
     def on_brutal_reload(self, why: str) -> None:
-        if self.config.die_on_term and why == "SIGTERM":   # not the master FIFO's R
-            self.graceful_stop(why + ", die-on-term")
+        if self.config.exit_on_reload or (self.config.die_on_term and why == "SIGTERM"):   # not the FIFO's R
+            self.graceful_stop(why + (", exit-on-reload" if self.config.exit_on_reload else ", die-on-term"))
             return
         if self.stopping:
             return
@@ -351,11 +348,14 @@ class Master:
         self.workers.stopping = True
         self.link.tell(channel.STOPPING)
 
+    on_graceful_stop = graceful_stop   # a unix_signal hook's gracefully_kill_them_all
+
     def on_log_stats(self, why: str) -> None:
         log(statistics_text(self.config, self.stats.document()))
 
     def on_log_workers(self, why: str) -> None:
         log(workers_text(self.state_name, self.stats.document()))
+        wake_spoolers(self.parts)
 
     def on_restore_snapshot(self, why: str) -> None:
         if self.workers.snapshot is None:
@@ -383,7 +383,9 @@ class Master:
         self.workers.signal_all(signal.SIGWINCH)
 
     def on_reap(self, why: str = "SIGCHLD") -> None:
-        for pid, code in reaped():
+        ended = list(reaped())   # first: the pipe then has what they wrote before exiting (READY,
+        self._read_notify()      # served); else a worker at max-requests = 1 was a start failure
+        for pid, code in ended:
             if not any(p.reaped(pid, code) for p in self.parts):
                 self.workers.exited(pid, code)
 
@@ -413,9 +415,15 @@ class Master:
         pidfile.remove_all(self.config, os.getpid())
         hooks.run(self.config, "as-user-atexit", log)
         if self.config.vacuum:
-            sockets.vacuum(self.listeners + ([self.stats.listener] if self.stats.listener else []))
+            sockets.vacuum(self.listeners + ([self.stats.listener] if self.stats.listener else []), _on_demand(self.env))
         log("stopped")
         return 0
+
+
+def _on_demand(env: dict[str, str]) -> set[tuple[str, str]]:
+    """The sockets the emperor holds for this on-demand vassal (emperor/emperor/ondemand.py): served
+    whether or not the file names them, and never vacuumed (the next master serves them)."""
+    return handoff.read_held(env.get(handoff.ON_DEMAND, ""))
 
 
 def _name(state: object) -> str:
@@ -445,15 +453,15 @@ def run_master(path: str, environ: dict[str, str] | None = None) -> int:
     try:
         config = load_config(config_path, vassals_dir=env.get(handoff.VASSALS_DIR),
                              trust=TrustRule.adopt(env.get(handoff.TRUST, "")),
-                             strict_compat=env.get(handoff.STRICT_COMPAT) == "1")
+                             strict_compat=env.get(handoff.STRICT_COMPAT) == "1", given_socket=bool(_on_demand(env)))
         logmod.set_date_format(config.log_date)   # the workers inherit it
         master = Master(config, config_path, env=env, inherited=inherited, link=link, signals=signals)
         master.start()
-    except (ConfigError, sockets.SocketError, AppError, hooks.HookError, OSError) as e:
+    except (ConfigError, sockets.SocketError, AppError, hooks.HookError, OSError, Scarce) as e:
         if isinstance(e, AppError) and e.detail:
             logmod.write_raw(e.detail + "\n")
-        if isinstance(e, OSError) and not isinstance(e, sockets.SocketError):
-            text = f"cannot start: {e.strerror or e}"
+        if isinstance(e, Scarce) or (isinstance(e, OSError) and not isinstance(e, sockets.SocketError)):
+            text = f"cannot start: {getattr(e, 'strerror', None) or e}"
             log(f"{name}: {text}")
         else:
             text = str(e)

@@ -22,7 +22,10 @@ STATS_SOCKET = "EMPEROR_STATS_SOCKET"  # a private stats socket, for a vassal wi
 PREFLIGHTS = "EMPEROR_PREFLIGHTS"      # "emperor": ask the emperor to fork our reload preflights
 TRUST = "EMPEROR_TRUST"                # who may write the files a vassal reads (files.TrustRule.export)
 STRICT_COMPAT = "EMPEROR_STRICT_COMPAT"  # "1": `emperor run --strict-compat` (unsupported uWSGI options refused)
-FROM_EMPEROR = (CHANNEL, VASSALS_DIR, STATS_SOCKET, PREFLIGHTS, TRUST, STRICT_COMPAT)
+# kind=address;... of the sockets the emperor holds for an on-demand vassal (emperor/emperor/ondemand.py):
+# the master serves them (its file may not name them) and never removes their files (vacuum)
+ON_DEMAND = "EMPEROR_ON_DEMAND"
+FROM_EMPEROR = (CHANNEL, VASSALS_DIR, STATS_SOCKET, PREFLIGHTS, TRUST, STRICT_COMPAT, ON_DEMAND)
 
 # From one master image to the next; consumed by the next one.
 SOCKETS = "EMPEROR_SOCKETS"            # fd=kind=address;... of the listening sockets
@@ -35,15 +38,19 @@ HELD = "EMPEROR_HELD_SOCKETS"          # to a preflight: the addresses we alread
 DAEMONS = "EMPEROR_DAEMONS"            # attached daemons, kept running across the reload (Daemon.export)
 CRONS = "EMPEROR_CRONS"                # cron jobs still running, and each task's last minute (cron.py export)
 FIFO = "EMPEROR_MASTER_FIFO"           # the master FIFO's two ends and the paths it made (fifo.py export)
+CACHES = "EMPEROR_CACHES"              # name=memfd;... of the caches (master/spooler.py), kept across reloads
+SPOOLERS = "EMPEROR_SPOOLERS"          # the spoolers' PIDs, then r,w,dir of each wake pipe (master/spooler.py)
+STDIO = "EMPEROR_STDIO"                # the stdout the master started with, kept for req-logger = stdio (logfiles.py)
 SYSTEMD = ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")
-INTERNAL = (SOCKETS, NOTIFY, GENERATIONS, SNAPSHOT, STATE, HELD, RELOADS, DAEMONS, CRONS, FIFO)
+INTERNAL = (SOCKETS, NOTIFY, GENERATIONS, SNAPSHOT, STATE, HELD, RELOADS, DAEMONS, CRONS, FIFO, CACHES,
+            SPOOLERS, STDIO)
 
 
 class HandOff:
     """What one master image passes to the next (and the first image finds empty)."""
 
     __slots__ = ("reloads", "sockets", "notify", "generations", "snapshot", "started_at", "paused",
-                 "retired", "cwd", "channel", "daemons", "crons", "fifo")
+                 "retired", "cwd", "channel", "daemons", "crons", "fifo", "caches", "spoolers", "stdio")
 
     def __init__(self) -> None:
         self.reloads = 0
@@ -59,6 +66,9 @@ class HandOff:
         self.daemons: list[str] = []     # emperor/master/daemons.py: one entry per daemon
         self.crons: list[str] = []       # emperor/master/cron.py: one entry per task or running job
         self.fifo = ""                # emperor/master/fifo.py: "read,write,active path" and the paths made
+        self.caches = ""              # emperor/master/spooler.py: the caches' memfds
+        self.spoolers = ""            # emperor/master/spooler.py: the spoolers and their wake pipes
+        self.stdio: int | None = None  # emperor/master/logfiles.py: the original stdout, for req-logger = stdio
 
 
 def export(h: HandOff, env: dict[str, str], sockets: list[tuple[str, str, int]]) -> list[int]:
@@ -80,9 +90,13 @@ def export(h: HandOff, env: dict[str, str], sockets: list[tuple[str, str, int]])
     env[CRONS] = ";".join(h.crons)
     if h.fifo:
         env[FIFO] = h.fifo
+    env[CACHES], env[SPOOLERS] = h.caches, h.spoolers
     if h.channel is not None:
         env[CHANNEL] = str(h.channel)
         fds.append(h.channel)
+    if h.stdio is not None:
+        env[STDIO] = str(h.stdio)
+        fds.append(h.stdio)
     return fds
 
 
@@ -105,6 +119,9 @@ def adopt(env: dict[str, str]) -> HandOff:
     h.daemons = [d for d in env.pop(DAEMONS, "").split(";") if d]
     h.crons = [c for c in env.pop(CRONS, "").split(";") if c]
     h.fifo = env.pop(FIFO, "")
+    h.caches, h.spoolers = env.pop(CACHES, ""), env.pop(SPOOLERS, "")
+    stdio = env.pop(STDIO, "")
+    h.stdio = int(stdio) if stdio.isdigit() else None
     state = env.pop(STATE, "")
     if state:
         started, paused, retired, cwd = state.split(",", 3)

@@ -33,6 +33,9 @@ class AppError(Exception):
 
 def prepare_environment(config: Config) -> None:
     """Process-wide settings that must precede the import: env, chdir, paths, virtualenv."""
+    from emperor.api import install
+
+    install(config)  # `import uwsgi` / `import uwsgidecorators` as inside uWSGI
     for item in config.env:
         key, sep, value = item.partition("=")
         if not sep:
@@ -109,7 +112,7 @@ def load(config: Config) -> Callable:
         else:
             modname, _, attr = target.partition(":")
             apps[point] = _from_module(config, modname, attr or config.callable, where)
-    return Mounts(apps, default if default is not None else apps.get(""))
+    return Mounts(apps, default if default is not None else apps.get(""), fallback=not config.no_default_app)
 
 
 def _from_module(config: Config, modname: str, attr: str, where: str) -> Callable:

@@ -20,6 +20,7 @@ import socket
 import time
 
 from emperor import log as logmod
+from emperor.api import state as api_state
 from emperor.sockets import UWSGI, Listener
 from emperor.wire.scoreboard import CoreCounters
 from emperor.worker import offload
@@ -66,6 +67,7 @@ class Core:
         self.wake_w = -1
         self.accepting = False
         self.reading = True
+        self.held = False  # a pipelined request waits in some conn.buf for the resume
         self.logbuf: list[str] = []
         self.next_sweep = 0.0
         self.wakes = 0  # the worker's WAKE count when this core last read its orders
@@ -110,8 +112,14 @@ class Core:
                 now = time.monotonic()
                 for conn in self.conns.values():
                     conn.deadline = now + conn.timeout
-                for conn in [c for c in self.conns.values() if c.buf and c.offload is None]:
-                    self.serve(conn)  # requests pipelined before the pause: no read event will come
+                self.held = True
+        if want_read and self.held:
+            # Requests pipelined behind a response that ended while paused: no read event
+            # will come for them. Also when this core never saw the pause itself (it was
+            # inside the app while another thread applied both the pause and the resume).
+            self.held = False
+            for conn in [c for c in self.conns.values() if c.buf and c.offload is None]:
+                self.serve(conn)
         if w.stopping and not w.paused:
             # Closing an idle keep-alive connection races with a request the client
             # may be sending right now. Instead each connection gets its next
@@ -317,8 +325,8 @@ class Core:
                 if h.length or h.chunked else EMPTY_INPUT
             environ["wsgi.input"] = inp
             environ["REMOTE_ADDR"], environ["REMOTE_PORT"] = conn.remote
-            out = self.handle(environ, conn, "HTTP/1.1", h.keep_alive and not w.stopping,
-                              h.version == "HTTP/1.1")
+            out = self.handle(environ, conn, "HTTP/1.1",
+                              h.keep_alive and not w.stopping, h.version == "HTTP/1.1")
             if out is None:
                 return  # a file goes out from the loop; offload.finish goes on with what is pipelined
             if not (out and inp.drain(DRAIN_BYTES, DRAIN_SECONDS)):
@@ -331,6 +339,7 @@ class Core:
                 conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 conn.nodelay = True
             if w.paused:
+                self.held = True
                 return  # what is pipelined behind waits for the resume (apply_orders)
             # a stopping worker goes on: a request the client pipelined before it could see
             # `Connection: close` is answered (with it), not dropped
@@ -359,10 +368,14 @@ class Core:
         method = environ["REQUEST_METHOD"]
         path = environ["PATH_INFO"]
         self.counters.begin(started, method, path)
+        if w.api:   # the app imported uwsgi: set_logvar(), request_id() need the request
+            local = api_state.local
+            local.environ, local.counters = environ, self.counters
         w.requests_in_flight += 1
         try:
             out = run(w.app, environ, conn, version=version, keep_alive=keep_alive, http11=http11,
-                      allow_chunked=conn.listener.kind != UWSGI)
+                      allow_chunked=conn.listener.kind != UWSGI,
+                      crowded=(lambda: crowded(self, conn)) if w.shed and keep_alive else None)
         finally:
             w.requests_in_flight -= 1
         now = time.monotonic()
@@ -378,7 +391,23 @@ class Core:
     def log_request(self, environ: dict, conn: Conn, out: Exchange, started: float, now: float) -> None:
         w = self.worker
         reqlog = w.reqlog
-        if reqlog.active and reqlog.wanted(out.status, now - started, out.sent):
+        if reqlog.active and reqlog.wanted(out.status, now - started, max(out.sent - out.head_size, 0), out.via_file):
             self.logbuf.append(reqlog.line(Request(environ, out.status, out.sent, out.head_size, len(out.headers),
                                                    time.time() - (now - started), now - started, w.slot + 1,
                                                    self.index, out.cut), peer_name(conn)))
+
+
+def crowded(core: Core, conn: Conn) -> bool:
+    """Is a request waiting on another of this core's connections (with cheaper only)?
+
+    Keep-alive clients stay with the worker that accepted them, so under a rising load
+    the workers the cheaper algorithm adds would get no connection and be cheaped again
+    while the first ones queue requests. A crowded core answers with `Connection: close`:
+    the client's next connection goes through the listen queue, which the algorithm
+    reads and every free worker takes from. One epoll_wait(0) per request, only with cheaper.
+    """
+    if len(core.conns) < 2:
+        return False
+    if any(c.buf and c is not conn for c in core.conns.values()):
+        return True
+    return any(fd != conn.fd and fd in core.conns for fd, _ in core.ep.poll(0))

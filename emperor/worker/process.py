@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -22,12 +23,14 @@ if TYPE_CHECKING:
     from emperor.worker.proxyproto import Allowed
 
 from emperor import log as logmod
+from emperor.api import state as api_state
 from emperor.config import Config
 from emperor.proc import die_with_parent, memory
 from emperor.sockets import HTTPS, UWSGI, Listener
 from emperor.states import WORKER_EDGES, Machine, WorkerState
 from emperor.wire import notify
 from emperor.wire.scoreboard import Scoreboard
+from emperor.wire.uarea import DELIVER
 from emperor.worker.app import AppError
 from emperor.worker import features
 from emperor.worker.core import Core
@@ -38,6 +41,7 @@ RETIRE, LAST, NOW = "retire", "last out", "stop now"
 PAUSE, RESUME, WAKE = "pause", "resume", "wake"
 PARK, UNPARK = "park", "unpark"
 REOPEN = "reopen the log"
+USIGNAL = "uwsgi signal"
 
 SIGNALS: dict[int, str] = {
     signal.SIGTERM: RETIRE,     # stop accepting (another generation takes the queue), finish the
@@ -53,8 +57,18 @@ SIGNALS: dict[int, str] = {
                                 # this generation is the snapshot (master/generations.py)
     signal.SIGUSR2: UNPARK,     # the snapshot is restored: accept again
     signal.SIGRTMIN: REOPEN,    # the log file was rotated: open its path again (master/logfiles.py)
+    DELIVER: USIGNAL,           # a uwsgi signal for this worker: run its handler (emperor/wire/uarea.py)
 }
-__doc__ += "\n".join(f"    {signal.Signals(s).name:8} {a}" for s, a in SIGNALS.items())
+
+
+def _signame(sig: int) -> str:
+    try:
+        return signal.Signals(sig).name
+    except ValueError:   # a real-time signal past SIGRTMIN
+        return f"SIGRTMIN+{sig - signal.SIGRTMIN}"
+
+
+__doc__ += "\n".join(f"    {_signame(s):10} {a}" for s, a in SIGNALS.items())
 # harakiri-verbose: every thread's stack to the log, written by faulthandler in the handler itself
 # (so even a thread stuck in C code is shown); the master sends it before a harakiri kill
 TRACEBACK = signal.SIGRTMIN + 1
@@ -84,9 +98,11 @@ class Worker:
         self.started = time.monotonic()
         self.max_requests = config.max_requests + slot * config.max_requests_delta if config.max_requests else 0
         # any per-request check at all: a worker without them pays one attribute test per request
+        self.shed = config.cheaper > 0   # keep-alive gives way to the listen queue when crowded (Core.crowded)
         self.recycling = bool(self.max_requests or config.reload_on_exception or config.reload_on_rss
                               or config.reload_on_as)
         self.requests_in_flight = 0
+        self.api = False   # the app imported `uwsgi`: each request tells it its environ (core.py)
         self.pending: collections.deque[int] = collections.deque()
         self.orders_lock = threading.Lock()
         self.wakes = 0  # WAKE orders so far: each makes every core re-add its listeners (module docstring)
@@ -112,6 +128,8 @@ class Worker:
         base = base_environ(name, port, self.config.threads > 1, "https" if l.kind == HTTPS else "http")
         if l.kind == HTTPS:
             base["HTTPS"] = "on"
+        if self.config.wsgi_disable_file_wrapper:   # the app's own files then go out as any iterable
+            del base["wsgi.file_wrapper"]
         return base
 
     @property
@@ -155,6 +173,7 @@ class Worker:
             signal.pthread_sigmask(signal.SIG_SETMASK, set())
             logmod.set_prefix(f"[{self.config.name} worker {self.slot + 1}]")
             os.environ[notify.ENV] = str(self.notify_fd)
+            api_state.enter_worker(self.slot, self.master_pid, self.board, self)
             if self.config.limit_as:   # limit-as: this worker's address space (uWSGI sets it per process)
                 import resource
 
@@ -165,6 +184,9 @@ class Worker:
                     from emperor.modwatch import in_worker
 
                     in_worker(self.config, self.slot, lambda: not self.stopping)
+            self.api = "emperor.api.uwsgi" in sys.modules
+            if self.api:
+                self._post_fork()
             self.app = features.wrap(self.config, self.app)
             main = Core(self, 0, main_r)
             main.wake_w = main_w
@@ -179,6 +201,12 @@ class Worker:
                 threads.append(t)
             self.board.set_ready(self.slot)
             notify.send(self.notify_fd, notify.READY, self.slot)
+            if self.config.hook_accepting or self.config.hook_accepting1 or self.config.hook_accepting_once \
+                    or self.config.hook_accepting1_once:
+                from emperor import hooks
+
+                hooks.accepting(self.config, self.slot + 1, self.board.worker(self.slot)["respawn_count"] == 0,
+                                logmod.log)
             for t in threads:
                 t.start()
             self.cores[0].loop()
@@ -197,8 +225,32 @@ class Worker:
             self.board.set_error(self.slot, why)   # the master says why the vassal cannot serve
             code = 1
         finally:
+            if self.api:
+                self._at_exit()
             logmod.flush_std()
             os._exit(code)
+
+    def _post_fork(self) -> None:
+        """The app imported `uwsgi`: its signals from now on, then uwsgi.post_fork_hook (what
+        @postfork hangs on), after the app loaded (with lazy-apps, it loaded here)."""
+        from emperor.api import usignal
+
+        usignal.start_worker()
+        hook = getattr(sys.modules["emperor.api.uwsgi"], "post_fork_hook", None)
+        if callable(hook):
+            try:
+                hook()
+            except Exception as e:   # uWSGI prints it and the worker serves (python_plugin.c)
+                usignal.log_app_error("uwsgi.post_fork_hook raised", e)
+
+    def _at_exit(self) -> None:
+        """uwsgi.atexit, if the app set one: run as the worker ends (not on a kill)."""
+        hook = getattr(sys.modules["emperor.api.uwsgi"], "atexit", None)
+        if callable(hook):
+            try:
+                hook()
+            except Exception as e:
+                logmod.log(f"uwsgi.atexit raised {type(e).__name__}: {e}")
 
     def on_wake(self, core: Core) -> None:
         """Read the wake pipe, turn recorded signals into orders and apply them. Any core may
@@ -208,13 +260,13 @@ class Worker:
                 pass
         except BlockingIOError:
             pass
-        orders = False
+        orders = deliver = False
         with self.orders_lock:  # one core at a time, so signals apply in their order
             while self.pending:
                 sig = self.pending.popleft()
                 orders = True
                 action = SIGNALS.get(sig)
-                name = signal.Signals(sig).name
+                name = _signame(sig)
                 if action == RETIRE and not self.leaving:
                     self.life.to(WorkerState.RETIRING, name)
                 elif action == PARK and not self.stopping:
@@ -225,6 +277,8 @@ class Worker:
                     self.life.to(WorkerState.LAST_OUT, name)
                 elif action == WAKE:
                     self.wakes += 1
+                elif action == USIGNAL:
+                    deliver = True
                 elif action == REOPEN and self.config.log_path():
                     try:
                         logmod.redirect(self.config.log_path() or "")
@@ -241,6 +295,10 @@ class Worker:
         core.apply_orders()
         if orders:
             self.broadcast()
+        if deliver and self.api:
+            from emperor.api.usignal import run_pending
+
+            run_pending()   # here, in this core's loop: between two of its requests
 
     def count_request(self, raised: bool = False) -> None:
         self.requests += 1

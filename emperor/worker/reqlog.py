@@ -1,12 +1,15 @@
 """The request log: one line per request, emperor's own or `log-format`'s (uWSGI's LogFormat doc).
 
 Which requests: all of them unless `disable-logging`; then only those `log-4xx`,
-`log-5xx`, `log-slow` (ms), `log-big` (bytes) and `log-zero` ask for. A `log-format`
-line is written as it is formatted, with no prefix, as uWSGI does (so a JSON
-format gives JSON lines); `logformat-strftime` passes it through strftime first
-(with `log-date`'s format for `%(ftime)`). A request the `donotlog` routing action
-marked has no line. Every value from the request is escaped (log.printable): a client
-cannot inject a line. `req-logger = file:PATH` sends these lines to their own file.
+`log-5xx`, `log-slow` (ms), `log-big` and `log-zero` ask for (these two look at the
+body's size, uWSGI's response_size). A `log-format` line is written as it is
+formatted, with no prefix, as uWSGI does (so a JSON format gives JSON lines);
+`logformat-strftime` only makes `%(ftime)` use `log-date`'s format: as in uWSGI 2.0,
+the line itself never goes through strftime (a `%Y` a client puts in the URI stays).
+A request the `donotlog` routing action marked has no line. Every value from the request is escaped (log.printable): a client
+cannot inject a line. `req-logger = file:PATH` sends these lines to their own file;
+`req-logger = stdio` to the stdout the master started with, even when `logger = file:`
+sends the rest of the log to a file (as uWSGI's stdio logger).
 """
 from __future__ import annotations
 
@@ -90,30 +93,31 @@ class RequestLog:
         c = self.config = config
         self.parts = self._compile(c.log_format) if c.log_format else None
         self.filtered = c.disable_logging   # then only what log-4xx and the others ask for
-        self.active = not c.disable_logging or bool(c.log_4xx or c.log_5xx or c.log_slow or c.log_big or c.log_zero)
+        self.active = not c.disable_logging or bool(c.log_4xx or c.log_5xx or c.log_slow or c.log_big or c.log_zero
+                                                         or c.log_sendfile)
         # requests a `donotlog` route marked (emperor/worker/routing.py) leave no line
         self.skips = any(routes.parse(option, rule).action == "donotlog" for option, rule in c.routes)
         self.fd = -1
         if c.req_logger and c.req_logger.startswith("file:"):
             self.fd = os.open(c.req_logger[5:], os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        elif c.req_logger == "stdio":
+            self.fd = logmod.stdio_fd   # the master's original stdout, if `logger = file:` took the log
 
-    def wanted(self, status: int, duration: float, size: int) -> bool:
+    def wanted(self, status: int, duration: float, size: int, via_file: bool = False) -> bool:
+        """`size`: the body's bytes, as uWSGI's response_size (log-big and log-zero look at that)."""
         if not self.filtered:
             return True
         c = self.config
         return bool((c.log_4xx and 400 <= status < 500) or (c.log_5xx and status >= 500)
                     or (c.log_slow and duration * 1000 >= c.log_slow) or (c.log_big and size >= c.log_big)
-                    or (c.log_zero and size == 0))
+                    or (c.log_zero and size == 0) or (c.log_sendfile and via_file))
 
     def line(self, r: Request, peer: str) -> str:
         if self.skips and r.environ.get("emperor.donotlog"):
             return ""
         if self.parts is None:
             return self._default(r, peer)
-        text = "".join(p if isinstance(p, str) else p(r) for p in self.parts)
-        if self.config.logformat_strftime:
-            text = time.strftime(text, time.localtime(r.started))
-        return text + "\n"
+        return "".join(p if isinstance(p, str) else p(r) for p in self.parts) + "\n"
 
     def _default(self, r: Request, peer: str) -> str:
         env = r.environ

@@ -27,7 +27,9 @@ if TYPE_CHECKING:
     from typing import Any
 
 from emperor import log as logmod
+from emperor.files import open_nonblocking
 from emperor.worker.layer import status_line
+from emperor.worker.wsgi import FileWrapper
 
 CONTINUE = "continue"
 DROP = "drop"
@@ -338,7 +340,7 @@ def _unauthorized(challenge: list[tuple[str, str]]) -> Response:
 
 
 def _static(arg: str, labels: dict, where: str) -> Callable:
-    """`static:PATH`: the file, through wsgi.file_wrapper (sendfile). Until emperor/worker/static.py
+    """`static:PATH`: the file, through FileWrapper (sendfile). Until emperor/worker/static.py
     serves files apart from the application, this is the way; a path with a `..` segment is
     refused (uWSGI refuses one whose realpath differs; symlinks are allowed here)."""
     t = Template(arg)
@@ -352,8 +354,8 @@ def _static(arg: str, labels: dict, where: str) -> Callable:
             return text_response("404 Not Found", b"Not Found\n")
         if not os.path.isabs(path):
             path = os.path.join(os.getcwd(), path)
-        try:
-            f = open(path, "rb")
+        try:   # without blocking: a FIFO where a file was expected must not stop the worker
+            f = os.fdopen(open_nonblocking(path), "rb")
         except OSError:
             return text_response("404 Not Found", b"Not Found\n")
         st = os.fstat(f.fileno())
@@ -368,7 +370,7 @@ def _static(arg: str, labels: dict, where: str) -> Callable:
 
         kind = mimetypes.guess_type(path, strict=False)[0] or "application/octet-stream"
         return Response("200 OK", [("Content-Type", kind), ("Content-Length", str(st.st_size)),
-                                   ("Last-Modified", modified)], env["wsgi.file_wrapper"](f, 65536))
+                                   ("Last-Modified", modified)], FileWrapper(f, 65536))
     return act
 
 

@@ -42,6 +42,7 @@ import re
 import stat
 import time
 
+from emperor.files import open_nonblocking
 from emperor.log import log
 from emperor.worker.wsgi import FileWrapper
 
@@ -413,7 +414,7 @@ def _resolve(path: bytes) -> tuple[int, bytes, os.stat_result] | None:
     if not _PROC:
         try:
             real = os.path.realpath(path, strict=True)
-            fd = os.open(real, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
+            fd = open_nonblocking(real)
         except (OSError, ValueError):
             return None
         return fd, real, os.fstat(fd)

@@ -78,12 +78,13 @@ class Exchange:
 
     __slots__ = ("conn", "version", "http11", "allow_chunked", "head_only", "expect_pending",
                  "status_line", "headers", "head_sent", "length", "left", "chunked", "close",
-                 "no_body", "status", "sent", "failed", "keep_alive", "cut", "raised", "head_size",
+                 "no_body", "status", "sent", "failed", "keep_alive", "cut", "raised", "head_size", "crowded", "via_file",
                  "pending", "result")
 
     def __init__(self, conn: Any, version: str, keep_alive: bool, http11: bool, allow_chunked: bool,
-                 head_only: bool, expect_pending: Any) -> None:
+                 head_only: bool, expect_pending: Any, crowded: Callable[[], bool] | None = None) -> None:
         self.conn = conn
+        self.crowded = crowded           # with cheaper: should this response give the connection up?
         self.version = version
         self.http11 = http11
         self.allow_chunked = allow_chunked
@@ -106,6 +107,7 @@ class Exchange:
         self.head_size = 0
         self.pending: tuple[int, int, int] | None = None  # a file's (descriptor, offset, bytes) still to send
         self.result: Any = None          # the application's result while `pending` goes out
+        self.via_file = False            # the body is a file sent with sendfile(2) (log-sendfile)
 
     def start_response(self, status: str, headers: list, exc_info: Any = None) -> Callable[[bytes], None]:
         if exc_info:
@@ -168,6 +170,8 @@ class Exchange:
         if self.expect_pending is not None and getattr(self.expect_pending, "_expect", False):
             # no 100 Continue went out: whether the body follows is ambiguous, so this is the last response
             self.close = True
+        if not self.close and self.crowded is not None and self.crowded():
+            self.close = True   # requests wait on this worker's other connections (cheaper: core.crowded)
         if self.close:
             parts.append("Connection: close\r\n")
         elif not self.http11:
@@ -284,7 +288,7 @@ class Exchange:
 
 
 def run(app: Callable, environ: dict, conn: Any, *, version: str, keep_alive: bool,
-        http11: bool, allow_chunked: bool = True) -> Exchange:
+        http11: bool, allow_chunked: bool = True, crowded: Callable[[], bool] | None = None) -> Exchange:
     """Call the app for one request and write its response to `conn`.
 
     `version` is the status line's protocol; `http11` says the client speaks
@@ -292,7 +296,7 @@ def run(app: Callable, environ: dict, conn: Any, *, version: str, keep_alive: bo
     """
     ex = Exchange(conn, version, keep_alive, http11, allow_chunked,
                   environ["REQUEST_METHOD"] == "HEAD",
-                  environ["wsgi.input"] if "HTTP_EXPECT" in environ else None)
+                  environ["wsgi.input"] if "HTTP_EXPECT" in environ else None, crowded)
     result = None
     try:
         result = app(environ, ex.start_response)
@@ -308,6 +312,7 @@ def run(app: Callable, environ: dict, conn: Any, *, version: str, keep_alive: bo
         else:
             real = _real_file(result.filelike) if isinstance(result, FileWrapper) else None
             if real is not None:
+                ex.via_file = True
                 ex.send_file(result.filelike, *real)
                 if ex.pending is not None:
                     ex.result, result = result, None  # closed once the loop has sent the rest
