@@ -61,10 +61,12 @@ def workers(server: "bs.Server") -> int:
 
 
 class Clients:
-    """`n` keep-alive clients; latencies (s) go to `sink` while running."""
+    """`n` clients, keep-alive or (close) one connection per request as nginx without upstream
+    keep-alive sends them; latencies (s) go to `sink` while running."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, close: bool = False) -> None:
         self.port = port
+        self.close = close
         self.sink: list[float] = []
         self.errors = 0
         self.stop = threading.Event()
@@ -90,12 +92,15 @@ class Clients:
         while not flag.is_set() and not self.stop.is_set():
             t0 = time.perf_counter()
             try:
-                c.request("GET", "/")
+                c.request("GET", "/", headers={"Connection": "close"} if self.close else {})
                 r = c.getresponse()
                 r.read()
                 if r.status != 200:
                     self.errors += 1
                 self.sink.append(time.perf_counter() - t0)
+                if self.close:
+                    c.close()
+                    c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
             except (OSError, http.client.HTTPException):
                 self.errors += 1
                 c.close()
@@ -110,12 +115,13 @@ def p99(values: list[float]) -> float:
     return values[min(int(len(values) * 0.99), len(values) - 1)]
 
 
-def one_run(name: str, kind: str, algo: str, workdir: Path, bindir: Path, low: float, high: float) -> dict:
+def one_run(name: str, kind: str, algo: str, workdir: Path, bindir: Path, low: float, high: float,
+            close: bool = False) -> dict:
     port = bs.free_port()
     server = start(kind, algo, port, workdir, bindir)
     try:
         bs.probe(port, server=server)
-        clients = Clients(port)
+        clients = Clients(port, close)
         timeline: list[tuple[float, int]] = []
         phases: dict[str, dict] = {}
         t0 = time.monotonic()
@@ -132,7 +138,7 @@ def one_run(name: str, kind: str, algo: str, workdir: Path, bindir: Path, low: f
                 timeline.append((round(time.monotonic() - t0, 1), workers(server)))
                 time.sleep(0.5)
             pss, procs = server.pss()
-            phases[phase] = {"requests": len(clients.sink), "p99_ms": p99(clients.sink) * 1000,
+            phases[phase] = {"requests": len(clients.sink), "rps": len(clients.sink) / length, "p99_ms": p99(clients.sink) * 1000,
                              "workers_end": workers(server), "pss_mib": pss / 1024}
         clients.stop.set()
         clients.remove(1)
@@ -149,6 +155,8 @@ def main() -> int:
     ap.add_argument("--high", type=float, default=20.0, help="seconds at 32 connections")
     ap.add_argument("--quick", action="store_true", help="1 round, 8 s / 10 s phases")
     ap.add_argument("--venv", type=Path, default=bs.DEFAULT_VENV)
+    ap.add_argument("--close", action="store_true",
+                    help="one connection per request (Connection: close), as nginx without upstream keep-alive")
     args = ap.parse_args()
     if args.quick:
         args.rounds, args.low, args.high = 1, 8.0, 10.0
@@ -156,25 +164,27 @@ def main() -> int:
     atexit.register(bs.stop_all)
     signal.signal(signal.SIGTERM, bs._on_signal)
     workdir = Path(tempfile.mkdtemp(prefix="emperor-bench-cheaper-"))
+    rev = bs.git_rev()   # the code the snapshot holds, not what HEAD is when the run ends
     bs.EMPEROR_SRC = bs.snapshot_emperor(workdir)
     results: dict[str, list[dict]] = {n: [] for n, _, _ in CONTENDERS}
     for r in range(args.rounds):
         order = CONTENDERS[r % len(CONTENDERS):] + CONTENDERS[:r % len(CONTENDERS)]
         for name, kind, algo in order:
             bs.say(f"round {r + 1}: {name}")
-            results[name].append(one_run(name, kind, algo, workdir, bindir, args.low, args.high))
-    print(f"\n## cheaper, 1 -> 32 -> 1 keep-alive connections, {PROCESSES} processes max, "
-          f"{'; '.join(f'{k} = {v}' for k, v in OPTIONS.items())}; emperor {bs.git_rev()}; "
+            results[name].append(one_run(name, kind, algo, workdir, bindir, args.low, args.high, args.close))
+    print(f"\n## cheaper, 1 -> 32 -> 1 {'clients, a connection per request' if args.close else 'keep-alive connections'}, {PROCESSES} processes max, "
+          f"{'; '.join(f'{k} = {v}' for k, v in OPTIONS.items())}; emperor {rev}; "
           f"{args.rounds} round(s), medians\n")
     print("| contender | workers at 1 conn | max workers | workers after | p99 at 1 conn | p99 at 32 | "
-          "p99 after | PSS at 32 (MiB) | PSS after (MiB) | errors |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "p99 after | req/s at 32 | PSS at 32 (MiB) | PSS after (MiB) | errors |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, runs in results.items():
         def med(phase: str, key: str) -> float:
             return statistics.median(run["phases"][phase][key] for run in runs)
         print(f"| {name} | {med('1 conn', 'workers_end'):.0f} | "
               f"{statistics.median(run['max_workers'] for run in runs):.0f} | {med('1 conn again', 'workers_end'):.0f} | "
               f"{med('1 conn', 'p99_ms'):.1f} ms | {med('32 conns', 'p99_ms'):.1f} ms | {med('1 conn again', 'p99_ms'):.1f} ms | "
+              f"{med('32 conns', 'rps'):.0f} | "
               f"{med('32 conns', 'pss_mib'):.1f} | {med('1 conn again', 'pss_mib'):.1f} | "
               f"{sum(run['errors'] for run in runs)} |")
     print("\nWorkers over time (first round; seconds: workers):\n")

@@ -256,12 +256,13 @@ class Run:
         return (f"[uwsgi]\nhttp-socket = 127.0.0.1:{port}\nchdir = {self.appdir}\nmodule = app:application\n"
                 f"master = true\nprocesses = 1\nneed-app = true\ndisable-logging = true\n")
 
-    def env(self) -> dict:
-        return {"PYTHONPATH": str(self.src) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    def env(self, kind: str = "emperor") -> dict:
+        src = REVISIONS.get(kind, self.src)
+        return {"PYTHONPATH": str(src) + os.pathsep + os.environ.get("PYTHONPATH", "")}
 
     def emperor_argv(self, kind: str, directory: Path) -> tuple[list[str], dict]:
-        if kind == "emperor":
-            return [self.py, "-m", "emperor", "run", str(directory)], self.env()
+        if kind == "emperor" or kind in REVISIONS:
+            return [self.py, "-m", "emperor", "run", str(directory)], self.env(kind)
         argv = [str(self.bindir / "uwsgi"), "--emperor", str(directory)]
         if kind == "uwsgi-freq1":
             argv += ["--emperor-freq", "1"]
@@ -274,6 +275,11 @@ class Run:
 
 EMPEROR_KINDS = {"emperor": "emperor run", "uwsgi": "uwsgi --emperor (3 s scan)",
                  "uwsgi-freq1": "uwsgi --emperor --emperor-freq 1"}
+REVISIONS: dict[str, Path] = {}   # --rev: "emperor@REV" -> emperor/ as that revision has it
+
+
+def label(kind: str) -> str:
+    return EMPEROR_KINDS.get(kind, f"{kind} run")
 
 LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)\.(\d{3}) \[emperor\] (\S+\.ini): (.*)$")
 
@@ -428,7 +434,7 @@ def scale_one(run: Run, kind: str, n: int, idle: float) -> dict:
         pids = srv.tree()
         # CPU spent bringing everything up: every live process plus what they reaped (preflights...)
         res["startup_cpu"] = bs.cpu_seconds(pids)
-        if kind == "emperor":
+        if kind == "emperor" or kind in REVISIONS:
             up = _log_time(srv.log_path, r"\[emperor\] watching")
             res["emperor_up_s"] = up - w0 if up is not None else None
         res["procs"] = len(pids)
@@ -618,11 +624,11 @@ def report(data: dict) -> str:
                 "| contender | " + " | ".join(REACTION_LABEL[w] for w in REACTIONS) + " |",
                 "|---|" + "---:|" * len(REACTIONS)]
         for k, r in rx.items():
-            out.append(f"| {EMPEROR_KINDS[k]} | " + " | ".join(cell(r[w]) for w in REACTIONS) + " |")
+            out.append(f"| {label(k)} | " + " | ".join(cell(r[w]) for w in REACTIONS) + " |")
         if "emperor" in rx:
             for k in rx:
                 if k != "emperor":
-                    out.append(f"| emperor ÷ {EMPEROR_KINDS[k]} | " + " | ".join(
+                    out.append(f"| emperor ÷ {label(k)} | " + " | ".join(
                         ratio(med(rx["emperor"][w]), med(rx[k][w])) for w in REACTIONS) + " |")
         out.append("")
     if ph:
@@ -650,7 +656,7 @@ def report(data: dict) -> str:
         for n in sizes:
             for k in kinds:
                 procs = col(k, n, "procs", "{:.0f}")
-                out.append(f"| {n} | {EMPEROR_KINDS[k]} | {cell(col(k, n, 'all_s'), '{:.2f}')} "
+                out.append(f"| {n} | {label(k)} | {cell(col(k, n, 'all_s'), '{:.2f}')} "
                            f"| {cell(col(k, n, 'first_s'), '{:.2f}')} | {cell(col(k, n, 'startup_cpu'), '{:.2f}')} "
                            f"| {med(procs):.0f} | {cell(col(k, n, 'pss_kib', scale=1 / 1024), '{:.0f}')} "
                            f"| {cell(col(k, n, 'pss_idle_kib', scale=1 / 1024), '{:.0f}')} "
@@ -658,14 +664,17 @@ def report(data: dict) -> str:
                            f"| {cell(col(k, n, 'reload_all_s'), '{:.2f}')} "
                            f"| {cell(col(k, n, 'pss_reloaded_kib', scale=1 / 1024), '{:.0f}')} "
                            f"| {cell(col(k, n, 'stop_s'), '{:.2f}')} |")
+            keys = ("all_s", "first_s", "startup_cpu", "procs", "pss_kib", "pss_idle_kib", "emperor_cpu", "tree_cpu",
+                    "reload_all_s", "pss_reloaded_kib", "stop_s")
             if "emperor" in kinds and "uwsgi" in kinds:
-                r = [ratio(med(col("emperor", n, key)), med(col("uwsgi", n, key)))
-                     for key in ("all_s", "first_s", "startup_cpu", "procs", "pss_kib", "pss_idle_kib", "emperor_cpu", "tree_cpu",
-                                 "reload_all_s", "pss_reloaded_kib", "stop_s")]
+                r = [ratio(med(col("emperor", n, key)), med(col("uwsgi", n, key))) for key in keys]
                 out.append(f"| {n} | **emperor ÷ uWSGI** | " + " | ".join(r) + " |")
-        if "emperor" in kinds:
-            ups = {n: col("emperor", n, "emperor_up_s", scale=1000) for n in sizes}
-            out += ["", "emperor's own start (exec → its log says `watching`), ms: "
+            for k in [k for k in kinds if k.startswith("emperor@")]:
+                r = [ratio(med(col("emperor", n, key)), med(col(k, n, key))) for key in keys]
+                out.append(f"| {n} | **emperor ÷ {k}** | " + " | ".join(r) + " |")
+        for k in [k for k in kinds if k == "emperor" or k.startswith("emperor@")]:
+            ups = {n: col(k, n, "emperor_up_s", scale=1000) for n in sizes}
+            out += ["", f"{k}'s own start (exec → its log says `watching`), ms: "
                     + ", ".join(f"{n} vassals {cell(v)}" for n, v in ups.items() if any(x is not None for x in v))]
         big = max(sizes)
         out += ["", f"Where it goes at {big} vassals, when all serve (median of the rounds): CPU seconds spent so far "
@@ -680,7 +689,7 @@ def report(data: dict) -> str:
                 n = med([r["split"][role]["n"] for r in runs])
                 cpu = med([r["split"][role]["cpu_s"] for r in runs])
                 mem = med([r["split"][role]["pss_kib"] for r in runs]) / 1024
-                out.append(f"| {EMPEROR_KINDS[k]} | {role} | {n:.0f} | {cpu:.2f} | {cpu * 1000 / max(n, 1):.0f} "
+                out.append(f"| {label(k)} | {role} | {n:.0f} | {cpu:.2f} | {cpu * 1000 / max(n, 1):.0f} "
                            f"| {mem:.1f} | {mem / max(n, 1):.2f} |")
         left = [(k, n, r["stop_leftovers"], r["ports_still_open"]) for k in kinds for n, v in sc[k].items()
                 for r in v if r["stop_leftovers"] or r["ports_still_open"]]
@@ -776,6 +785,9 @@ def main() -> int:
     ap.add_argument("--venv", type=Path, default=bs.DEFAULT_VENV)
     ap.add_argument("--system-python", action="store_true",
                     help="run emperor on this script's interpreter, not the benchmark venv's")
+    ap.add_argument("--rev", action="append", metavar="REV",
+                    help="also emperor/ as git revision REV has it (reactions and scale), interleaved: "
+                         "before/after figures")
     ap.add_argument("--json", help="also write raw results here")
     ap.add_argument("--report", metavar="JSON", help="instead: print the tables of an earlier --json run")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (files, logs)")
@@ -797,11 +809,10 @@ def main() -> int:
     quiet = wait_quiet(args.wait_quiet) if args.wait_quiet is not None else "not checked"
     say(quiet)
     workdir = Path(tempfile.mkdtemp(prefix="emperor-bench-emp-"))
-    src = bs.snapshot_emperor(workdir)
-    if not args.no_compile:
-        # as `pip install` does: without it every master (and every reload's preflight) compiles
-        # emperor's sources again, since this machine sets PYTHONDONTWRITEBYTECODE=1
-        subprocess.run([py, "-m", "compileall", "-q", str(src / "emperor")], check=True)
+    compile_for = None if args.no_compile else py   # the interpreter emperor runs on (bench_serve.byte_compile)
+    src = bs.snapshot_emperor(workdir, compile_for)
+    for spec in args.rev or []:
+        REVISIONS[f"emperor@{spec}"] = bs.revision_source(spec, workdir, compile_for)
     run = Run(workdir, bindir, src, py)
     info = bs.machine(bindir)
     info.pop("nginx", None), info.pop("wrk", None)
@@ -811,7 +822,8 @@ def main() -> int:
     info["PYTHONDONTWRITEBYTECODE"] = os.environ.get("PYTHONDONTWRITEBYTECODE", "unset")
     info["other benchmarks"] = quiet
     info["load average at start"] = loadavg()
-    kinds = ["emperor", "uwsgi"] + ([] if args.no_freq1 else ["uwsgi-freq1"])
+    revs = list(REVISIONS)
+    kinds = ["emperor", *revs, "uwsgi"] + ([] if args.no_freq1 else ["uwsgi-freq1"])
     only = set(args.only or ["reactions", "scale", "single", "bounds"])
     data: dict = {"machine": info, "args": {k: str(v) for k, v in vars(args).items()}}
     t0 = time.monotonic()
@@ -821,7 +833,7 @@ def main() -> int:
             data["reactions"], data["phases"] = reactions(run, kinds, args.reps)
         if "scale" in only:
             say(f"scale: {args.sizes} vassals, {args.scale_rounds} round(s)")
-            data["scale"] = scale(run, ["emperor", "uwsgi"], args.sizes, args.scale_rounds, args.idle)
+            data["scale"] = scale(run, ["emperor", *revs, "uwsgi"], args.sizes, args.scale_rounds, args.idle)
         if "single" in only:
             say(f"one master: {args.single_reps} each")
             data["single"] = single(run, args.single_reps)

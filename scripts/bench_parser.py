@@ -99,7 +99,7 @@ BASE = base_environ("127.0.0.1", "8000", False)
 def emperor_parse(data: bytes) -> dict:
     end = find_head(data, 4096)
     h = parse_head(data[:end], BASE)
-    body = data[end:end + h.length]
+    data[end:end + h.length]  # the body slice a server takes
     return h.environ
 
 

@@ -44,9 +44,14 @@ CONTENDERS = [
 ]
 
 
+REVISIONS: dict[str, Path] = {}   # --rev: contender kind "emperor@REV" -> its emperor/ source
+
+
 def start(kind: str, port: int, workdir: Path, bindir: Path) -> "bs.Server":
     if kind == "emperor":
         return bs.emperor(port, workdir, bindir)
+    if kind in REVISIONS:
+        return bs.emperor(port, workdir, bindir, "http", REVISIONS[kind])
     if kind == "uwsgi":
         return bs.uwsgi(port, workdir, bindir)
     return bs.gunicorn(port, workdir, bindir, "sync")
@@ -84,6 +89,9 @@ def main() -> int:
     ap.add_argument("--interval", type=float, default=1.0)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--venv", type=Path, default=bs.DEFAULT_VENV)
+    ap.add_argument("--rev", action="append", metavar="REV",
+                    help="also emperor/ as git revision REV has it (HUP and TERM), interleaved: before/after figures")
+    ap.add_argument("--only", nargs="*", help="run these contenders only (names as in the table)")
     args = ap.parse_args()
     if args.quick:
         args.rounds, args.duration = 1, 5.0
@@ -91,6 +99,13 @@ def main() -> int:
     atexit.register(bs.stop_all)
     signal.signal(signal.SIGINT, bs._on_signal)
     workdir = Path(tempfile.mkdtemp(prefix="emperor-reload-bench-"))
+    bs.EMPEROR_SRC = bs.snapshot_emperor(workdir)   # the same code every round, whatever the tree does meanwhile
+    for spec in args.rev or []:
+        REVISIONS[f"emperor@{spec}"] = bs.revision_source(spec, workdir)
+        CONTENDERS.extend([(f"emperor@{spec} HUP", f"emperor@{spec}", signal.SIGHUP),
+                           (f"emperor@{spec} TERM", f"emperor@{spec}", signal.SIGTERM)])
+    if args.only:
+        CONTENDERS[:] = [c for c in CONTENDERS if c[0] in args.only]
     runs: dict[str, list[dict]] = {name: [] for name, _, _ in CONTENDERS}
     for rnd in range(args.rounds):
         order = CONTENDERS[rnd % len(CONTENDERS):] + CONTENDERS[:rnd % len(CONTENDERS)]
