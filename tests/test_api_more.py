@@ -105,9 +105,15 @@ def test_a_task_runs_in_its_directory_or_in_spooler_chdir(tmp_path, procs, serve
     """core/spooler.c: the spooler chdir()s into its directory (a numeric PRIORITY/ one with
     spooler-ordered) and calls the function with the task's bare file name as
     `spooler_task_name` (python_plugin.c uwsgi_python_spooler), so it names the file from the
-    task's cwd; `spooler-chdir = DIR` makes DIR the cwd of every task instead."""
+    task's cwd; `spooler-chdir = DIR` makes DIR the cwd of every task instead.
+
+    `spooler-frequency = 1`: uWSGI's uwsgi_spool_request (core/spooler.c) wakes the spooler
+    (SIGUSR1) only when it is not running a task, so a task spooled while the first one runs
+    waits for the next scan, 30 s by default (CI once lost that race); the test is about the
+    directory, not about that latency."""
     spool = tmp_path / "spool"
-    p = start(procs, server, tmp_path, f"spooler = {spool}\nspooler-ordered = true\n", app="apiextra.py")
+    freq = "spooler-frequency = 1\n"
+    p = start(procs, server, tmp_path, f"spooler = {spool}\nspooler-ordered = true\n{freq}", app="apiextra.py")
     names = [eval(result(p.port, f"/spool?f=where&id={i}{q}")) for i, q in (("t", ""), ("p", "&priority=7"))]
     wait_for(lambda: len(marks(tmp_path, "where")) == 2 and not tasks_in(spool), 30)
     got = sorted(marks(tmp_path, "where"))
@@ -119,7 +125,7 @@ def test_a_task_runs_in_its_directory_or_in_spooler_chdir(tmp_path, procs, serve
     work = tmp_path / "work"
     work.mkdir()
     (tmp_path / "where").unlink()
-    p = start(procs, server, tmp_path, f"spooler = {spool}\nspooler-chdir = {work}\n", app="apiextra.py",
+    p = start(procs, server, tmp_path, f"spooler = {spool}\nspooler-chdir = {work}\n{freq}", app="apiextra.py",
               log="second.log")
     name = eval(result(p.port, "/spool?f=where&id=c"))
     wait_for(lambda: marks(tmp_path, "where") and not tasks_in(spool), 30)
@@ -135,7 +141,8 @@ def test_spooler_import_is_imported_in_the_spooler_and_its_functions_run(tmp_pat
     there runs it, in the spooler process that imported it."""
     spool = tmp_path / "spool"
     p = start(procs, server, tmp_path, f"processes = 2\nspooler = {spool}\nspooler-processes = 2\n"
-                                       f"spooler-import = {APPS / 'spooltasks.py'}\n", app="apiextra.py")
+                                       f"spooler-import = {APPS / 'spooltasks.py'}\nspooler-frequency = 1\n",
+              app="apiextra.py")   # frequency: see test_a_task_runs_in_its_directory_or_in_spooler_chdir
     pids = wait_for(lambda: [x for x in eval(result(p.port, "/spoolerpids")) if x > 0] if len(
         marks(tmp_path, "loaded")) == 2 else None, 30)
     assert sorted(m[0] for m in marks(tmp_path, "loaded")) == sorted(map(str, pids))
@@ -155,8 +162,8 @@ def test_several_spooler_directories_each_with_its_own_spoolers(tmp_path, procs,
     (uwsgi.spooler_pids() lists them); uwsgi.spool() writes to the first directory, or to the
     one its `spooler` key names, and only that directory's spoolers run the task."""
     one, two = tmp_path / "one", tmp_path / "two"
-    p = start(procs, server, tmp_path, f"spooler = {one}\nspooler = {two}\nspooler-processes = 2\n",
-              app="apiextra.py")
+    p = start(procs, server, tmp_path, f"spooler = {one}\nspooler = {two}\nspooler-processes = 2\n"
+              "spooler-frequency = 1\n", app="apiextra.py")   # see test_a_task_runs_in_its_directory_or_…
     pids = wait_for(lambda: (lambda x: x if len(x) == 4 and all(x) else None)(
         eval(result(p.port, "/spoolerpids"))), 30)
     by_dir = {str(one): set(), str(two): set()}
