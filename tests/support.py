@@ -176,6 +176,16 @@ def wait_port(port: int, timeout: float = 10.0, host: str = "127.0.0.1") -> None
     raise TimeoutError(f"nothing listens on {host}:{port}")
 
 
+def text_now(path) -> str:
+    """The file's text, "" while it does not exist: a rotated log file is missing for the
+    instant between the rename and the reopen (uWSGI's rotation has the same instant), and a
+    test polling it must read that as "not yet", not fail."""
+    try:
+        return Path(path).read_text()
+    except FileNotFoundError:
+        return ""
+
+
 def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02):
     """The first truthy value of predicate(), polled; TimeoutError after `timeout` seconds."""
     deadline = time.monotonic() + timeout

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from support import HELLO_APP, SYSTEM_PYTHON, free_port, wait_for
+from support import HELLO_APP, SYSTEM_PYTHON, free_port, text_now, wait_for
 
 SLOW_APP = """
 import os, time
@@ -268,13 +268,12 @@ def test_l_reopens_and_L_rotates_the_log_file(master, tmp_path):
     fifo = tmp_path / "fifo0"
     master(f"master-fifo = {fifo}\nlogto = {logfile}\nlog-backupname = {tmp_path}/app.log.old\n", HELLO_APP,
            wait=False)
-    wait_for(lambda: logfile.exists() and "running (workers ready)" in logfile.read_text(), 20)
+    wait_for(lambda: "running (workers ready)" in text_now(logfile), 20)
     logfile.rename(tmp_path / "moved.log")
     send(fifo, "l")
-    wait_for(lambda: logfile.exists() and "log file reopened (master FIFO l)" in logfile.read_text())
+    wait_for(lambda: "log file reopened (master FIFO l)" in text_now(logfile))
     send(fifo, "L")
-    wait_for(lambda: (tmp_path / "app.log.old").exists() and logfile.exists()
-             and "rotated to" in logfile.read_text())
+    wait_for(lambda: (tmp_path / "app.log.old").exists() and "rotated to" in text_now(logfile))
     assert "master FIFO l" in (tmp_path / "app.log.old").read_text()
 
 

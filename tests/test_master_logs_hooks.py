@@ -14,7 +14,7 @@ import pytest
 
 from spoolsupport import SERVERS, UWSGI, get as get_body, start as start_server, write_ini
 from support import worker_pids
-from support import APPS, ROOT, SYSTEM_PYTHON, free_port, wait_for, wait_port
+from support import APPS, ROOT, SYSTEM_PYTHON, free_port, text_now, wait_for, wait_port
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -147,11 +147,11 @@ def test_log_maxsize_rotates_for_the_master_and_its_workers(procs, tmp_path):
     for _ in range(60):
         assert get(m.port) == 200
     wait_for(lambda: (tmp_path / "app.log.old").exists(), timeout=10)
-    wait_for(lambda: "log file reopened (rotated to" in logfile.read_text(), timeout=10)
-    before = logfile.read_text().count(" GET / => 200")
+    wait_for(lambda: "log file reopened (rotated to" in text_now(logfile), timeout=10)
+    before = text_now(logfile).count(" GET / => 200")
     for _ in range(4):
         assert get(m.port) == 200
-    wait_for(lambda: logfile.read_text().count(" GET / => 200") >= before + 4, timeout=10)  # workers write here too
+    wait_for(lambda: text_now(logfile).count(" GET / => 200") >= before + 4, timeout=10)  # workers write here too
 
 
 def test_a_log_file_without_log_maxsize_is_never_rotated(procs, tmp_path):
@@ -270,11 +270,11 @@ def test_log_reopen_opens_the_moved_log_file_again_on_a_graceful_reload(procs, t
     logfile = tmp_path / "app.log"
     m = start_logging(procs, server, tmp_path, f"logto = {logfile}\nlog-reopen = true\nprocesses = 1\n", logfile)
     assert reget(m.port, "/before-rotation")
-    wait_for(lambda: "/before-rotation" in logfile.read_text(), timeout=10)
+    wait_for(lambda: "/before-rotation" in text_now(logfile), timeout=10)
     logfile.rename(tmp_path / "app.log.1")
     m.signal(signal.SIGHUP)
     wait_for(lambda: logfile.exists(), timeout=30)
-    wait_for(lambda: reget(m.port, "/after-reload") and "/after-reload" in logfile.read_text(), timeout=30)
+    wait_for(lambda: reget(m.port, "/after-reload") and "/after-reload" in text_now(logfile), timeout=30)
     assert "/before-rotation" in (tmp_path / "app.log.1").read_text()
 
 
@@ -289,12 +289,12 @@ def test_touch_logrotate_renames_the_log_file_and_starts_a_new_one(procs, tmp_pa
     m = start_logging(procs, server, tmp_path, f"logto = {logfile}\ntouch-logrotate = {trigger}\n"
                                                f"log-backupname = {tmp_path}/app.log.old\nprocesses = 1\n", logfile)
     assert reget(m.port, "/before-rotation")
-    wait_for(lambda: "/before-rotation" in logfile.read_text(), timeout=10)
+    wait_for(lambda: "/before-rotation" in text_now(logfile), timeout=10)
     os.utime(trigger, (time.time() + 5, time.time() + 5))
     wait_for(lambda: (tmp_path / "app.log.old").exists(), timeout=20)
-    wait_for(lambda: reget(m.port, "/after-rotation") and "/after-rotation" in logfile.read_text(), timeout=30)
+    wait_for(lambda: reget(m.port, "/after-rotation") and "/after-rotation" in text_now(logfile), timeout=30)
     assert "/before-rotation" in (tmp_path / "app.log.old").read_text()
-    assert "/before-rotation" not in logfile.read_text()
+    assert "/before-rotation" not in text_now(logfile)
 
 
 @pytest.mark.parametrize("server", SERVERS)
