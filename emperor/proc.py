@@ -69,6 +69,23 @@ def set_command_line(title: str) -> None:
     ctypes.memmove(start, data + b"\0" * (size - len(data)), size)
 
 
+def fork_with_signals_blocked() -> int:
+    """os.fork() with every signal blocked across it; OSError as os.fork.
+
+    In the child (0 returned) they stay blocked until it has installed its own handlers, so
+    none of the parent's handlers ever runs there; the parent's mask is restored at once.
+    """
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+    try:
+        pid = os.fork()
+    except OSError:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        raise
+    if pid:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+    return pid
+
+
 def identity(uid: str | None, gid: str | None) -> tuple[int, int, str | None]:
     """(uid, gid, user name or None) that the `uid`/`gid` options name (-1: unchanged).
 

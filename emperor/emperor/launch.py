@@ -25,6 +25,7 @@ import traceback
 from collections.abc import Callable
 
 from emperor import log as logmod
+from emperor.proc import fork_with_signals_blocked
 from emperor.wire import handoff
 
 
@@ -106,12 +107,7 @@ def _fork(run: Callable[[], int], env: dict[str, str], keep: set[int],
         except KeyError:
             groups = []
     logmod.flush_std()
-    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
-    try:
-        pid = os.fork()
-    except OSError:
-        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-        raise
+    pid = fork_with_signals_blocked()
     if pid == 0:
         code = 1
         try:
@@ -124,7 +120,6 @@ def _fork(run: Callable[[], int], env: dict[str, str], keep: set[int],
         finally:
             logmod.flush_std()
             os._exit(code)
-    signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
     return pid
 
 

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 
 from emperor.config import Config
-from emperor.proc import describe_exit, set_command_line, set_process_name, signal_quietly
+from emperor.proc import describe_exit, fork_with_signals_blocked, set_command_line, set_process_name, signal_quietly
 from emperor.wire import handoff
 from emperor.wire.scoreboard import Scoreboard
 from emperor.worker.process import TRACEBACK
@@ -175,12 +175,9 @@ class Workers:
         self.log(f"{why}: every worker retires until the next connection")
 
     def spawn(self, gen: Generation, slot: int) -> None:
-        # Signals stay blocked across the fork: the child installs its own handlers first.
-        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
         try:
-            pid = os.fork()
+            pid = fork_with_signals_blocked()   # the child installs its own handlers first
         except OSError as e:
-            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
             self.log(f"fork failed: {e.strerror}; retrying in 1s")
             self.respawn_at[(gen.number, slot)] = time.monotonic() + 1
             return
@@ -190,7 +187,6 @@ class Workers:
                 self.become_worker(gen, slot)
             finally:
                 os._exit(1)
-        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         gen.slots[slot] = pid
         gen.ready.discard(slot)
         gen.last_spawn[slot] = time.monotonic()

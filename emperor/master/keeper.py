@@ -41,8 +41,8 @@ from emperor import log as logmod
 from emperor.config import Config
 from emperor.master import pidfile as pidfiles
 from emperor.master.loop import Loop
-from emperor.proc import (PR_SET_PDEATHSIG, become_subreaper, children, drop_privileges, killpg_quietly,
-                          prctl, set_command_line, set_process_name, signal_quietly)
+from emperor.proc import (PR_SET_PDEATHSIG, become_subreaper, children, drop_privileges, fork_with_signals_blocked,
+                          killpg_quietly, prctl, set_command_line, set_process_name, signal_quietly)
 from emperor.signals import drain
 from emperor.wire import handoff
 
@@ -79,18 +79,12 @@ class Keepers:
         """
         master = os.getpid()
         logmod.flush_std()
-        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
-        try:
-            pid = os.fork()
-        except OSError:
-            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-            raise
+        pid = fork_with_signals_blocked()
         if pid == 0:
             try:
                 _keep(master, self.w, command, label, job, env, cwd, uid, gid, stdin, write_pidfile)
             finally:
                 os._exit(1)
-        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         return pid
 
     def send(self, keeper: int, sig: int) -> None:

@@ -30,7 +30,8 @@ from emperor.api import spool as api_spool
 from emperor.api.cachemem import Cache
 from emperor.api.cachespec import CacheSpec, parse
 from emperor.master.loop import Part
-from emperor.proc import describe_exit, die_with_parent, set_command_line, set_process_name, signal_quietly
+from emperor.proc import (describe_exit, die_with_parent, fork_with_signals_blocked, set_command_line,
+                          set_process_name, signal_quietly)
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing into every master image
 if TYPE_CHECKING:
@@ -155,11 +156,9 @@ class Spoolers(Part):
     # ---------- the processes ----------
     def _spawn(self, k: int) -> None:
         directory = self.slots[k][0]
-        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
         try:
-            pid = os.fork()
+            pid = fork_with_signals_blocked()
         except OSError as e:
-            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
             logmod.log(f"spooler {directory}: cannot fork: {e.strerror}; retrying in {RESPAWN_DELAY:g}s")
             self.start_at[k] = time.monotonic() + RESPAWN_DELAY
             return
@@ -172,7 +171,6 @@ class Spoolers(Part):
             finally:
                 logmod.flush_std()
                 os._exit(code)
-        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         self.pids[k] = pid
         self.start_at[k] = None
         self.table[8 * k:8 * k + 8] = pid.to_bytes(8, "little")
