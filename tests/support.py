@@ -423,10 +423,26 @@ def uwsgi_master(procs, tmp_path: Path, test: str = "", body: str = "", processe
     return p
 
 
-def mark_lines(p, name: str) -> list[list[str]]:
-    """The lines of a marker file the app writes under MARK_DIR, split into words."""
-    path = p.marks / name
+def marker_lines(directory: Path, name: str) -> list[list[str]]:
+    """The lines of marker file `name` a test app writes in `directory`, split into words."""
+    path = directory / name
     return [l.split() for l in path.read_text().splitlines()] if path.exists() else []
+
+
+def mark_lines(p, name: str) -> list[list[str]]:
+    """marker_lines of a uwsgi_master's MARK_DIR."""
+    return marker_lines(p.marks, name)
+
+
+def fd_targets(pid: int) -> list[str]:
+    """What each of the process's descriptors points to (/proc/PID/fd), one entry each."""
+    out = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            out.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+        except OSError:
+            pass   # closed meanwhile (the listing's own descriptor)
+    return out
 
 
 # ---------- users made for a test ----------

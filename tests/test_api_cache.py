@@ -3,7 +3,6 @@
 intended difference is that emperor keeps the cache across a graceful reload."""
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -12,7 +11,7 @@ import threading
 import pytest
 
 from spoolsupport import APPS, SERVERS, UWSGI, get, result, start
-from support import free_port, wait_for
+from support import fd_targets, free_port, wait_for
 
 def _has(module: str) -> bool:
     import importlib.util
@@ -240,15 +239,7 @@ def test_a_reload_without_the_cache_and_spooler_lines_frees_them(tmp_path, procs
 
 
 def _memfds(pid: int) -> list[str]:
-    out = []
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith("/memfd:emperor-cache"):
-            out.append(target)
-    return out
+    return [t for t in fd_targets(pid) if t.startswith("/memfd:emperor-cache")]
 
 
 @pytest.mark.timeout(120)

@@ -13,12 +13,8 @@ import threading
 import pytest
 
 from spoolsupport import APPS, SERVERS, get, result, start, tasks_in
+from support import marker_lines as marks
 from support import wait_for
-
-
-def marks(d, name: str) -> list[list[str]]:
-    path = d / name
-    return [line.split() for line in path.read_text().splitlines()] if path.exists() else []
 
 
 def pause_logged(server: str) -> tuple[str, str]:

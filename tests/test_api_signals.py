@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from support import APPS, free_port, http_get, mark_lines, uwsgi_master, wait_for, worker_pids
+from support import APPS, answers, free_port, http_get, mark_lines, marker_lines, uwsgi_master, wait_for, worker_pids
 
 
 lines = mark_lines
@@ -173,16 +173,9 @@ def signals_transcript(start, tmp_path: Path) -> list:
     start(ini)
 
     def marked(name: str) -> list[list[str]]:
-        path = marks / name
-        return [l.split() for l in path.read_text().splitlines()] if path.exists() else []
+        return marker_lines(marks, name)
 
-    def answered() -> bool:
-        try:
-            return http_get(port, "/", timeout=2).status == 200
-        except OSError:
-            return False
-
-    wait_for(answered, 30)
+    wait_for(lambda: answers(port), 30)
     wait_for(lambda: len(marked("postfork")) == 2, 20)
     out: list = [("postfork", sorted(l[0] for l in marked("postfork")))]
     http_get(port, "/signal?17", expect=200)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from support import APPS, free_port, http_get, mark_lines, uwsgi_master, wait_for, worker_pids
+from support import APPS, answers, fd_targets, free_port, http_get, mark_lines, uwsgi_master, wait_for, worker_pids
 
 
 lines = mark_lines
@@ -24,16 +24,6 @@ lines = mark_lines
 
 def facts(p) -> dict:
     return json.loads(http_get(p.port, "/facts", expect=200).body)
-
-
-def fd_targets(pid: int) -> list[str]:
-    out = []
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            out.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
-        except OSError:
-            pass
-    return out
 
 
 @pytest.mark.timeout(60)
@@ -198,13 +188,7 @@ def flask_transcript(start, tmp_path: Path) -> list:
         path = marks / name
         return path.read_text().splitlines() if path.exists() else []
 
-    def answered() -> bool:
-        try:
-            return http_get(port, "/", timeout=2).status == 200
-        except OSError:
-            return False
-
-    wait_for(answered, 30)
+    wait_for(lambda: answers(port), 30)
     wait_for(lambda: len(marked("postfork")) == 3, 20)   # 2 workers, and the spooler (worker_id 0)
     out: list = [("postfork", sorted(marked("postfork")))]
     for path in ("/", "/info", "/missing"):
@@ -218,7 +202,7 @@ def flask_transcript(start, tmp_path: Path) -> list:
     r = http_get(port, "/reload")
     out.append(("/reload", r.status, r.body.decode()))
     wait_for(lambda: len(marked("postfork")) == 6, 60)
-    wait_for(answered, 30)
+    wait_for(lambda: answers(port), 30)
     out.append(("postfork after reload", sorted(marked("postfork")[3:])))
     out.append(("/", http_get(port, "/").body.decode()))
     return out

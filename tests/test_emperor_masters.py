@@ -7,8 +7,8 @@ import signal
 
 import pytest
 
-from support import (alive, body_when, children, free_port, held_import, http_get, log_lines, run_cli, serving,
-                     vassal_ini, wait_for)
+from support import (alive, body_when, children, fd_targets, free_port, held_import, http_get, log_lines, run_cli,
+                     serving, vassal_ini, wait_for)
 
 
 
@@ -51,26 +51,16 @@ def test_forked_master_is_found_through_its_pidfile(emperor, appdir, tmp_path):
     assert int(pidfile.read_text()) == master
 
 
-def fd_targets(pid: int) -> set[str]:
-    out = set()
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            out.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
-        except OSError:
-            pass
-    return out
-
-
 def test_forked_masters_keep_nothing_of_the_emperor(emperor, appdir):
     # A master is a fork of the emperor: none of the emperor's descriptors (watcher,
     # control socket, other vassals' channels, signal pipe) may survive in it.
     e = emperor()
     serving(e, "a.ini", free_port(), appdir)
     serving(e, "b.ini", free_port(), appdir)
-    ours = fd_targets(e.pid)
+    ours = set(fd_targets(e.pid))
     assert "anon_inode:inotify" in ours
     for master in children(e.pid):
-        theirs = fd_targets(master)
+        theirs = set(fd_targets(master))
         assert "anon_inode:inotify" not in theirs
         assert not {t for t in ours & theirs if t.startswith(("socket:", "pipe:"))}  # each has its own inode
         assert os.readlink(f"/proc/{master}/fd/0") == "/dev/null"
