@@ -63,8 +63,8 @@ class Masters:
         self.strict_compat = strict_compat   # --strict-compat: unsupported uWSGI options refused
         self.vassals: dict[str, Vassal] = {}
         self.preflights: dict[int, tuple[Vassal, int, str]] = {}   # pid -> (vassal, its master, seq)
-        self.od = on_demand or OnDemand()
-        self.environ: dict[str, str] | None = None   # while apply() runs   # the sockets we hold for on-demand vassals
+        self.od = on_demand or OnDemand()   # the sockets we hold for on-demand vassals
+        self.environ: dict[str, str] | None = None   # while apply() runs
 
     def to(self, v: Vassal, new: S | None, why: str) -> None:
         v.to(new, why)
