@@ -171,6 +171,30 @@ def test_a_ready_read_after_the_stop_began_changes_nothing(tmp_path):
     assert w.current.ready == set()
 
 
+@pytest.mark.timeout(30)
+def test_a_worker_error_written_before_the_master_records_the_fork_is_kept():
+    """Seen once under load: a lazy-apps worker whose import failed wrote its error to the
+    scoreboard before the master, preempted right after fork(), recorded the spawn, and the
+    record's reset erased it ("worker exited 1 before its first request" in status instead
+    of the RuntimeError). The record is now reset before the fork; after it, only the PID is
+    written. Here the parent waits for the child's exit before recording, the worst order."""
+    from emperor.wire.scoreboard import Scoreboard
+
+    board = Scoreboard(1, 1)
+    board.set_error(0, "RuntimeError: an earlier worker's")
+    board.spawning(0, generation=3, respawns=2)
+    assert board.error(0) == ""
+    pid = os.fork()
+    if pid == 0:
+        board.set_error(0, "RuntimeError: the database is not there")
+        os._exit(1)
+    os.waitpid(pid, 0)
+    board.spawned(0, pid)
+    w = board.worker(0)
+    assert board.error(0) == "RuntimeError: the database is not there"
+    assert (w["pid"], w["generation"], w["respawn_count"]) == (pid, 3, 2)
+
+
 
 def test_workers_that_serve_one_request_each_are_never_start_failures(master):
     """max-requests = 1 under 4 concurrent clients: each worker serves once, says so and

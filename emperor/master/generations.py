@@ -175,6 +175,7 @@ class Workers:
         self.log(f"{why}: every worker retires until the next connection")
 
     def spawn(self, gen: Generation, slot: int) -> None:
+        gen.board.spawning(slot, gen.number, gen.respawns[slot])
         try:
             pid = fork_with_signals_blocked()   # the child installs its own handlers first
         except OSError as e:
@@ -190,7 +191,7 @@ class Workers:
         gen.slots[slot] = pid
         gen.ready.discard(slot)
         gen.last_spawn[slot] = time.monotonic()
-        gen.board.spawned(slot, pid, gen.number, gen.respawns[slot])
+        gen.board.spawned(slot, pid)
 
     def _leave_the_master(self, gen: Generation, slot: int) -> None:
         """In a new worker: drop what only the master uses; look like a worker in ps."""

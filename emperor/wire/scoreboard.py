@@ -16,6 +16,7 @@ import time
 # Worker record: pid, last_spawn (epoch s), respawn_count, generation, paused, accepting, ready,
 # then the last line of what killed it before it could serve (written by the worker as it dies)
 WORKER = struct.Struct("<qdqqBBB5x")
+PID = struct.Struct("<q")   # WORKER's first field
 ERROR_AT, ERROR_SIZE = WORKER.size, 240
 WORKER_SIZE = WORKER.size + ERROR_SIZE
 # Core record: requests, exceptions, tx, rt_sum_us, busy_since (monotonic, 0 when idle),
@@ -63,14 +64,20 @@ class Scoreboard:
             os.close(self.fd)
 
     # -- written by the master around a worker's life --
-    def spawned(self, slot: int, pid: int, generation: int, respawns: int) -> None:
+    def spawning(self, slot: int, generation: int, respawns: int) -> None:
+        """A fresh record, written before the fork: once the child runs it may write its error
+        (or count a request) before the parent gets the CPU back, and that must not be erased."""
         off = slot * self.slot_size
-        WORKER.pack_into(self.mm, off, pid, time.time(), respawns, generation, 0, 1, 0)
+        WORKER.pack_into(self.mm, off, 0, time.time(), respawns, generation, 0, 1, 0)
         self.mm[off + ERROR_AT:off + ERROR_AT + ERROR_SIZE] = bytes(ERROR_SIZE)
         for c in range(self.cores):
             coff = off + WORKER_SIZE + c * CORE_SIZE
             CORE_END.pack_into(self.mm, coff, 0, 0, 0, 0, 0.0)
             CORE_START.pack_into(self.mm, coff + START_AT, 0.0, b"", b"")
+
+    def spawned(self, slot: int, pid: int) -> None:
+        """After the fork: the PID alone (the record's first field)."""
+        PID.pack_into(self.mm, slot * self.slot_size, pid)
 
     def set_flags(self, slot: int, paused: bool, accepting: bool) -> None:
         off = slot * self.slot_size + 32
